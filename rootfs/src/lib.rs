@@ -1,0 +1,31 @@
+//! idshift's rootfs construction: an overlay over *idmapped* image layers at a
+//! cost that does not grow with the number of layers.
+//!
+//! 1. [`plan`] turns the mounts containerd passes into a [`RootfsPlan`].
+//! 2. [`probe`] finds what the kernel's mount API accepts ([`KernelFeatures`]).
+//! 3. [`build`] makes the rootfs with a [`Strategy`] and returns it as a
+//!    detached mount (an fd in no mount table), with counts of the mount
+//!    syscalls it took ([`MountOps`]).
+//! 4. Whoever places it (the container's first process, inside its own mount
+//!    namespace) calls [`attach_mount`].
+
+mod error;
+mod ops;
+mod plan;
+mod probe;
+mod strategy;
+pub mod synthetic;
+mod sys;
+
+pub use error::RootfsError;
+pub use ops::{Counters, MountOp, MountOps};
+pub use plan::{
+    plan, BindPlan, FsParam, MountSpec, OverlayPlan, PlanError, RootfsPlan, MAX_LAYERS,
+};
+pub use probe::{probe, probe_cached, KernelFeatures};
+pub use rustix::mount::{MountAttrFlags, MountFlags};
+pub use strategy::{
+    build, build_with, fstype_name, BuildOptions, Idmap, Rootfs, Strategy, FSCONFIG_STRING_MAX,
+    MOUNT_DATA_MAX,
+};
+pub use sys::{attach_mount, KernelSys, MountSys};

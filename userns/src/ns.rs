@@ -1,0 +1,137 @@
+//! Creating, opening and joining user namespaces.
+
+use crate::idmap::{map_text, validate_mappings, IdKind, IdMap, IdRange, MappingError};
+use crate::sys;
+use std::io::Write;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NsError {
+    #[error("invalid ID mappings: {0}")]
+    Mapping(#[from] MappingError),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("creating a user namespace: {0}")]
+    Create(std::io::Error),
+    #[error("{path} is not a user namespace")]
+    NotUserNamespace { path: PathBuf },
+}
+
+/// An owned fd of a user namespace.
+#[derive(Debug)]
+pub struct UserNamespace {
+    fd: OwnedFd,
+}
+
+impl UserNamespace {
+    /// Creates a user namespace with these uid and gid maps (validated first).
+    /// A short-lived child process unshares it, we write its maps and keep an
+    /// fd of it; the child is then killed and reaped, on every path.
+    pub fn create(uid_maps: &[IdMap], gid_maps: &[IdMap]) -> Result<Self, NsError> {
+        validate_mappings(IdKind::Uid, uid_maps)?;
+        validate_mappings(IdKind::Gid, gid_maps)?;
+        let child = sys::NsChild::spawn().map_err(NsError::Create)?;
+        let proc_dir = PathBuf::from(format!("/proc/{}", child.pid()));
+        for (file, maps) in [("uid_map", uid_maps), ("gid_map", gid_maps)] {
+            let path = proc_dir.join(file);
+            let text = map_text(maps);
+            let io = |source| NsError::Io {
+                op: "writing",
+                path: path.clone(),
+                source,
+            };
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(io)?;
+            // The kernel takes the whole map in exactly one write.
+            let n = f.write(text.as_bytes()).map_err(io)?;
+            if n != text.len() {
+                return Err(io(std::io::Error::other(format!(
+                    "short write ({n} of {} bytes)",
+                    text.len()
+                ))));
+            }
+        }
+        let ns_path = proc_dir.join("ns/user");
+        let fd = open_cloexec(&ns_path)?;
+        drop(child);
+        Ok(UserNamespace { fd })
+    }
+
+    /// The whole range mapped at container ID 0, for uids and gids alike.
+    pub fn for_range(range: IdRange) -> Result<Self, NsError> {
+        let map = [range.to_map()];
+        Self::create(&map, &map)
+    }
+
+    /// Opens an existing user namespace by path (`/proc/PID/ns/user`, or a
+    /// bind-mounted nsfs file) and checks that it is one.
+    pub fn open(path: &Path) -> Result<Self, NsError> {
+        let fd = open_cloexec(path)?;
+        match sys::ns_type(&fd) {
+            Ok(t) if t == libc::CLONE_NEWUSER => Ok(UserNamespace { fd }),
+            _ => Err(NsError::NotUserNamespace {
+                path: path.to_path_buf(),
+            }),
+        }
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub fn into_fd(self) -> OwnedFd {
+        self.fd
+    }
+
+    pub fn try_clone(&self) -> Result<Self, NsError> {
+        Ok(UserNamespace {
+            fd: self.fd.try_clone().map_err(|source| NsError::Io {
+                op: "duplicating the fd of",
+                path: "a user namespace".into(),
+                source,
+            })?,
+        })
+    }
+}
+
+impl AsFd for UserNamespace {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+fn open_cloexec(path: &Path) -> Result<OwnedFd, NsError> {
+    rustix::fs::open(
+        path,
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| NsError::Io {
+        op: "opening",
+        path: path.to_path_buf(),
+        source: e.into(),
+    })
+}
+
+/// Makes `cmd` join `ns` between fork and exec and, with `ids`, become that
+/// (uid, gid) of the namespace, with no supplementary groups.
+///
+/// Without `ids` the child keeps its host IDs, which `ns` does not map: the
+/// capabilities that joining gives are then lost at `execve`. To run a
+/// program as the namespace's root, pass `Some((0, 0))`.
+pub fn join_before_exec(
+    cmd: &mut std::process::Command,
+    ns: &UserNamespace,
+    ids: Option<(u32, u32)>,
+) -> Result<(), NsError> {
+    let fd = ns.try_clone()?.into_fd();
+    sys::pre_exec(cmd, move || sys::setns_user(&fd, ids));
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! User namespaces against the real kernel (root needed).
+
+use std::process::Command;
+use userns::{join_before_exec, IdMap, IdRange, NsError, UserNamespace};
+
+fn m(c: u32, h: u32, s: u32) -> IdMap {
+    IdMap {
+        container_id: c,
+        host_id: h,
+        size: s,
+    }
+}
+
+/// Parses /proc/self/{uid,gid}_map as seen by a process joined to `ns`.
+fn maps_seen_inside(ns: &UserNamespace) -> (Vec<IdMap>, Vec<IdMap>) {
+    let mut cmd = Command::new("cat");
+    cmd.args(["/proc/self/uid_map", "/proc/self/gid_map"]);
+    join_before_exec(&mut cmd, ns, None).expect("join");
+    let out = cmd.output().expect("spawn cat in the namespace");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    let lines: Vec<IdMap> = text
+        .lines()
+        .map(|l| {
+            let f: Vec<u32> = l
+                .split_whitespace()
+                .map(|x| x.parse().expect("number"))
+                .collect();
+            m(f[0], f[1], f[2])
+        })
+        .collect();
+    (lines.clone(), lines)
+}
+
+fn zombie_children() -> Vec<String> {
+    let me = std::process::id().to_string();
+    let mut z = Vec::new();
+    for e in std::fs::read_dir("/proc").expect("ls /proc").flatten() {
+        if let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) {
+            // pid (comm) state ppid ...
+            if let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) {
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                if f.len() > 1 && f[0] == "Z" && f[1] == me {
+                    z.push(stat);
+                }
+            }
+        }
+    }
+    z
+}
+
+#[test]
+fn single_range_namespace() {
+    let r = IdRange {
+        base: 0x7200_0000,
+        size: 65536,
+    };
+    let ns = UserNamespace::for_range(r).expect("create");
+    let (seen, _) = maps_seen_inside(&ns);
+    assert_eq!(seen, vec![r.to_map(), r.to_map()], "uid_map then gid_map");
+    assert!(zombie_children().is_empty(), "{:?}", zombie_children());
+}
+
+#[test]
+fn multi_extent_namespace_and_root_inside() {
+    let uids = [
+        m(0, 0x7300_0000, 1000),
+        m(1000, 0x7310_0000, 10),
+        m(5000, 0x7320_0000, 1),
+    ];
+    let gids = [m(0, 0x7400_0000, 2000), m(3000, 0x7410_0000, 5)];
+    let ns = UserNamespace::create(&uids, &gids).expect("create");
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "cat /proc/self/uid_map; echo --; cat /proc/self/gid_map; echo --; id -u; id -g",
+    ]);
+    join_before_exec(&mut cmd, &ns, Some((1000, 3000))).expect("join");
+    let out = cmd.output().expect("spawn");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    let parts: Vec<&str> = text.split("--\n").collect();
+    let parse = |s: &str| -> Vec<IdMap> {
+        s.lines()
+            .map(|l| {
+                let f: Vec<u32> = l
+                    .split_whitespace()
+                    .map(|x| x.parse().expect("n"))
+                    .collect();
+                m(f[0], f[1], f[2])
+            })
+            .collect()
+    };
+    assert_eq!(parse(parts[0]), uids.to_vec());
+    assert_eq!(parse(parts[1]), gids.to_vec());
+    assert_eq!(parts[2].trim(), "1000\n3000".replace("\\n", "\n"));
+}
+
+#[test]
+fn three_hundred_forty_extents() {
+    // Short numbers: the map's text must also fit in one write of under a page.
+    let maps: Vec<IdMap> = (0..340).map(|i| m(i, 1000 + i * 2, 1)).collect();
+    let ns = UserNamespace::create(&maps, &maps).expect("340 extents");
+    let (seen, _) = maps_seen_inside(&ns);
+    assert_eq!(seen.len(), 680);
+    assert_eq!(&seen[..340], &maps[..]);
+}
+
+#[test]
+fn invalid_mappings_fail_before_any_process() {
+    let e = UserNamespace::create(&[m(0, 1000, 10), m(5, 2000, 10)], &[m(0, 1000, 1)])
+        .expect_err("overlap");
+    assert!(matches!(e, NsError::Mapping(_)), "{e}");
+    assert!(
+        e.to_string().contains("overlap on the container side"),
+        "{e}"
+    );
+    let many: Vec<IdMap> = (0..341).map(|i| m(i, 100 + i, 1)).collect();
+    let e = UserNamespace::create(&many, &many).expect_err("341");
+    assert!(e.to_string().contains("341 uid mapping extents"), "{e}");
+    assert!(zombie_children().is_empty());
+}
+
+#[test]
+fn open_checks_the_namespace_type() {
+    let own = UserNamespace::open(std::path::Path::new("/proc/self/ns/user")).expect("own userns");
+    let _dup = own.try_clone().expect("clone");
+    for p in ["/proc/self/ns/net", "/proc/self/ns/mnt", "/etc/hostname"] {
+        let e = UserNamespace::open(std::path::Path::new(p)).expect_err(p);
+        assert!(matches!(e, NsError::NotUserNamespace { .. }), "{p}: {e}");
+        assert!(e.to_string().contains(p), "{e}");
+    }
+    let e = UserNamespace::open(std::path::Path::new("/nonexistent/ns")).expect_err("missing");
+    assert!(e.to_string().contains("/nonexistent/ns"), "{e}");
+    // A namespace made here, opened back by path through a process in it.
+    let ns = UserNamespace::for_range(IdRange {
+        base: 0x7600_0000,
+        size: 10,
+    })
+    .expect("create");
+    let mut cmd = Command::new("sleep");
+    cmd.arg("5");
+    join_before_exec(&mut cmd, &ns, Some((0, 0))).expect("join");
+    let mut child = cmd.spawn().expect("spawn");
+    let path = format!("/proc/{}/ns/user", child.id());
+    let opened = UserNamespace::open(std::path::Path::new(&path));
+    let _ = child.kill();
+    let _ = child.wait();
+    let opened = opened.expect("open by path");
+    let a = rustix::fs::fstat(ns.fd()).expect("stat");
+    let b = rustix::fs::fstat(opened.fd()).expect("stat");
+    assert_eq!((a.st_dev, a.st_ino), (b.st_dev, b.st_ino), "same namespace");
+}
+
+#[test]
+fn many_namespaces_leave_no_process_behind() {
+    for i in 0..50 {
+        let ns = UserNamespace::for_range(IdRange {
+            base: 0x7700_0000 + i * 0x10000,
+            size: 0x10000,
+        })
+        .expect("create");
+        drop(ns);
+    }
+    assert!(zombie_children().is_empty(), "{:?}", zombie_children());
+}
