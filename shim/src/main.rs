@@ -1,5 +1,19 @@
 //! containerd-shim-idshift-v2: a containerd shim v2 that is also the container
-//! runtime. For now: `--version` and `--features`.
+//! runtime. containerd runs it as `start`, `delete` and (to serve) with
+//! `-socket`; it runs itself as `init` for every container process; people
+//! run `--version` and `--features`.
+
+mod cgroup;
+mod channel;
+mod config;
+mod container;
+mod init;
+mod metrics;
+mod process;
+mod service;
+mod shim;
+mod stdio;
+mod sys;
 
 use rootfs::{KernelFeatures, Strategy};
 use std::path::PathBuf;
@@ -68,13 +82,73 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some("init") => init::main(),
+        Some("-info") => info(),
         Some("--help") | Some("-h") => {
             println!("{}", usage());
             ExitCode::SUCCESS
         }
-        _ => {
+        Some(_) => serve(),
+        None => {
             eprintln!("{}", usage());
             ExitCode::from(2)
         }
     }
+}
+
+/// `-info` (containerd 2.x): the runtime's name, version and OCI features as
+/// a `RuntimeInfo` protobuf on stdout. Standard input (runtime options) is
+/// read and not needed.
+fn info() -> ExitCode {
+    use containerd_shim_protos::protobuf::well_known_types::any::Any;
+    use containerd_shim_protos::protobuf::{Message, MessageField};
+    use containerd_shim_protos::types::introspection::{RuntimeInfo, RuntimeVersion};
+    use std::io::{Read, Write};
+    let mut ignored = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut ignored);
+    let features = serde_json::json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": "1.1.0",
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
+            "mountExtensions": {"idmap": {"enabled": true}},
+        },
+        "annotations": {"io.github.idshift.rootfs": "idmapped overlay, constant cost in layers"},
+    });
+    let mut version = RuntimeVersion::new();
+    version.version = env!("CARGO_PKG_VERSION").into();
+    let mut f = Any::new();
+    f.type_url = "types.containerd.io/opencontainers/runtime-spec/1/features/Features".into();
+    f.value = features.to_string().into_bytes();
+    let mut info = RuntimeInfo::new();
+    info.name = "io.containerd.idshift.v2".into();
+    info.version = MessageField::some(version);
+    info.features = MessageField::some(f);
+    match info.write_to_bytes() {
+        Ok(bytes) if std::io::stdout().write_all(&bytes).is_ok() => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// containerd's verbs (`start`, `delete`, serving with `-socket`).
+fn serve() -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{NAME}: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let config = containerd_shim::Config {
+        default_log_level: "info".into(),
+        ..Default::default()
+    };
+    rt.block_on(containerd_shim::asynchronous::run::<shim::IdshiftShim>(
+        "io.containerd.idshift.v2",
+        Some(config),
+    ));
+    ExitCode::SUCCESS
 }

@@ -1,0 +1,136 @@
+//! idshift's configuration: `/etc/idshift/config.toml` by default, or the
+//! file containerd's runtime options name (`ConfigPath`).
+
+use rootfs::Strategy;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use userns::AllocatorConfig;
+
+pub const DEFAULT_CONFIG: &str = "/etc/idshift/config.toml";
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `auto`, `fd`, `path`, `per-layer` or `plain`.
+    pub strategy: Strategy,
+    /// Persistent state: the ID range allocator.
+    pub state_dir: PathBuf,
+    /// Per-container runtime state and mount points (should be a tmpfs).
+    pub run_dir: PathBuf,
+    /// `error`, `warn`, `info`, `debug` or `trace`.
+    pub log_level: String,
+    pub pool: Pool,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Pool {
+    pub start: u32,
+    pub size: u32,
+    pub range_size: u32,
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        let d = AllocatorConfig::default();
+        Pool {
+            start: d.pool_start,
+            size: d.pool_size,
+            range_size: d.range_size,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            strategy: Strategy::Auto,
+            state_dir: PathBuf::from("/var/lib/idshift"),
+            run_dir: PathBuf::from("/run/idshift"),
+            log_level: "info".into(),
+            pool: Pool::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`; a missing file at the default location means defaults,
+    /// a missing file anywhere else is an error (it was asked for).
+    pub fn load(path: Option<&Path>) -> Result<Config, String> {
+        let (path, explicit) = match path {
+            Some(p) => (p, true),
+            None => (Path::new(DEFAULT_CONFIG), false),
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                return Ok(Config::default())
+            }
+            Err(e) => return Err(format!("reading idshift config {}: {e}", path.display())),
+        };
+        Config::parse(&text).map_err(|e| format!("idshift config {}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        if !matches!(
+            c.log_level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace"
+        ) {
+            return Err(format!(
+                "log_level {:?} is not one of error, warn, info, debug, trace",
+                c.log_level
+            ));
+        }
+        Ok(c)
+    }
+
+    pub fn allocator(&self) -> AllocatorConfig {
+        AllocatorConfig {
+            state_dir: self.state_dir.clone(),
+            pool_start: self.pool.start,
+            pool_size: self.pool.size,
+            range_size: self.pool.range_size,
+        }
+    }
+
+    pub fn log_filter(&self) -> log::LevelFilter {
+        match self.log_level.as_str() {
+            "error" => log::LevelFilter::Error,
+            "warn" => log::LevelFilter::Warn,
+            "debug" => log::LevelFilter::Debug,
+            "trace" => log::LevelFilter::Trace,
+            _ => log::LevelFilter::Info,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_defaults() {
+        assert_eq!(Config::parse("").expect("empty"), Config::default());
+        let c = Config::parse(
+            "strategy = \"per-layer\"\nstate_dir = \"/x\"\nlog_level = \"debug\"\n[pool]\nstart = 200000\nsize = 131072\nrange_size = 65536\n",
+        )
+        .expect("full");
+        assert_eq!(c.strategy, Strategy::PerLayer);
+        assert_eq!(c.allocator().pool_start, 200000);
+        assert_eq!(c.log_filter(), log::LevelFilter::Debug);
+        let e = Config::parse("strategy = \"fast\"").expect_err("bad strategy");
+        assert!(e.contains("fast"), "{e}");
+        let e = Config::parse("stratgy = \"fd\"").expect_err("typo");
+        assert!(e.contains("stratgy"), "{e}");
+        let e = Config::parse("log_level = \"loud\"").expect_err("level");
+        assert!(e.contains("loud"), "{e}");
+    }
+
+    #[test]
+    fn missing_files() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let e = Config::load(Some(&d.path().join("none.toml"))).expect_err("explicit");
+        assert!(e.contains("none.toml"), "{e}");
+    }
+}

@@ -1,0 +1,409 @@
+//! A container's host-side mechanism: its ID range and user namespace, its
+//! rootfs, its cgroup, its first process, and undoing all of it. State that
+//! `shim delete` needs after a crash is kept in `<run_dir>/<ns>/<id>/state.json`.
+
+use crate::cgroup::{Cgroup, Hierarchy, Resources};
+use crate::channel::{ContainerInit, ToInit};
+use crate::config::Config;
+use crate::process::{self, Process};
+use crate::stdio::{ProcessIo, StdioUris};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use userns::{Allocator, IdMap, UserNamespace};
+
+/// What `shim delete` needs to clean up after a dead shim.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Persisted {
+    pub pid: i32,
+    pub range_owner: Option<String>,
+    pub state_dir: PathBuf,
+    pub pool_start: u32,
+    pub pool_size: u32,
+    pub range_size: u32,
+    pub cgroup: Option<String>,
+}
+
+pub struct Container {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub init: Process,
+    pub execs: HashMap<String, Process>,
+    pub cgroup: Option<Cgroup>,
+    pub run_dir: PathBuf,
+    pub persisted: Persisted,
+}
+
+/// What Create was asked.
+pub struct CreateRequest {
+    pub id: String,
+    pub namespace: String,
+    pub bundle: PathBuf,
+    pub rootfs: Vec<rootfs::MountSpec>,
+    pub uris: StdioUris,
+    pub config: Config,
+}
+
+/// Per-phase timings and counts of a create, for the log.
+#[derive(Debug, Default)]
+pub struct CreateReport {
+    pub userns_ms: f64,
+    pub rootfs_ms: f64,
+    pub init_ms: f64,
+    pub strategy: String,
+    pub ops: rootfs::MountOps,
+    pub range: Option<userns::IdRange>,
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1e3
+}
+
+pub fn run_dir(config: &Config, namespace: &str, id: &str) -> PathBuf {
+    config.run_dir.join(namespace).join(id)
+}
+
+/// Undoes a partial create unless disarmed.
+struct Undo {
+    alloc: Option<(Allocator, String)>,
+    cgroup: Option<Cgroup>,
+    run_dir: Option<PathBuf>,
+    pid: Option<i32>,
+}
+
+impl Undo {
+    fn run(&mut self) {
+        if let Some(pid) = self.pid.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        if let Some(cg) = self.cgroup.take() {
+            let _ = cg.kill_all(libc::SIGKILL);
+            if let Err(e) = cg.delete() {
+                log::error!("removing cgroup {} after a failed create: {e}", cg.path());
+            }
+        }
+        if let Some((a, owner)) = self.alloc.take() {
+            if let Err(e) = a.release(&owner) {
+                log::error!("releasing the ID range of {owner} after a failed create: {e}");
+            }
+        }
+        if let Some(d) = self.run_dir.take() {
+            remove_run_dir(&d);
+        }
+    }
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        self.run();
+    }
+}
+
+pub fn remove_run_dir(d: &Path) {
+    let _ = std::fs::remove_dir(d.join("rootfs"));
+    let _ = std::fs::remove_file(d.join("state.json"));
+    if let Err(e) = std::fs::remove_dir(d) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            log::error!("removing run dir {}: {e}", d.display());
+        }
+    }
+}
+
+fn mkdir_mode(p: &Path, mode: u32) -> Result<(), String> {
+    std::fs::create_dir_all(p).map_err(|e| format!("mkdir {}: {e}", p.display()))?;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("chmod {}: {e}", p.display()))
+}
+
+fn to_maps(m: &[LinuxIdMapping]) -> Vec<IdMap> {
+    m.iter()
+        .map(|x| IdMap {
+            container_id: x.container_id(),
+            host_id: x.host_id(),
+            size: x.size(),
+        })
+        .collect()
+}
+
+/// The host ID that container ID 0 maps to.
+fn host_root(maps: &[IdMap], what: &str) -> Result<u32, String> {
+    maps.iter()
+        .find(|m| m.container_id == 0)
+        .map(|m| m.host_id)
+        .ok_or_else(|| format!("the spec's {what} mappings do not map container ID 0"))
+}
+
+pub fn read_spec(bundle: &Path) -> Result<Spec, String> {
+    let p = bundle.join("config.json");
+    Spec::load(&p).map_err(|e| format!("reading the OCI spec {}: {e}", p.display()))
+}
+
+pub fn resources_of_spec(spec: &Spec) -> Resources {
+    let mut r = Resources::default();
+    let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().clone()) else {
+        return r;
+    };
+    if let Some(m) = res.memory() {
+        r.memory_limit = m.limit();
+        r.memory_swap = m.swap();
+        r.memory_reservation = m.reservation();
+    }
+    if let Some(c) = res.cpu() {
+        r.cpu_shares = c.shares();
+        r.cpu_quota = c.quota();
+        r.cpu_period = c.period();
+        r.cpuset_cpus = c.cpus().clone();
+        r.cpuset_mems = c.mems().clone();
+    }
+    if let Some(p) = res.pids() {
+        r.pids_limit = Some(p.limit());
+    }
+    if let Some(b) = res.block_io() {
+        r.blkio_weight = b.weight();
+    }
+    r
+}
+
+impl Container {
+    /// Creates the container and its first process, waiting for Start.
+    /// Blocking: run it on a blocking thread (within the runtime).
+    pub fn create(req: CreateRequest) -> Result<(Container, CreateReport), String> {
+        let mut report = CreateReport::default();
+        let cfg = &req.config;
+        let mut spec = read_spec(&req.bundle)?;
+        let features = rootfs::probe_cached(&cfg.state_dir, &cfg.run_dir.join("probe.json"))
+            .map_err(|e| format!("probing the kernel: {e}"))?;
+        let strategy = features.resolve(cfg.strategy).map_err(|e| e.to_string())?;
+        report.strategy = strategy.to_string();
+        let mut undo = Undo {
+            alloc: None,
+            cgroup: None,
+            run_dir: None,
+            pid: None,
+        };
+        let mut persisted = Persisted {
+            state_dir: cfg.state_dir.clone(),
+            pool_start: cfg.pool.start,
+            pool_size: cfg.pool.size,
+            range_size: cfg.pool.range_size,
+            ..Default::default()
+        };
+
+        // 1. The user namespace and the host root it maps.
+        let t = Instant::now();
+        let mut linux = spec.linux().clone().unwrap_or_default();
+        let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+        let user = namespaces
+            .iter()
+            .find(|n| n.typ() == LinuxNamespaceType::User)
+            .cloned();
+        namespaces.retain(|n| n.typ() != LinuxNamespaceType::User);
+        let uid_maps = to_maps(&linux.uid_mappings().clone().unwrap_or_default());
+        let gid_maps = to_maps(&linux.gid_mappings().clone().unwrap_or_default());
+        let ns = if strategy == rootfs::Strategy::Plain {
+            if user.is_some() {
+                return Err("rootfs strategy \"plain\" runs containers without a user namespace, but the spec asks for one".into());
+            }
+            None
+        } else if let Some(path) = user.as_ref().and_then(|u| u.path().clone()) {
+            let ns = UserNamespace::open(&path).map_err(|e| e.to_string())?;
+            let root = (host_root(&uid_maps, "uid")?, host_root(&gid_maps, "gid")?);
+            Some((ns, root))
+        } else if !uid_maps.is_empty() || !gid_maps.is_empty() {
+            let ns = UserNamespace::create(&uid_maps, &gid_maps).map_err(|e| e.to_string())?;
+            let root = (host_root(&uid_maps, "uid")?, host_root(&gid_maps, "gid")?);
+            Some((ns, root))
+        } else {
+            let alloc = Allocator::open(cfg.allocator()).map_err(|e| e.to_string())?;
+            let owner = format!("{}/{}", req.namespace, req.id).replace('/', ":");
+            let range = alloc
+                .allocate(&owner)
+                .map_err(|e| format!("allocating a host ID range: {e}"))?;
+            undo.alloc = Some((alloc, owner.clone()));
+            persisted.range_owner = Some(owner);
+            report.range = Some(range);
+            let ns = UserNamespace::for_range(range).map_err(|e| e.to_string())?;
+            let map = range.to_map();
+            linux.set_uid_mappings(Some(vec![id_mapping(&map)?]));
+            linux.set_gid_mappings(Some(vec![id_mapping(&map)?]));
+            Some((ns, (range.base, range.base)))
+        };
+        linux.set_namespaces(Some(namespaces));
+        spec.set_linux(Some(linux));
+        report.userns_ms = ms(t);
+
+        // 2. The rootfs, as a detached mount.
+        let t = Instant::now();
+        let plan = if req.rootfs.is_empty() {
+            let root = spec
+                .root()
+                .as_ref()
+                .map(|r| r.path().clone())
+                .unwrap_or_else(|| "rootfs".into());
+            let source = if root.is_absolute() {
+                root
+            } else {
+                req.bundle.join(root)
+            };
+            rootfs::RootfsPlan::Bind(rootfs::BindPlan {
+                source,
+                recursive: true,
+                attrs: rootfs::MountAttrFlags::empty(),
+            })
+        } else {
+            rootfs::plan(&req.rootfs, &req.bundle).map_err(|e| e.to_string())?
+        };
+        let run_dir = run_dir(cfg, &req.namespace, &req.id);
+        for d in [&cfg.run_dir, &cfg.run_dir.join(&req.namespace)] {
+            mkdir_mode(d, 0o711)?;
+        }
+        if run_dir.exists() {
+            return Err(format!(
+                "container {} already has a run dir {}",
+                req.id,
+                run_dir.display()
+            ));
+        }
+        mkdir_mode(&run_dir, 0o711)?;
+        undo.run_dir = Some(run_dir.clone());
+        let target = run_dir.join("rootfs");
+        mkdir_mode(&target, 0o755)?;
+        let scratch = cfg.run_dir.join("tmp");
+        mkdir_mode(&scratch, 0o700)?;
+        let built = rootfs::build(
+            &plan,
+            &rootfs::BuildOptions {
+                strategy,
+                features: &features,
+                idmap: ns.as_ref().map(|(ns, (u, g))| rootfs::Idmap {
+                    userns: ns.fd(),
+                    root_uid: *u,
+                    root_gid: *g,
+                }),
+                scratch_dir: &scratch,
+            },
+        )
+        .map_err(|e| format!("building the rootfs: {e}"))?;
+        report.ops = built.ops;
+        report.rootfs_ms = ms(t);
+
+        // 3. The cgroup.
+        let cg_path = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().clone())
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| format!("/idshift/{}/{}", req.namespace, req.id));
+        let h = Hierarchy::detect().map_err(|e| e.to_string())?;
+        let cgroup = Cgroup::create(&h, &cg_path).map_err(|e| e.to_string())?;
+        persisted.cgroup = Some(cg_path);
+        undo.cgroup = Some(Cgroup::open(&h, cgroup.path()));
+        cgroup
+            .apply(&resources_of_spec(&spec))
+            .map_err(|e| e.to_string())?;
+
+        // 4. The first process, set up and waiting for Start.
+        let t = Instant::now();
+        let (stdio, io) = ProcessIo::prepare(&req.uris, &req.id, &req.namespace)
+            .map_err(|e| format!("setting up stdio: {e}"))?;
+        let msg = ToInit::Container(Box::new(ContainerInit {
+            spec,
+            rootfs_target: target,
+            userns: ns.is_some(),
+        }));
+        let mut fds = Vec::new();
+        if let Some((ns, _)) = &ns {
+            fds.push(ns.fd().as_raw_fd());
+        }
+        fds.push(built.mount.as_fd().as_raw_fd());
+        let (mut init, pty) = process::spawn_blocking("", &msg, &fds, stdio, req.uris.clone(), io)?;
+        undo.pid = Some(init.pid);
+        drop(built);
+        drop(ns);
+        if let Some(master) = pty {
+            init.io
+                .attach_pty(&req.uris, master)
+                .map_err(|e| format!("connecting the terminal: {e}"))?;
+        }
+        cgroup.add_process(init.pid).map_err(|e| e.to_string())?;
+        persisted.pid = init.pid;
+        let state = serde_json::to_vec(&persisted).map_err(|e| e.to_string())?;
+        std::fs::write(run_dir.join("state.json"), state)
+            .map_err(|e| format!("writing {}: {e}", run_dir.join("state.json").display()))?;
+        report.init_ms = ms(t);
+        // Success: nothing to undo.
+        undo.alloc = None;
+        undo.cgroup = None;
+        undo.run_dir = None;
+        undo.pid = None;
+        Ok((
+            Container {
+                id: req.id,
+                bundle: req.bundle,
+                init,
+                execs: HashMap::new(),
+                cgroup: Some(cgroup),
+                run_dir,
+                persisted,
+            },
+            report,
+        ))
+    }
+
+    /// Releases what the container holds on the host (after its processes
+    /// are gone): cgroup, ID range, run dir. Idempotent.
+    pub fn cleanup(&mut self) {
+        cleanup_persisted(&self.persisted, &self.run_dir);
+    }
+}
+
+fn id_mapping(m: &IdMap) -> Result<LinuxIdMapping, String> {
+    oci_spec::runtime::LinuxIdMappingBuilder::default()
+        .container_id(m.container_id)
+        .host_id(m.host_id)
+        .size(m.size)
+        .build()
+        .map_err(|e| format!("building an ID mapping: {e}"))
+}
+
+/// Cleanup shared by Delete and `shim delete`: kill what is left, remove the
+/// cgroup, release the range, remove the run dir.
+pub fn cleanup_persisted(p: &Persisted, run_dir: &Path) {
+    if let Some(path) = &p.cgroup {
+        match Hierarchy::detect() {
+            Ok(h) => {
+                let cg = Cgroup::open(&h, path);
+                let _ = cg.kill_all(libc::SIGKILL);
+                if let Err(e) = cg.delete() {
+                    log::error!("removing cgroup {path}: {e}");
+                }
+            }
+            Err(e) => log::error!("finding the cgroup hierarchy: {e}"),
+        }
+    }
+    if let Some(owner) = &p.range_owner {
+        let cfg = userns::AllocatorConfig {
+            state_dir: p.state_dir.clone(),
+            pool_start: p.pool_start,
+            pool_size: p.pool_size,
+            range_size: p.range_size,
+        };
+        match Allocator::open(cfg).and_then(|a| a.release(owner)) {
+            Ok(_) => {}
+            Err(e) => log::error!("releasing the ID range of {owner}: {e}"),
+        }
+    }
+    remove_run_dir(run_dir);
+}
+
+pub fn read_persisted(run_dir: &Path) -> Option<Persisted> {
+    let text = std::fs::read(run_dir.join("state.json")).ok()?;
+    serde_json::from_slice(&text).ok()
+}

@@ -1,0 +1,223 @@
+//! A process of a container (its init, or an exec): its life as an explicit
+//! state machine, and the host side of starting it.
+//!
+//! ```text
+//!  Created --start--> Running --pause--> Paused --resume--> Running
+//!     |                  |                 |
+//!     +------exit--------+------exit-------+----> Stopped --delete--> (gone)
+//! ```
+//! Only the transitions above exist; every other request is refused with the
+//! state it was made in.
+
+use crate::channel::{Channel, FromInit, ToInit};
+use crate::stdio::{ChildStdio, ProcessIo, StdioUris};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::time::SystemTime;
+use tokio::sync::watch;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Created => "created",
+            State::Running => "running",
+            State::Paused => "paused",
+            State::Stopped => "stopped",
+        }
+    }
+}
+
+/// What may happen to a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    Start,
+    Pause,
+    Resume,
+    Exit,
+    Delete,
+}
+
+/// The one place that knows which transitions exist.
+pub fn transition(from: State, ev: Event) -> Result<State, String> {
+    use Event as E;
+    use State as S;
+    match (from, ev) {
+        (S::Created, E::Start) => Ok(S::Running),
+        (S::Running, E::Pause) => Ok(S::Paused),
+        (S::Paused, E::Resume) => Ok(S::Running),
+        (S::Created | S::Running | S::Paused, E::Exit) => Ok(S::Stopped),
+        (S::Created | S::Stopped, E::Delete) => Ok(S::Stopped),
+        (s, e) => Err(format!(
+            "cannot {} a process that is {}",
+            format!("{e:?}").to_lowercase(),
+            s.name()
+        )),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub status: u32,
+    pub at: SystemTime,
+}
+
+pub struct Process {
+    pub exec_id: String,
+    pub pid: i32,
+    pub state: State,
+    pub uris: StdioUris,
+    pub io: ProcessIo,
+    /// Until Start: the channel to the process waiting to exec.
+    channel: Option<Channel>,
+    exit_tx: watch::Sender<Option<Exit>>,
+}
+
+impl Process {
+    pub fn exit_watch(&self) -> watch::Receiver<Option<Exit>> {
+        self.exit_tx.subscribe()
+    }
+
+    pub fn exit(&self) -> Option<Exit> {
+        *self.exit_tx.borrow()
+    }
+
+    pub fn apply(&mut self, ev: Event) -> Result<(), String> {
+        self.state = transition(self.state, ev)?;
+        Ok(())
+    }
+
+    /// Records the exit (once) and wakes every waiter.
+    pub fn set_exited(&mut self, status: u32) {
+        if self.exit().is_some() {
+            return;
+        }
+        self.state = transition(self.state, Event::Exit).unwrap_or(State::Stopped);
+        self.exit_tx.send_replace(Some(Exit {
+            status,
+            at: SystemTime::now(),
+        }));
+    }
+
+    /// Tells the waiting process to exec; returns once it did (or failed).
+    /// Blocking: call from a blocking task.
+    pub fn take_channel(&mut self) -> Result<Channel, String> {
+        self.channel
+            .take()
+            .ok_or_else(|| "the process was already started".to_string())
+    }
+}
+
+/// Sends Start and waits for the exec: the channel closing means success.
+pub fn start_blocking(mut ch: Channel) -> Result<(), String> {
+    ch.send(&ToInit::Start, &[])
+        .map_err(|e| format!("telling the process to start: {e}"))?;
+    match ch.recv::<FromInit>() {
+        Ok(None) => Ok(()),
+        Ok(Some((FromInit::Error(e), _))) => Err(e),
+        Ok(Some((other, _))) => Err(format!("unexpected message at start: {other:?}")),
+        Err(e) => Err(format!("waiting for the exec: {e}")),
+    }
+}
+
+/// Spawns the shim's own binary as `init` with `msg` (and `fds`), and waits
+/// until the process is set up and waiting for Start. Blocking.
+pub fn spawn_blocking(
+    exec_id: &str,
+    msg: &ToInit,
+    fds: &[RawFd],
+    stdio: ChildStdio,
+    uris: StdioUris,
+    io: ProcessIo,
+) -> Result<(Process, Option<OwnedFd>), String> {
+    let (mut ch, child_end) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let exe = std::env::current_exe().map_err(|e| format!("finding the shim binary: {e}"))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("init")
+        .stdin(stdio.stdin)
+        .stdout(stdio.stdout)
+        .stderr(stdio.stderr);
+    cmd.env_clear();
+    let child_fd = child_end.as_raw_fd();
+    crate::sys::pre_exec(&mut cmd, move || {
+        crate::sys::dup2_raw(child_fd, crate::init::CHANNEL_FD)
+    });
+    // The helper exits once it has forked; the shim's reaper collects it.
+    let helper = cmd
+        .spawn()
+        .map_err(|e| format!("starting the container init: {e}"))?;
+    drop(child_end);
+    drop(helper);
+    ch.send(msg, fds)
+        .map_err(|e| format!("sending the set-up: {e}"))?;
+    let died = |what: &str| format!("the container's init died before it was {what}");
+    let pid = match ch.recv::<FromInit>() {
+        Ok(Some((FromInit::Pid(p), _))) => p,
+        Ok(Some((FromInit::Error(e), _))) => return Err(e),
+        Ok(Some((m, _))) => return Err(format!("unexpected message {m:?}")),
+        Ok(None) => return Err(died("forked")),
+        Err(e) => return Err(format!("reading the init's pid: {e}")),
+    };
+    let pty = match ch.recv::<FromInit>() {
+        Ok(Some((FromInit::Ready, mut fds))) => fds.pop(),
+        Ok(Some((FromInit::Error(e), _))) => return Err(e),
+        Ok(Some((m, _))) => return Err(format!("unexpected message {m:?}")),
+        Ok(None) => return Err(died("ready")),
+        Err(e) => return Err(format!("waiting for the init to be ready: {e}")),
+    };
+    let (exit_tx, _) = watch::channel(None);
+    Ok((
+        Process {
+            exec_id: exec_id.to_string(),
+            pid,
+            state: State::Created,
+            uris,
+            io,
+            channel: Some(ch),
+            exit_tx,
+        },
+        pty,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_drawn_transitions_exist() {
+        use Event as E;
+        use State as S;
+        let all_s = [S::Created, S::Running, S::Paused, S::Stopped];
+        let all_e = [E::Start, E::Pause, E::Resume, E::Exit, E::Delete];
+        let allowed = [
+            (S::Created, E::Start, S::Running),
+            (S::Running, E::Pause, S::Paused),
+            (S::Paused, E::Resume, S::Running),
+            (S::Created, E::Exit, S::Stopped),
+            (S::Running, E::Exit, S::Stopped),
+            (S::Paused, E::Exit, S::Stopped),
+            (S::Created, E::Delete, S::Stopped),
+            (S::Stopped, E::Delete, S::Stopped),
+        ];
+        for s in all_s {
+            for e in all_e {
+                let want = allowed
+                    .iter()
+                    .find(|(a, b, _)| *a == s && *b == e)
+                    .map(|t| t.2);
+                match (transition(s, e), want) {
+                    (Ok(got), Some(w)) => assert_eq!(got, w, "{s:?} {e:?}"),
+                    (Err(msg), None) => assert!(msg.contains(s.name()), "{msg}"),
+                    (got, want) => panic!("{s:?} {e:?}: got {got:?}, want {want:?}"),
+                }
+            }
+        }
+    }
+}

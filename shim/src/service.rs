@@ -1,0 +1,820 @@
+//! The containerd task service (task API v2): requests, events and exits,
+//! over the containers this shim serves.
+
+use crate::config::Config;
+use crate::container::{Container, CreateRequest};
+use crate::process::{self, Event, Process, State};
+use crate::stdio::{ProcessIo, StdioUris};
+use async_trait::async_trait;
+use containerd_shim::asynchronous::monitor::monitor_subscribe;
+use containerd_shim::asynchronous::publisher::RemotePublisher;
+use containerd_shim::asynchronous::ExitSignal;
+use containerd_shim::monitor::{Subject, Topic};
+use containerd_shim_protos::api::{self, Empty, Status};
+use containerd_shim_protos::events::task as ev;
+use containerd_shim_protos::protobuf::well_known_types::any::Any;
+use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
+use containerd_shim_protos::protobuf::{Message, MessageDyn, MessageField};
+use containerd_shim_protos::shim_async::Task;
+use containerd_shim_protos::topics;
+use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext, Code};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::Mutex;
+
+type TtResult<T> = ttrpc::Result<T>;
+
+fn status(code: Code, msg: impl Into<String>) -> ttrpc::Error {
+    ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
+}
+
+fn ts(t: SystemTime) -> MessageField<Timestamp> {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let mut x = Timestamp::new();
+    x.seconds = d.as_secs() as i64;
+    x.nanos = d.subsec_nanos() as i32;
+    MessageField::some(x)
+}
+
+pub struct Inner {
+    pub namespace: String,
+    pub containers: Mutex<HashMap<String, Container>>,
+    /// Exits of pids not (yet) known to any process: a fast exit can beat
+    /// the registration of its pid.
+    unclaimed: Mutex<HashMap<i32, i32>>,
+    publisher: RemotePublisher,
+    exit: Arc<ExitSignal>,
+    config_path: Mutex<Option<std::path::PathBuf>>,
+}
+
+#[derive(Clone)]
+pub struct TaskService {
+    inner: Arc<Inner>,
+}
+
+impl TaskService {
+    pub fn new(namespace: &str, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Self {
+        let svc = TaskService {
+            inner: Arc::new(Inner {
+                namespace: namespace.to_string(),
+                containers: Mutex::new(HashMap::new()),
+                unclaimed: Mutex::new(HashMap::new()),
+                publisher,
+                exit,
+                config_path: Mutex::new(None),
+            }),
+        };
+        let watcher = svc.clone();
+        tokio::spawn(async move { watcher.watch_exits().await });
+        svc
+    }
+
+    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
+        if let Err(e) = self
+            .inner
+            .publisher
+            .publish(Default::default(), topic, &self.inner.namespace, event)
+            .await
+        {
+            log::error!("publishing {topic}: {e}");
+        }
+    }
+
+    async fn watch_exits(&self) {
+        let mut sub = match monitor_subscribe(Topic::Pid).await {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("subscribing to process exits: {e}");
+                return;
+            }
+        };
+        while let Some(e) = sub.rx.recv().await {
+            if let Subject::Pid(pid) = e.subject {
+                self.on_exit(pid, e.exit_code).await;
+            }
+        }
+    }
+
+    /// A process of ours exited with `code` (128+signal for a signal).
+    async fn on_exit(&self, pid: i32, code: i32) {
+        let mut drains = Vec::new();
+        let found = {
+            let mut cs = self.inner.containers.lock().await;
+            let mut found = None;
+            for c in cs.values_mut() {
+                if c.init.pid == pid {
+                    found = Some((c.id.clone(), String::new()));
+                } else if let Some(p) = c.execs.values().find(|p| p.pid == pid) {
+                    found = Some((c.id.clone(), p.exec_id.clone()));
+                }
+                if let Some((_, exec_id)) = &found {
+                    let p = if exec_id.is_empty() {
+                        &mut c.init
+                    } else {
+                        c.execs.get_mut(exec_id).expect("found above")
+                    };
+                    drains.push(std::mem::take(&mut p.io));
+                    break;
+                }
+            }
+            found
+        };
+        let Some((cid, exec_id)) = found else {
+            let mut u = self.inner.unclaimed.lock().await;
+            if u.len() > 4096 {
+                u.clear();
+            }
+            u.insert(pid, code);
+            return;
+        };
+        for mut io in drains {
+            io.drain().await;
+        }
+        let exited_at = {
+            let mut cs = self.inner.containers.lock().await;
+            let Some(c) = cs.get_mut(&cid) else { return };
+            if exec_id.is_empty() {
+                c.init.set_exited(code as u32);
+                // The init is gone: so is everything else in the container.
+                if let Some(cg) = &c.cgroup {
+                    let _ = cg.kill_all(libc::SIGKILL);
+                }
+                c.init.exit().map(|e| e.at)
+            } else {
+                let p = c.execs.get_mut(&exec_id).expect("found above");
+                p.set_exited(code as u32);
+                p.exit().map(|e| e.at)
+            }
+        };
+        let id = if exec_id.is_empty() {
+            cid.clone()
+        } else {
+            exec_id
+        };
+        self.publish(
+            topics::TASK_EXIT_EVENT_TOPIC,
+            Box::new(ev::TaskExit {
+                container_id: cid,
+                id,
+                pid: pid as u32,
+                exit_status: code as u32,
+                exited_at: ts(exited_at.unwrap_or_else(SystemTime::now)),
+                ..Default::default()
+            }),
+        )
+        .await;
+    }
+
+    /// Registers a new pid; if it already exited, handles that now.
+    async fn claim(&self, pid: i32) {
+        let code = self.inner.unclaimed.lock().await.remove(&pid);
+        if let Some(code) = code {
+            let me = self.clone();
+            tokio::spawn(async move { me.on_exit(pid, code).await });
+        }
+    }
+
+    async fn config(&self, options: &MessageField<Any>) -> Result<Config, ttrpc::Error> {
+        let mut path = self.inner.config_path.lock().await;
+        if let Some(p) = config_path_from_options(options) {
+            *path = Some(p);
+        }
+        let c = Config::load(path.as_deref()).map_err(|e| status(Code::INVALID_ARGUMENT, e))?;
+        log::set_max_level(c.log_filter());
+        Ok(c)
+    }
+}
+
+/// `ConfigPath` of containerd's generic runtime options
+/// (`runtimeoptions.v1.Options`: type_url = 1, config_path = 2).
+pub fn config_path_from_options(options: &MessageField<Any>) -> Option<std::path::PathBuf> {
+    let any = options.as_ref()?;
+    if !any.type_url.contains("runtimeoptions") {
+        return None;
+    }
+    let mut is = containerd_shim_protos::protobuf::CodedInputStream::from_bytes(&any.value);
+    while let Ok(Some(tag)) = is.read_raw_tag_or_eof() {
+        let (field, wire) = (tag >> 3, tag & 7);
+        if field == 2 && wire == 2 {
+            return is
+                .read_string()
+                .ok()
+                .filter(|s| !s.is_empty())
+                .map(Into::into);
+        }
+        if is
+            .skip_field(containerd_shim_protos::protobuf::rt::WireType::new(wire)?)
+            .is_err()
+        {
+            return None;
+        }
+    }
+    None
+}
+
+fn state_status(s: State) -> Status {
+    match s {
+        State::Created => Status::CREATED,
+        State::Running => Status::RUNNING,
+        State::Paused => Status::PAUSED,
+        State::Stopped => Status::STOPPED,
+    }
+}
+
+fn not_found(what: &str) -> ttrpc::Error {
+    status(Code::NOT_FOUND, format!("{what} not found"))
+}
+
+fn get<'a>(cs: &'a mut HashMap<String, Container>, id: &str) -> TtResult<&'a mut Container> {
+    cs.get_mut(id)
+        .ok_or_else(|| not_found(&format!("container {id}")))
+}
+
+fn process<'a>(c: &'a mut Container, exec_id: &str) -> TtResult<&'a mut Process> {
+    if exec_id.is_empty() {
+        Ok(&mut c.init)
+    } else {
+        c.execs
+            .get_mut(exec_id)
+            .ok_or_else(|| not_found(&format!("exec {exec_id} of container {}", c.id)))
+    }
+}
+
+fn precondition(e: String) -> ttrpc::Error {
+    status(Code::FAILED_PRECONDITION, e)
+}
+
+#[async_trait]
+impl Task for TaskService {
+    async fn create(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::CreateTaskRequest,
+    ) -> TtResult<api::CreateTaskResponse> {
+        if !req.checkpoint.is_empty() {
+            return Err(status(
+                Code::UNIMPLEMENTED,
+                "idshift does not restore checkpoints",
+            ));
+        }
+        if self.inner.containers.lock().await.contains_key(&req.id) {
+            return Err(status(
+                Code::ALREADY_EXISTS,
+                format!("container {} already exists", req.id),
+            ));
+        }
+        let config = self.config(&req.options).await?;
+        let creq = CreateRequest {
+            id: req.id.clone(),
+            namespace: self.inner.namespace.clone(),
+            bundle: req.bundle.clone().into(),
+            rootfs: req
+                .rootfs
+                .iter()
+                .map(|m| rootfs::MountSpec {
+                    fstype: m.type_.clone(),
+                    source: m.source.clone(),
+                    target: m.target.clone(),
+                    options: m.options.to_vec(),
+                })
+                .collect(),
+            uris: StdioUris {
+                stdin: req.stdin.clone(),
+                stdout: req.stdout.clone(),
+                stderr: req.stderr.clone(),
+                terminal: req.terminal,
+            },
+            config,
+        };
+        let (c, report) = tokio::task::spawn_blocking(move || Container::create(creq))
+            .await
+            .map_err(|e| status(Code::INTERNAL, format!("create task panicked: {e}")))?
+            .map_err(|e| {
+                log::error!("create {}: {e}", req.id);
+                status(
+                    Code::FAILED_PRECONDITION,
+                    format!("idshift create {}: {e}", req.id),
+                )
+            })?;
+        log::info!(
+            "created {} (pid {}): userns {:.1} ms, rootfs {:.1} ms ({} strategy, {}), namespaces and init {:.1} ms{}",
+            req.id,
+            c.init.pid,
+            report.userns_ms,
+            report.rootfs_ms,
+            report.strategy,
+            report.ops,
+            report.init_ms,
+            report.range.map(|r| format!(", host IDs {r}")).unwrap_or_default()
+        );
+        let pid = c.init.pid;
+        self.inner.containers.lock().await.insert(req.id.clone(), c);
+        self.claim(pid).await;
+        let mut io = ev::TaskIO::new();
+        io.stdin = req.stdin.clone();
+        io.stdout = req.stdout.clone();
+        io.stderr = req.stderr.clone();
+        io.terminal = req.terminal;
+        self.publish(
+            topics::TASK_CREATE_EVENT_TOPIC,
+            Box::new(ev::TaskCreate {
+                container_id: req.id.clone(),
+                bundle: req.bundle.clone(),
+                rootfs: req.rootfs.clone(),
+                io: MessageField::some(io),
+                pid: pid as u32,
+                ..Default::default()
+            }),
+        )
+        .await;
+        Ok(api::CreateTaskResponse {
+            pid: pid as u32,
+            ..Default::default()
+        })
+    }
+
+    async fn start(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StartRequest,
+    ) -> TtResult<api::StartResponse> {
+        let (ch, pid) = {
+            let mut cs = self.inner.containers.lock().await;
+            let c = get(&mut cs, &req.id)?;
+            let p = process(c, &req.exec_id)?;
+            process::transition(p.state, Event::Start).map_err(precondition)?;
+            (p.take_channel().map_err(precondition)?, p.pid)
+        };
+        let started = tokio::task::spawn_blocking(move || process::start_blocking(ch))
+            .await
+            .map_err(|e| status(Code::INTERNAL, format!("start panicked: {e}")))?;
+        if let Err(e) = started {
+            return Err(status(
+                Code::FAILED_PRECONDITION,
+                format!("starting {}: {e}", req.id),
+            ));
+        }
+        {
+            let mut cs = self.inner.containers.lock().await;
+            if let Ok(c) = get(&mut cs, &req.id) {
+                if let Ok(p) = process(c, &req.exec_id) {
+                    // It may already have exited.
+                    if p.state == State::Created {
+                        let _ = p.apply(Event::Start);
+                    }
+                }
+            }
+        }
+        if req.exec_id.is_empty() {
+            self.publish(
+                topics::TASK_START_EVENT_TOPIC,
+                Box::new(ev::TaskStart {
+                    container_id: req.id.clone(),
+                    pid: pid as u32,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        } else {
+            self.publish(
+                topics::TASK_EXEC_STARTED_EVENT_TOPIC,
+                Box::new(ev::TaskExecStarted {
+                    container_id: req.id.clone(),
+                    exec_id: req.exec_id.clone(),
+                    pid: pid as u32,
+                    ..Default::default()
+                }),
+            )
+            .await;
+        }
+        Ok(api::StartResponse {
+            pid: pid as u32,
+            ..Default::default()
+        })
+    }
+
+    async fn state(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StateRequest,
+    ) -> TtResult<api::StateResponse> {
+        let mut cs = self.inner.containers.lock().await;
+        let c = get(&mut cs, &req.id)?;
+        let bundle = c.bundle.display().to_string();
+        let p = process(c, &req.exec_id)?;
+        let exit = p.exit();
+        Ok(api::StateResponse {
+            id: req.id.clone(),
+            bundle,
+            pid: p.pid as u32,
+            status: state_status(p.state).into(),
+            stdin: p.uris.stdin.clone(),
+            stdout: p.uris.stdout.clone(),
+            stderr: p.uris.stderr.clone(),
+            terminal: p.uris.terminal,
+            exit_status: exit.map(|e| e.status).unwrap_or_default(),
+            exited_at: exit.map(|e| ts(e.at)).unwrap_or_default(),
+            exec_id: req.exec_id.clone(),
+            ..Default::default()
+        })
+    }
+
+    async fn pids(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::PidsRequest,
+    ) -> TtResult<api::PidsResponse> {
+        let mut cs = self.inner.containers.lock().await;
+        let c = get(&mut cs, &req.id)?;
+        let pids = match &c.cgroup {
+            Some(cg) => cg
+                .pids()
+                .map_err(|e| status(Code::INTERNAL, e.to_string()))?,
+            None => vec![c.init.pid],
+        };
+        let mut resp = api::PidsResponse::new();
+        for pid in pids {
+            let mut info = containerd_shim_protos::api::ProcessInfo::new();
+            info.pid = pid as u32;
+            resp.processes.push(info);
+        }
+        Ok(resp)
+    }
+
+    async fn kill(&self, _ctx: &TtrpcContext, req: api::KillRequest) -> TtResult<Empty> {
+        let mut cs = self.inner.containers.lock().await;
+        let c = get(&mut cs, &req.id)?;
+        let sig = req.signal as i32;
+        if req.all && req.exec_id.is_empty() {
+            if let Some(cg) = &c.cgroup {
+                cg.kill_all(sig)
+                    .map_err(|e| status(Code::INTERNAL, e.to_string()))?;
+                if c.init.state == State::Paused || sig == libc::SIGKILL {
+                    // Signals to a frozen cgroup wait for the thaw.
+                    let _ = cg.thaw();
+                }
+                return Ok(Empty::new());
+            }
+        }
+        let p = process(c, &req.exec_id)?;
+        if p.state == State::Stopped {
+            return Err(status(Code::NOT_FOUND, "process already finished"));
+        }
+        let signal = nix::sys::signal::Signal::try_from(sig)
+            .map_err(|_| status(Code::INVALID_ARGUMENT, format!("invalid signal {sig}")))?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.pid), signal)
+            .map_err(|e| status(Code::NOT_FOUND, format!("signalling pid {}: {e}", p.pid)))?;
+        Ok(Empty::new())
+    }
+
+    async fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtResult<Empty> {
+        let (init_pid, namespace) = {
+            let mut cs = self.inner.containers.lock().await;
+            let c = get(&mut cs, &req.id)?;
+            if c.execs.contains_key(&req.exec_id) {
+                return Err(status(
+                    Code::ALREADY_EXISTS,
+                    format!("exec {} already exists", req.exec_id),
+                ));
+            }
+            if c.init.state != State::Running {
+                return Err(precondition(format!(
+                    "container {} is {}, not running",
+                    req.id,
+                    c.init.state.name()
+                )));
+            }
+            (c.init.pid, self.inner.namespace.clone())
+        };
+        let spec = req.spec.as_ref().ok_or_else(|| {
+            status(
+                Code::INVALID_ARGUMENT,
+                "exec request without a process spec",
+            )
+        })?;
+        let process_spec: oci_spec::runtime::Process = serde_json::from_slice(&spec.value)
+            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("exec process spec: {e}")))?;
+        let uris = StdioUris {
+            stdin: req.stdin.clone(),
+            stdout: req.stdout.clone(),
+            stderr: req.stderr.clone(),
+            terminal: req.terminal,
+        };
+        let exec_id = req.exec_id.clone();
+        let id = req.id.clone();
+        let spawned = tokio::task::spawn_blocking(move || {
+            let (stdio, io) = ProcessIo::prepare(&uris, &id, &namespace)
+                .map_err(|e| format!("setting up stdio: {e}"))?;
+            let msg = crate::channel::ToInit::Exec {
+                pid: init_pid,
+                process: Box::new(process_spec),
+            };
+            let (mut p, pty) =
+                process::spawn_blocking(&exec_id, &msg, &[], stdio, uris.clone(), io)?;
+            if let Some(m) = pty {
+                p.io.attach_pty(&uris, m)
+                    .map_err(|e| format!("connecting the terminal: {e}"))?;
+            }
+            Ok::<_, String>(p)
+        })
+        .await
+        .map_err(|e| status(Code::INTERNAL, format!("exec panicked: {e}")))?
+        .map_err(|e| {
+            status(
+                Code::FAILED_PRECONDITION,
+                format!("exec in {}: {e}", req.id),
+            )
+        })?;
+        let pid = spawned.pid;
+        {
+            let mut cs = self.inner.containers.lock().await;
+            let c = get(&mut cs, &req.id)?;
+            if let Some(cg) = &c.cgroup {
+                if let Err(e) = cg.add_process(pid) {
+                    log::warn!("adding exec {} to the cgroup: {e}", req.exec_id);
+                }
+            }
+            c.execs.insert(req.exec_id.clone(), spawned);
+        }
+        self.claim(pid).await;
+        self.publish(
+            topics::TASK_EXEC_ADDED_EVENT_TOPIC,
+            Box::new(ev::TaskExecAdded {
+                container_id: req.id.clone(),
+                exec_id: req.exec_id.clone(),
+                ..Default::default()
+            }),
+        )
+        .await;
+        Ok(Empty::new())
+    }
+
+    async fn resize_pty(&self, _ctx: &TtrpcContext, req: api::ResizePtyRequest) -> TtResult<Empty> {
+        let mut cs = self.inner.containers.lock().await;
+        let c = get(&mut cs, &req.id)?;
+        let p = process(c, &req.exec_id)?;
+        p.io.resize(req.width, req.height).map_err(|e| {
+            status(
+                Code::FAILED_PRECONDITION,
+                format!("resizing the terminal: {e}"),
+            )
+        })?;
+        Ok(Empty::new())
+    }
+
+    async fn close_io(&self, _ctx: &TtrpcContext, req: api::CloseIORequest) -> TtResult<Empty> {
+        let mut cs = self.inner.containers.lock().await;
+        let c = get(&mut cs, &req.id)?;
+        let p = process(c, &req.exec_id)?;
+        if req.stdin {
+            p.io.close_stdin();
+        }
+        Ok(Empty::new())
+    }
+
+    async fn wait(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::WaitRequest,
+    ) -> TtResult<api::WaitResponse> {
+        let mut rx = {
+            let mut cs = self.inner.containers.lock().await;
+            let c = get(&mut cs, &req.id)?;
+            process(c, &req.exec_id)?.exit_watch()
+        };
+        let exit = loop {
+            if let Some(e) = *rx.borrow_and_update() {
+                break e;
+            }
+            if rx.changed().await.is_err() {
+                return Err(status(
+                    Code::NOT_FOUND,
+                    "the process was deleted while waiting",
+                ));
+            }
+        };
+        Ok(api::WaitResponse {
+            exit_status: exit.status,
+            exited_at: ts(exit.at),
+            ..Default::default()
+        })
+    }
+
+    async fn delete(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::DeleteRequest,
+    ) -> TtResult<api::DeleteResponse> {
+        if !req.exec_id.is_empty() {
+            let mut cs = self.inner.containers.lock().await;
+            let c = get(&mut cs, &req.id)?;
+            let p = process(c, &req.exec_id)?;
+            process::transition(p.state, Event::Delete).map_err(precondition)?;
+            if p.exit().is_none() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p.pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let exit = p.exit();
+            let pid = p.pid;
+            c.execs.remove(&req.exec_id);
+            return Ok(api::DeleteResponse {
+                pid: pid as u32,
+                exit_status: exit.map(|e| e.status).unwrap_or(137),
+                exited_at: ts(exit.map(|e| e.at).unwrap_or_else(SystemTime::now)),
+                ..Default::default()
+            });
+        }
+        // The init: a created (never started) one is killed first.
+        let mut rx = {
+            let mut cs = self.inner.containers.lock().await;
+            let c = get(&mut cs, &req.id)?;
+            process::transition(c.init.state, Event::Delete).map_err(precondition)?;
+            if c.init.exit().is_none() {
+                if let Some(cg) = &c.cgroup {
+                    let _ = cg.kill_all(libc::SIGKILL);
+                }
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(c.init.pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            c.init.exit_watch()
+        };
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while rx.borrow_and_update().is_none() {
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        if waited.is_err() {
+            log::warn!("the init of {} did not exit within 10 s of SIGKILL", req.id);
+        }
+        let mut c = {
+            let mut cs = self.inner.containers.lock().await;
+            cs.remove(&req.id)
+                .ok_or_else(|| not_found(&format!("container {}", req.id)))?
+        };
+        let pid = c.init.pid;
+        let exit = c.init.exit();
+        tokio::task::spawn_blocking(move || {
+            c.cleanup();
+        })
+        .await
+        .map_err(|e| status(Code::INTERNAL, format!("cleanup panicked: {e}")))?;
+        let exit_status = exit.map(|e| e.status).unwrap_or(137);
+        let exited_at = exit.map(|e| e.at).unwrap_or_else(SystemTime::now);
+        self.publish(
+            topics::TASK_DELETE_EVENT_TOPIC,
+            Box::new(ev::TaskDelete {
+                container_id: req.id.clone(),
+                pid: pid as u32,
+                exit_status,
+                exited_at: ts(exited_at),
+                id: req.id.clone(),
+                ..Default::default()
+            }),
+        )
+        .await;
+        Ok(api::DeleteResponse {
+            pid: pid as u32,
+            exit_status,
+            exited_at: ts(exited_at),
+            ..Default::default()
+        })
+    }
+
+    async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> TtResult<Empty> {
+        {
+            let mut cs = self.inner.containers.lock().await;
+            let c = get(&mut cs, &req.id)?;
+            process::transition(c.init.state, Event::Pause).map_err(precondition)?;
+            let cg = c
+                .cgroup
+                .as_ref()
+                .ok_or_else(|| precondition("the container has no cgroup".into()))?;
+            cg.freeze()
+                .map_err(|e| status(Code::INTERNAL, e.to_string()))?;
+            c.init.apply(Event::Pause).map_err(precondition)?;
+        }
+        self.publish(
+            topics::TASK_PAUSED_EVENT_TOPIC,
+            Box::new(ev::TaskPaused {
+                container_id: req.id.clone(),
+                ..Default::default()
+            }),
+        )
+        .await;
+        Ok(Empty::new())
+    }
+
+    async fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> TtResult<Empty> {
+        {
+            let mut cs = self.inner.containers.lock().await;
+            let c = get(&mut cs, &req.id)?;
+            process::transition(c.init.state, Event::Resume).map_err(precondition)?;
+            let cg = c
+                .cgroup
+                .as_ref()
+                .ok_or_else(|| precondition("the container has no cgroup".into()))?;
+            cg.thaw()
+                .map_err(|e| status(Code::INTERNAL, e.to_string()))?;
+            c.init.apply(Event::Resume).map_err(precondition)?;
+        }
+        self.publish(
+            topics::TASK_RESUMED_EVENT_TOPIC,
+            Box::new(ev::TaskResumed {
+                container_id: req.id.clone(),
+                ..Default::default()
+            }),
+        )
+        .await;
+        Ok(Empty::new())
+    }
+
+    async fn checkpoint(
+        &self,
+        _ctx: &TtrpcContext,
+        _req: api::CheckpointTaskRequest,
+    ) -> TtResult<Empty> {
+        Err(status(
+            Code::UNIMPLEMENTED,
+            "idshift does not checkpoint containers",
+        ))
+    }
+
+    async fn update(&self, _ctx: &TtrpcContext, req: api::UpdateTaskRequest) -> TtResult<Empty> {
+        let any = req
+            .resources
+            .as_ref()
+            .ok_or_else(|| status(Code::INVALID_ARGUMENT, "update without resources"))?;
+        let res: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
+            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("update resources: {e}")))?;
+        let mut spec = oci_spec::runtime::Spec::default();
+        let mut linux = oci_spec::runtime::Linux::default();
+        linux.set_resources(Some(res));
+        spec.set_linux(Some(linux));
+        let mut cs = self.inner.containers.lock().await;
+        let c = get(&mut cs, &req.id)?;
+        let cg = c
+            .cgroup
+            .as_ref()
+            .ok_or_else(|| precondition("the container has no cgroup".into()))?;
+        cg.apply(&crate::container::resources_of_spec(&spec))
+            .map_err(|e| status(Code::FAILED_PRECONDITION, e.to_string()))?;
+        Ok(Empty::new())
+    }
+
+    async fn stats(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::StatsRequest,
+    ) -> TtResult<api::StatsResponse> {
+        let mut cs = self.inner.containers.lock().await;
+        let c = get(&mut cs, &req.id)?;
+        let cg = c
+            .cgroup
+            .as_ref()
+            .ok_or_else(|| precondition("the container has no cgroup".into()))?;
+        let s = cg
+            .stats()
+            .map_err(|e| status(Code::INTERNAL, e.to_string()))?;
+        let metrics = crate::metrics::v1(&s);
+        let mut any = Any::new();
+        any.type_url = "io.containerd.cgroups.v1.Metrics".into();
+        any.value = metrics
+            .write_to_bytes()
+            .map_err(|e| status(Code::INTERNAL, format!("encoding metrics: {e}")))?;
+        Ok(api::StatsResponse {
+            stats: MessageField::some(any),
+            ..Default::default()
+        })
+    }
+
+    async fn connect(
+        &self,
+        _ctx: &TtrpcContext,
+        req: api::ConnectRequest,
+    ) -> TtResult<api::ConnectResponse> {
+        let mut cs = self.inner.containers.lock().await;
+        let task_pid = get(&mut cs, &req.id)
+            .map(|c| c.init.pid as u32)
+            .unwrap_or_default();
+        Ok(api::ConnectResponse {
+            shim_pid: std::process::id(),
+            task_pid,
+            ..Default::default()
+        })
+    }
+
+    async fn shutdown(&self, _ctx: &TtrpcContext, _req: api::ShutdownRequest) -> TtResult<Empty> {
+        if self.inner.containers.lock().await.is_empty() {
+            self.inner.exit.signal();
+        }
+        Ok(Empty::new())
+    }
+}

@@ -1,0 +1,59 @@
+//! The shim's few raw operations that Rust cannot do safely: all its `unsafe`.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// Takes ownership of an fd the kernel just installed in this process (from
+/// SCM_RIGHTS).
+pub fn own_received_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: the fd was created for this process by recvmsg and nothing else
+    // refers to it.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+/// `fork()` in a single-threaded process (the container's init helper, never
+/// the multi-threaded shim). Returns the child's pid in the parent and 0 in
+/// the child.
+pub fn fork_single_threaded() -> io::Result<libc::pid_t> {
+    // SAFETY: only called from the init helper, a freshly exec'd process that
+    // has started no thread, so the child inherits a consistent address space.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(pid)
+    }
+}
+
+/// Registers `hook` to run in the child between fork and exec.
+pub fn pre_exec<F>(cmd: &mut std::process::Command, hook: F)
+where
+    F: FnMut() -> io::Result<()> + Send + Sync + 'static,
+{
+    use std::os::unix::process::CommandExt;
+    // SAFETY: every hook the shim installs only issues async-signal-safe raw
+    // syscalls (dup2, close, setsid) on integers and fds it owns.
+    unsafe {
+        cmd.pre_exec(hook);
+    }
+}
+
+/// `dup2(old, new)` without CLOEXEC, for a `pre_exec` hook.
+pub fn dup2_raw(old: RawFd, new: RawFd) -> io::Result<()> {
+    // SAFETY: a raw syscall on integers.
+    if unsafe { libc::dup2(old, new) } < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `ioctl(fd, TIOCSCTTY, 0)`: makes the terminal the controlling one.
+pub fn set_controlling_tty(fd: RawFd) -> io::Result<()> {
+    // SAFETY: TIOCSCTTY takes an int argument and only acts on `fd`.
+    if unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 0) } < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
