@@ -19,12 +19,20 @@ build:
 install: build
 	install -D -m 0755 $(RELEASE)/$(SHIM) $(DESTDIR)$(PREFIX)/bin/$(SHIM)
 
-# The test command (README, .ci/run): every crate's unit and kernel tests.
+# The test command (README, .ci/run): every crate's unit and kernel tests and
+# the end-to-end tests against a private containerd (which finds the shim
+# binary built here first on its PATH).
 test:
+	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 
-demo: build
+# Installs containerd and busybox-static if missing (Debian), builds and
+# installs the shim, then runs the demo on a private containerd.
+demo: install
+	command -v containerd >/dev/null && command -v busybox >/dev/null || \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd busybox-static)
 	$(RELEASE)/idshift-bench demo
+	$(RELEASE)/idshift-demo
 
 bench: build
 	$(RELEASE)/idshift-bench rootfs

@@ -137,6 +137,68 @@ pub struct Stats {
     pub oom_kills: u64,
 }
 
+/// Waits for OOM kills in one cgroup (blocking).
+pub enum OomWatch {
+    EventFd {
+        efd: std::os::fd::OwnedFd,
+        _control: fs::File,
+        dir: PathBuf,
+        seen: u64,
+    },
+    Events {
+        ino: std::os::fd::OwnedFd,
+        events: PathBuf,
+        seen: u64,
+    },
+}
+
+impl OomWatch {
+    /// Blocks until an OOM kill (`true`) or until the cgroup is gone (`false`).
+    pub fn wait(&mut self) -> bool {
+        loop {
+            match self {
+                OomWatch::EventFd { efd, dir, seen, .. } => {
+                    let mut buf = [0u8; 8];
+                    if rustix::io::read(&*efd, &mut buf).is_err() {
+                        return false;
+                    }
+                    // The eventfd also fires when the cgroup is removed, and
+                    // on every OOM condition: report kills, once each.
+                    if !dir.exists() {
+                        return false;
+                    }
+                    let n = oom_kills_v1(dir);
+                    if n > *seen {
+                        *seen = n;
+                        return true;
+                    }
+                }
+                OomWatch::Events { ino, events, seen } => {
+                    let mut buf = [0u8; 1024];
+                    if rustix::io::read(&*ino, &mut buf).is_err() {
+                        return false;
+                    }
+                    let Ok(text) = fs::read_to_string(&*events) else {
+                        return false;
+                    };
+                    let n = parse_kv(&text).get("oom_kill").copied().unwrap_or(0);
+                    if n > *seen {
+                        *seen = n;
+                        return true;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn oom_kills_v1(dir: &Path) -> u64 {
+    parse_kv(&fs::read_to_string(dir.join("memory.oom_control")).unwrap_or_default())
+        .get("oom_kill")
+        .copied()
+        .unwrap_or(0)
+}
+
 /// A container's cgroup.
 #[derive(Clone, Debug)]
 pub struct Cgroup {
@@ -577,6 +639,48 @@ impl Cgroup {
             }
         }
         Ok(())
+    }
+
+    /// A watcher of OOM kills in this cgroup; `None` without a memory controller.
+    pub fn oom_watch(&self) -> Result<Option<OomWatch>> {
+        let Some(dir) = self.controller_dir("memory") else {
+            return Ok(None);
+        };
+        match self.h.version {
+            Version::V1 => {
+                let control = dir.join("memory.oom_control");
+                let file = fs::File::open(&control).map_err(io("opening", &control))?;
+                let efd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)
+                    .map_err(|e| io("creating an eventfd for", &control)(e.into()))?;
+                use std::os::fd::AsRawFd;
+                let reg = dir.join("cgroup.event_control");
+                fs::write(&reg, format!("{} {}", efd.as_raw_fd(), file.as_raw_fd()))
+                    .map_err(io("registering an OOM eventfd in", &reg))?;
+                let seen = oom_kills_v1(&dir);
+                Ok(Some(OomWatch::EventFd {
+                    efd,
+                    _control: file,
+                    dir,
+                    seen,
+                }))
+            }
+            Version::V2 => {
+                let events = dir.join("memory.events");
+                if !events.exists() {
+                    return Ok(None);
+                }
+                use rustix::fs::inotify;
+                let ino = inotify::init(inotify::CreateFlags::CLOEXEC)
+                    .map_err(|e| io("inotify for", &events)(e.into()))?;
+                inotify::add_watch(&ino, &events, inotify::WatchFlags::MODIFY)
+                    .map_err(|e| io("watching", &events)(e.into()))?;
+                let seen = parse_kv(&fs::read_to_string(&events).unwrap_or_default())
+                    .get("oom_kill")
+                    .copied()
+                    .unwrap_or(0);
+                Ok(Some(OomWatch::Events { ino, events, seen }))
+            }
+        }
     }
 
     /// Removes the cgroup (waiting briefly for exiting processes). Idempotent.

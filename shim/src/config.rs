@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use userns::AllocatorConfig;
 
 pub const DEFAULT_CONFIG: &str = "/etc/idshift/config.toml";
+/// An environment variable naming the config file (set on containerd).
+pub const CONFIG_ENV: &str = "IDSHIFT_CONFIG";
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -54,12 +56,15 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Reads `path`; a missing file at the default location means defaults,
-    /// a missing file anywhere else is an error (it was asked for).
+    /// Reads `path`, else `$IDSHIFT_CONFIG` (containerd passes its
+    /// environment to shims), else the default file. A missing default file
+    /// means defaults; a missing file that was asked for is an error.
     pub fn load(path: Option<&Path>) -> Result<Config, String> {
-        let (path, explicit) = match path {
-            Some(p) => (p, true),
-            None => (Path::new(DEFAULT_CONFIG), false),
+        let env = std::env::var_os(CONFIG_ENV).map(PathBuf::from);
+        let (path, explicit) = match (path, &env) {
+            (Some(p), _) => (p, true),
+            (None, Some(e)) => (e.as_path(), true),
+            (None, None) => (Path::new(DEFAULT_CONFIG), false),
         };
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,

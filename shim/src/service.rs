@@ -46,6 +46,8 @@ pub struct Inner {
     publisher: RemotePublisher,
     exit: Arc<ExitSignal>,
     config_path: Mutex<Option<std::path::PathBuf>>,
+    /// Container ids whose cgroup reported an OOM kill.
+    oom_tx: tokio::sync::mpsc::UnboundedSender<String>,
 }
 
 #[derive(Clone)]
@@ -55,6 +57,7 @@ pub struct TaskService {
 
 impl TaskService {
     pub fn new(namespace: &str, publisher: RemotePublisher, exit: Arc<ExitSignal>) -> Self {
+        let (oom_tx, mut oom_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let svc = TaskService {
             inner: Arc::new(Inner {
                 namespace: namespace.to_string(),
@@ -63,10 +66,25 @@ impl TaskService {
                 publisher,
                 exit,
                 config_path: Mutex::new(None),
+                oom_tx,
             }),
         };
         let watcher = svc.clone();
         tokio::spawn(async move { watcher.watch_exits().await });
+        let oom = svc.clone();
+        tokio::spawn(async move {
+            while let Some(id) = oom_rx.recv().await {
+                log::info!("container {id} had a process killed by the OOM killer");
+                oom.publish(
+                    topics::TASK_OOM_EVENT_TOPIC,
+                    Box::new(ev::TaskOOM {
+                        container_id: id,
+                        ..Default::default()
+                    }),
+                )
+                .await;
+            }
+        });
         svc
     }
 
@@ -298,7 +316,7 @@ impl Task for TaskService {
                 )
             })?;
         log::info!(
-            "created {} (pid {}): userns {:.1} ms, rootfs {:.1} ms ({} strategy, {}), namespaces and init {:.1} ms{}",
+            "created {} (pid {}): userns {:.1} ms, rootfs {:.1} ms ({} strategy, {} in the shim, then 1 move_mount inside the container's own mount namespace), namespaces and init {:.1} ms{}",
             req.id,
             c.init.pid,
             report.userns_ms,
@@ -309,6 +327,20 @@ impl Task for TaskService {
             report.range.map(|r| format!(", host IDs {r}")).unwrap_or_default()
         );
         let pid = c.init.pid;
+        match c.cgroup.as_ref().map(|cg| cg.oom_watch()) {
+            Some(Ok(Some(mut watch))) => {
+                let (tx, id) = (self.inner.oom_tx.clone(), req.id.clone());
+                std::thread::spawn(move || {
+                    while watch.wait() {
+                        if tx.send(id.clone()).is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+            Some(Err(e)) => log::warn!("{}: OOM events unavailable: {e}", req.id),
+            _ => {}
+        }
         self.inner.containers.lock().await.insert(req.id.clone(), c);
         self.claim(pid).await;
         let mut io = ev::TaskIO::new();

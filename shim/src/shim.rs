@@ -180,7 +180,7 @@ impl Shim for IdshiftShim {
     }
 
     async fn delete_shim(&mut self) -> Result<DeleteResponse, Error> {
-        let config = Config::load(None).unwrap_or_default();
+        let config = Config::load(None).map_err(Error::InvalidArgument)?;
         let dir = run_dir(&config, &self.namespace, &self.id);
         let mut resp = DeleteResponse::new();
         if let Some(p) = read_persisted(&dir) {

@@ -1,0 +1,472 @@
+//! idshift under a real containerd 1.6, driven with `ctr` (root needed).
+//! Each test has its own containerd, idshift state and run dirs.
+
+use idshift_tests::{host_mountinfo, Containerd};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NS: &str = "e2e";
+const RT: &str = "--runtime=io.containerd.idshift.v2";
+const IMG: &str = "docker.io/library/idshift-busybox:1";
+const IMG60: &str = "docker.io/library/idshift-busybox:60";
+
+fn setup(config: &str, images: &[(&str, usize)]) -> Containerd {
+    let c = Containerd::start(config).expect("start containerd");
+    for (name, layers) in images {
+        c.import_image(NS, name, *layers).expect("import image");
+    }
+    c
+}
+
+fn assert_no_leaks(c: &Containerd) {
+    // Shims exit asynchronously after the last delete.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let leaks = c.leaks();
+        if leaks.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "leaks: {leaks:#?}\n{}", c.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn uid_map_of(out: &str) -> (u64, u64, u64) {
+    let f: Vec<u64> = out
+        .split_whitespace()
+        .take(3)
+        .map(|x| x.parse().expect("uid_map number"))
+        .collect();
+    (f[0], f[1], f[2])
+}
+
+fn wait_running(c: &Containerd, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let ls = c.ctr(NS, &["task", "ls"]).stdout;
+        if ls
+            .lines()
+            .any(|l| l.starts_with(id) && l.contains("RUNNING"))
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{id} never ran: {}", c.log());
+}
+
+#[test]
+fn run_rm_output_exit_code_identity_and_no_leaks() {
+    let c = setup("", &[(IMG, 1)]);
+    let out = c.ctr(
+        NS,
+        &[
+            "run", "--rm", RT, IMG, "r1", "/bin/sh", "-c",
+            "echo hello; id -u; id -g; stat -c %u:%g /bin/busybox /etc/passwd; cat /proc/self/uid_map; exit 3",
+        ],
+    );
+    assert_eq!(out.code, Some(3), "{out:?}\n{}", c.log());
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(&lines[..5], ["hello", "0", "0", "0:0", "0:0"], "{out:?}");
+    let (inside, host, size) = uid_map_of(lines[5]);
+    assert_eq!((inside, size), (0, 65536));
+    assert!(host >= 0x7000_0000, "the default pool: {host}");
+    assert_no_leaks(&c);
+}
+
+#[test]
+fn concurrent_containers_get_disjoint_ranges_and_no_host_mounts() {
+    let c = setup("", &[(IMG60, 60)]);
+    let mounts_before: Vec<String> = host_mountinfo();
+    for id in ["a", "b"] {
+        c.ctr(
+            NS,
+            &[
+                "run",
+                "-d",
+                RT,
+                IMG60,
+                id,
+                "/bin/sh",
+                "-c",
+                "echo made > /root/made; sleep 1000",
+            ],
+        )
+        .ok();
+    }
+    wait_running(&c, "a");
+    wait_running(&c, "b");
+    let mut ranges = Vec::new();
+    for id in ["a", "b"] {
+        let out = c.ctr(
+            NS,
+            &[
+                "task",
+                "exec",
+                "--exec-id",
+                "m",
+                id,
+                "cat",
+                "/proc/self/uid_map",
+                "/layers/60",
+            ],
+        );
+        out.ok();
+        let (_, host, size) = uid_map_of(&out.stdout);
+        assert!(out.stdout.contains("layer 60"), "{out:?}");
+        ranges.push((host, host + size));
+    }
+    assert!(
+        ranges[0].1 <= ranges[1].0 || ranges[1].1 <= ranges[0].0,
+        "overlapping ranges {ranges:?}"
+    );
+    // Running containers add nothing to the host's mount table.
+    let base = c.base().display().to_string();
+    let added: Vec<String> = host_mountinfo()
+        .into_iter()
+        .filter(|l| !mounts_before.contains(l) && l.contains(&base))
+        .collect();
+    assert!(added.is_empty(), "host mount table gained {added:#?}");
+    // The file made inside is in the upper dir, owned by the container's root.
+    let snaps = c
+        .root()
+        .join("io.containerd.snapshotter.v1.overlayfs/snapshots");
+    let mut owners = Vec::new();
+    for e in std::fs::read_dir(&snaps).expect("snapshots").flatten() {
+        let f = e.path().join("fs/root/made");
+        if let Ok(md) = std::fs::metadata(&f) {
+            use std::os::unix::fs::MetadataExt;
+            owners.push(u64::from(md.uid()));
+        }
+    }
+    owners.sort_unstable();
+    let mut want: Vec<u64> = ranges.iter().map(|r| r.0).collect();
+    want.sort_unstable();
+    assert_eq!(owners, want, "upper-dir owners vs ranges");
+    for id in ["a", "b"] {
+        c.ctr(NS, &["task", "kill", "-s", "SIGKILL", id]).ok();
+    }
+    for id in ["a", "b"] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c.ctr(NS, &["task", "rm", id]).code != Some(0) {
+            assert!(Instant::now() < deadline, "task rm {id}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c.ctr(NS, &["containers", "rm", id]).ok();
+    }
+    assert_no_leaks(&c);
+}
+
+#[test]
+fn kill_pause_resume_ps_metrics_delete() {
+    let c = setup("", &[(IMG, 1)]);
+    // SIGTERM reaches a handler; the exit code is the handler's.
+    let mut run = Command::new("ctr");
+    run.arg("--address").arg(c.address()).args([
+        "--namespace",
+        NS,
+        "run",
+        "--rm",
+        RT,
+        IMG,
+        "k1",
+        "/bin/sh",
+        "-c",
+        "trap 'exit 42' TERM; while true; do sleep 0.1; done",
+    ]);
+    let mut child = run
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ctr run");
+    wait_running(&c, "k1");
+    c.ctr(NS, &["task", "kill", "-s", "SIGTERM", "k1"]).ok();
+    assert_eq!(child.wait().expect("wait").code(), Some(42));
+    // SIGKILL: 137, as runc reports it.
+    let mut run = Command::new("ctr");
+    run.arg("--address").arg(c.address()).args([
+        "--namespace",
+        NS,
+        "run",
+        "--rm",
+        RT,
+        IMG,
+        "k2",
+        "sleep",
+        "1000",
+    ]);
+    let mut child = run
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("ctr run");
+    wait_running(&c, "k2");
+    let ps = c.ctr(NS, &["task", "ps", "k2"]);
+    ps.ok();
+    assert_eq!(ps.stdout.lines().count(), 2, "one process: {ps:?}");
+    c.ctr(NS, &["task", "pause", "k2"]).ok();
+    assert!(c.ctr(NS, &["task", "ls"]).stdout.contains("PAUSED"));
+    c.ctr(NS, &["task", "resume", "k2"]).ok();
+    let m = c.ctr(NS, &["task", "metrics", "k2"]);
+    m.ok();
+    assert!(
+        m.stdout.contains("pids.current") && m.stdout.contains("memory.usage_in_bytes"),
+        "{m:?}"
+    );
+    c.ctr(NS, &["task", "kill", "-s", "SIGKILL", "k2"]).ok();
+    assert_eq!(child.wait().expect("wait").code(), Some(137));
+    assert_no_leaks(&c);
+}
+
+#[test]
+fn exec_with_and_without_tty_and_task_delete() {
+    let c = setup("", &[(IMG, 1)]);
+    c.ctr(NS, &["run", "-d", RT, IMG, "x1", "sleep", "1000"])
+        .ok();
+    wait_running(&c, "x1");
+    let out = c.ctr(
+        NS,
+        &[
+            "task",
+            "exec",
+            "--exec-id",
+            "e1",
+            "x1",
+            "/bin/sh",
+            "-c",
+            "id -u; cat /proc/1/cmdline; exit 7",
+        ],
+    );
+    assert_eq!(out.code, Some(7), "{out:?}");
+    assert!(out.stdout.starts_with("0\nsleep"), "{out:?}");
+    let bad = c.ctr(NS, &["task", "exec", "--exec-id", "e2", "x1", "/no/such"]);
+    assert_ne!(bad.code, Some(0));
+    assert!(
+        bad.stderr.contains("/no/such"),
+        "error names the binary: {bad:?}"
+    );
+    let tty = with_pty(
+        &c,
+        &["task", "exec", "-t", "--exec-id", "e3", "x1", "/bin/sh"],
+        b"tty; stty size; exit 6\r",
+    );
+    assert_eq!(tty.0, Some(6), "{tty:?}");
+    assert!(
+        tty.1.contains("/dev/pts/") && tty.1.contains("30 100"),
+        "{tty:?}"
+    );
+    c.ctr(NS, &["task", "kill", "-s", "SIGKILL", "x1"]).ok();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.ctr(NS, &["task", "delete", "x1"]).code != Some(0) {
+        assert!(Instant::now() < deadline, "task delete");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.ctr(NS, &["containers", "rm", "x1"]).ok();
+    assert_no_leaks(&c);
+}
+
+/// Runs ctr on a pty of 30x100, types `input`, returns (exit code, output).
+fn with_pty(c: &Containerd, args: &[&str], input: &[u8]) -> (Option<i32>, String) {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    let master =
+        openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).expect("openpt");
+    grantpt(&master).expect("grantpt");
+    unlockpt(&master).expect("unlockpt");
+    let name = ptsname(&master, Vec::new()).expect("ptsname");
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(name.to_str().expect("utf8"))
+        .expect("open slave");
+    rustix::termios::tcsetwinsize(
+        &master,
+        rustix::termios::Winsize {
+            ws_row: 30,
+            ws_col: 100,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        },
+    )
+    .expect("winsize");
+    let mut cmd = Command::new("ctr");
+    cmd.arg("--address")
+        .arg(c.address())
+        .args(["--namespace", NS])
+        .args(args);
+    cmd.stdin(slave.try_clone().expect("dup"))
+        .stdout(slave.try_clone().expect("dup"))
+        .stderr(slave);
+    let mut child = cmd.spawn().expect("spawn ctr");
+    // The Command holds our copies of the slave: without dropping it the
+    // master never sees the end.
+    drop(cmd);
+    let mut out = Vec::new();
+    let mut typed = false;
+    let start = Instant::now();
+    let mut code = None;
+    let mut exited_at = None;
+    loop {
+        let mut fds = [rustix::event::PollFd::new(
+            &master,
+            rustix::event::PollFlags::IN,
+        )];
+        let timeout = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 100_000_000,
+        };
+        let ready = rustix::event::poll(&mut fds, Some(&timeout)).unwrap_or(0);
+        if ready > 0 {
+            let mut buf = [0u8; 4096];
+            match rustix::io::read(&master, &mut buf) {
+                Ok(n) if n > 0 => out.extend_from_slice(&buf[..n]),
+                _ => {
+                    if exited_at.is_some() {
+                        break;
+                    }
+                }
+            }
+        }
+        if !typed && start.elapsed() > Duration::from_millis(1500) {
+            rustix::io::write(&master, input).expect("type");
+            typed = true;
+        }
+        if exited_at.is_none() {
+            if let Ok(Some(st)) = child.try_wait() {
+                code = st.code();
+                exited_at = Some(Instant::now());
+            }
+        }
+        match exited_at {
+            Some(t) if t.elapsed() > Duration::from_millis(500) => break,
+            None if start.elapsed() > Duration::from_secs(30) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            _ => {}
+        }
+    }
+    (code, String::from_utf8_lossy(&out).into_owned())
+}
+
+#[test]
+fn run_with_a_terminal() {
+    let c = setup("", &[(IMG, 1)]);
+    let (code, out) = with_pty(
+        &c,
+        &["run", "-t", "--rm", RT, IMG, "t1", "/bin/sh"],
+        b"tty; stty size; echo $((6*7)); exit 4\r",
+    );
+    assert_eq!(code, Some(4), "{out}\n{}", c.log());
+    assert!(out.contains("/dev/pts/0"), "{out}");
+    assert!(out.contains("30 100"), "window size: {out}");
+    assert!(out.contains("42"), "{out}");
+    assert_no_leaks(&c);
+}
+
+#[test]
+fn nonexistent_command_is_a_clear_error_and_leaks_nothing() {
+    let c = setup("", &[(IMG, 1)]);
+    let out = c.ctr(NS, &["run", "--rm", RT, IMG, "n1", "/no/such/binary"]);
+    assert_ne!(out.code, Some(0));
+    assert!(out.stderr.contains("/no/such/binary"), "{out:?}");
+    let _ = c.ctr(NS, &["containers", "rm", "n1"]);
+    assert_no_leaks(&c);
+}
+
+/// Every strategy builds a working 60-layer rootfs under containerd.
+#[test]
+fn every_strategy_runs_a_60_layer_image() {
+    for strategy in ["fd", "path", "per-layer", "plain"] {
+        let c = setup(&format!("strategy = \"{strategy}\""), &[(IMG60, 60)]);
+        let out = c.ctr(
+            NS,
+            &[
+                "run",
+                "--rm",
+                RT,
+                IMG60,
+                "s1",
+                "/bin/sh",
+                "-c",
+                "cat /layers/60 /layers/2; cat /proc/self/uid_map",
+            ],
+        );
+        assert_eq!(out.code, Some(0), "{strategy}: {out:?}\n{}", c.log());
+        assert!(
+            out.stdout.starts_with("layer 60\nlayer 2\n"),
+            "{strategy}: {out:?}"
+        );
+        let (_, host, size) = uid_map_of(out.stdout.lines().nth(2).expect("uid_map"));
+        if strategy == "plain" {
+            assert_eq!((host, size), (0, 4294967295), "plain has no user namespace");
+        } else {
+            assert_eq!(size, 65536, "{strategy}");
+        }
+        assert!(
+            c.log().contains(&format!("{strategy} strategy")),
+            "{strategy}: the create log names the strategy"
+        );
+        assert_no_leaks(&c);
+    }
+}
+
+#[test]
+fn oom_kill_is_reported_as_a_task_oom_event() {
+    let c = setup("", &[(IMG, 1)]);
+    let mut events = Command::new("ctr");
+    events
+        .arg("--address")
+        .arg(c.address())
+        .args(["events"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut events = events.spawn().expect("ctr events");
+    let stdout = events.stdout.take().expect("events stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let out = c.ctr(
+        NS,
+        &[
+            "run",
+            "--rm",
+            RT,
+            "--memory-limit",
+            "16777216",
+            IMG,
+            "o1",
+            "/bin/sh",
+            "-c",
+            "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived",
+        ],
+    );
+    assert_eq!(out.code, Some(137), "OOM-killed: {out:?}");
+    let mut text = String::new();
+    let mut ooms = 0;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ooms == 0 && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            if line.contains("/tasks/oom") && line.contains("\"o1\"") {
+                ooms += 1;
+            }
+            text.push_str(&line);
+            text.push('\n');
+        }
+    }
+    let _ = events.kill();
+    let _ = events.wait();
+    assert!(ooms >= 1, "no TaskOOM event: {text}");
+    assert_no_leaks(&c);
+}
