@@ -3,9 +3,12 @@
 //! process on the other, copied by tasks that finish when the process's side
 //! closes.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 use tokio::task::JoinHandle;
@@ -29,12 +32,76 @@ pub struct ChildStdio {
 /// The shim's side of a process's I/O.
 #[derive(Default)]
 pub struct ProcessIo {
-    stdin_copy: Option<JoinHandle<()>>,
+    stdin: Option<StdinCopy>,
     copies: Vec<JoinHandle<()>>,
     /// The pty master, kept for resizing.
     pub pty: Option<OwnedFd>,
-    /// Where stdin goes for a pty, so CloseIO can end it.
-    pty_stdin: Option<JoinHandle<()>>,
+}
+
+/// Copies containerd's stdin fifo to the process on a thread of its own.
+/// The fifo is opened read-only (blocking until containerd's writer
+/// connects), so containerd closing its writer is end of file for the
+/// process; CloseIO drops the process's side at once.
+struct StdinCopy {
+    fifo: PathBuf,
+    to: Arc<Mutex<Option<std::fs::File>>>,
+}
+
+/// `write_all` that waits out EAGAIN (a pty master is non-blocking, and that
+/// flag is shared by all its dups).
+fn write_all_retrying(w: &mut std::fs::File, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        match w.write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+impl StdinCopy {
+    fn start(fifo: &str, to: std::fs::File) -> StdinCopy {
+        let to = Arc::new(Mutex::new(Some(to)));
+        let (path, sink) = (PathBuf::from(fifo), to.clone());
+        std::thread::spawn(move || {
+            let Ok(mut from) = std::fs::File::open(&path) else {
+                return;
+            };
+            let mut buf = [0u8; 8192];
+            loop {
+                let n = match from.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => n,
+                };
+                let mut guard = sink.lock().unwrap_or_else(|e| e.into_inner());
+                let written = guard
+                    .as_mut()
+                    .is_some_and(|w| write_all_retrying(w, &buf[..n]).is_ok());
+                if !written {
+                    break;
+                }
+            }
+            sink.lock().unwrap_or_else(|e| e.into_inner()).take();
+        });
+        StdinCopy {
+            fifo: PathBuf::from(fifo),
+            to,
+        }
+    }
+
+    fn close(&self) {
+        self.to.lock().unwrap_or_else(|e| e.into_inner()).take();
+        // Unblock a copier still waiting for containerd to open the fifo.
+        let _ = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&self.fifo);
+    }
 }
 
 enum Sink {
@@ -88,9 +155,11 @@ fn spawn_binary_logger(
 ) -> io::Result<()> {
     let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
     let mut cmd = std::process::Command::new(path);
+    // As containerd's runc shim does: each query parameter becomes the
+    // arguments `key value`.
     for kv in query.split('&').filter(|s| !s.is_empty()) {
         match kv.split_once('=') {
-            Some((k, v)) => cmd.arg(format!("{k}={v}")),
+            Some((k, v)) => cmd.args([k, v]),
             None => cmd.arg(kv),
         };
     }
@@ -149,14 +218,7 @@ impl ProcessIo {
             Stdio::null()
         } else {
             let (r, w) = pipe_pair()?;
-            let fifo = pipe::OpenOptions::new()
-                .read_write(true)
-                .open_receiver(&uris.stdin)
-                .map_err(|e| {
-                    io::Error::new(e.kind(), format!("opening stdin fifo {}: {e}", uris.stdin))
-                })?;
-            let to = pipe::Sender::from_owned_fd(w)?;
-            io.stdin_copy = Some(tokio::spawn(copy_to(fifo, to)));
+            io.stdin = Some(StdinCopy::start(&uris.stdin, std::fs::File::from(w)));
             Stdio::from(r)
         };
         let (out_sink, err_sink) = (sink(&uris.stdout)?, sink(&uris.stderr)?);
@@ -230,11 +292,8 @@ impl ProcessIo {
             self.copies.push(tokio::spawn(copy_to(reader, to)));
         }
         if !uris.stdin.is_empty() {
-            let fifo = pipe::OpenOptions::new()
-                .read_write(true)
-                .open_receiver(&uris.stdin)?;
-            let writer = pipe::Sender::from_owned_fd_unchecked(master.try_clone()?)?;
-            self.pty_stdin = Some(tokio::spawn(copy_to(fifo, writer)));
+            let writer = std::fs::File::from(master.try_clone()?);
+            self.stdin = Some(StdinCopy::start(&uris.stdin, writer));
         }
         self.pty = Some(master);
         Ok(())
@@ -242,11 +301,8 @@ impl ProcessIo {
 
     /// CloseIO: the process's stdin reaches end of file.
     pub fn close_stdin(&mut self) {
-        if let Some(t) = self.stdin_copy.take() {
-            t.abort();
-        }
-        if let Some(t) = self.pty_stdin.take() {
-            t.abort();
+        if let Some(s) = self.stdin.take() {
+            s.close();
             // A pty has no end-of-file but ^D at the start of a line.
             if let Some(m) = &self.pty {
                 let _ = rustix::io::write(m, b"\x04");
@@ -289,13 +345,11 @@ async fn futures_join(handles: Vec<JoinHandle<()>>) {
 
 impl Drop for ProcessIo {
     fn drop(&mut self) {
-        for t in self
-            .copies
-            .iter()
-            .chain(self.stdin_copy.iter())
-            .chain(self.pty_stdin.iter())
-        {
+        for t in &self.copies {
             t.abort();
+        }
+        if let Some(s) = self.stdin.take() {
+            s.close();
         }
     }
 }

@@ -470,3 +470,105 @@ fn oom_kill_is_reported_as_a_task_oom_event() {
     assert!(ooms >= 1, "no TaskOOM event: {text}");
     assert_no_leaks(&c);
 }
+
+#[test]
+fn stdin_file_and_binary_log_uris() {
+    let c = setup("", &[(IMG, 1)]);
+    // stdin reaches the process, and its end (CloseIO) ends `cat`.
+    let mut cmd = Command::new("ctr");
+    cmd.arg("--address").arg(c.address()).args([
+        "--namespace",
+        NS,
+        "run",
+        "--rm",
+        RT,
+        IMG,
+        "i1",
+        "/bin/sh",
+        "-c",
+        "cat; echo done",
+    ]);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("ctr run");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(b"from the host\n").expect("write stdin");
+    }
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "from the host\ndone\n"
+    );
+
+    // file:// gets stdout and stderr.
+    let log = c.base().join("file.log");
+    let uri = format!("file://{}", log.display());
+    c.ctr(
+        NS,
+        &[
+            "run",
+            "--rm",
+            RT,
+            "--log-uri",
+            &uri,
+            IMG,
+            "f1",
+            "/bin/sh",
+            "-c",
+            "echo out; echo err >&2",
+        ],
+    )
+    .ok();
+    let text = std::fs::read_to_string(&log).expect("file log");
+    assert!(text.contains("out\n") && text.contains("err\n"), "{text:?}");
+
+    // binary://: containerd's logging protocol (fds 3 and 4, ready on 5).
+    let logger = c.base().join("logger.sh");
+    let blog = c.base().join("binary.log");
+    std::fs::write(
+        &logger,
+        "#!/bin/sh\n# args: path <file>\nexec 5>&-\ncat <&3 > \"$2.out\" &\ncat <&4 > \"$2.err\"\nwait\necho \"$CONTAINER_NAMESPACE/$CONTAINER_ID\" > \"$2.id\"\n",
+    )
+    .expect("logger");
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&logger).expect("md").permissions(),
+        0o755,
+    );
+    std::fs::set_permissions(&logger, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let uri = format!("binary://{}?path={}", logger.display(), blog.display());
+    c.ctr(
+        NS,
+        &[
+            "run",
+            "--rm",
+            RT,
+            "--log-uri",
+            &uri,
+            IMG,
+            "b1",
+            "/bin/sh",
+            "-c",
+            "echo bout; echo berr >&2",
+        ],
+    )
+    .ok();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let id_file = c.base().join("binary.log.id");
+    while !id_file.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let read = |ext: &str| {
+        std::fs::read_to_string(c.base().join(format!("binary.log.{ext}"))).unwrap_or_default()
+    };
+    assert_eq!(read("out"), "bout\n");
+    assert_eq!(read("err"), "berr\n");
+    assert_eq!(read("id"), format!("{NS}/b1\n"));
+    assert_no_leaks(&c);
+}
