@@ -140,6 +140,22 @@ fn host_root(maps: &[IdMap], what: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("the spec's {what} mappings do not map container ID 0"))
 }
 
+/// Security settings idshift cannot apply yet are refused, never ignored.
+pub fn refuse_unsupported(spec: &Spec) -> Result<(), String> {
+    if spec.linux().as_ref().is_some_and(|l| l.seccomp().is_some()) {
+        return Err("the spec has a seccomp profile (linux.seccomp), which idshift does not apply yet; refusing rather than running the container unfiltered".into());
+    }
+    if let Some(p) = spec.process() {
+        if p.apparmor_profile().as_ref().is_some_and(|a| !a.is_empty()) {
+            return Err("the spec sets an AppArmor profile (process.apparmorProfile), which idshift does not apply".into());
+        }
+        if p.selinux_label().as_ref().is_some_and(|a| !a.is_empty()) {
+            return Err("the spec sets an SELinux label (process.selinuxLabel), which idshift does not apply".into());
+        }
+    }
+    Ok(())
+}
+
 pub fn read_spec(bundle: &Path) -> Result<Spec, String> {
     let p = bundle.join("config.json");
     Spec::load(&p).map_err(|e| format!("reading the OCI spec {}: {e}", p.display()))
@@ -178,6 +194,7 @@ impl Container {
         let mut report = CreateReport::default();
         let cfg = &req.config;
         let mut spec = read_spec(&req.bundle)?;
+        refuse_unsupported(&spec)?;
         let features = rootfs::probe_cached(&cfg.state_dir, &cfg.run_dir.join("probe.json"))
             .map_err(|e| format!("probing the kernel: {e}"))?;
         let strategy = features.resolve(cfg.strategy).map_err(|e| e.to_string())?;

@@ -572,3 +572,75 @@ fn stdin_file_and_binary_log_uris() {
     assert_eq!(read("id"), format!("{NS}/b1\n"));
     assert_no_leaks(&c);
 }
+
+/// A shim killed with SIGKILL: containerd runs `shim delete`, which kills
+/// the container, releases its range and removes its state.
+#[test]
+fn a_killed_shim_is_cleaned_up_by_shim_delete() {
+    let c = setup("", &[(IMG, 1)]);
+    c.ctr(NS, &["run", "-d", RT, IMG, "d1", "sleep", "1000"])
+        .ok();
+    wait_running(&c, "d1");
+    assert_eq!(c.live_ranges(), 1);
+    let init_pid: u32 = c
+        .ctr(NS, &["task", "ls"])
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("d1"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .expect("init pid");
+    let shims = idshift_tests::processes_matching("-id d1 ");
+    let shims: Vec<_> = shims
+        .into_iter()
+        .filter(|(_, cmd)| {
+            cmd.contains("containerd-shim-idshift-v2")
+                && cmd.contains(&c.address().display().to_string())
+        })
+        .collect();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    let pid = rustix::process::Pid::from_raw(shims[0].0 as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("kill shim");
+    // containerd notices, runs `shim delete`, and marks the task stopped.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ls = c.ctr(NS, &["task", "ls"]).stdout;
+        if !ls
+            .lines()
+            .any(|l| l.starts_with("d1") && l.contains("RUNNING"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task still running: {ls}\n{}",
+            c.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = c.ctr(NS, &["task", "rm", "-f", "d1"]);
+    let _ = c.ctr(NS, &["containers", "rm", "d1"]);
+    assert_no_leaks(&c);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{init_pid}")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the container's init {init_pid} survived its shim"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The same id can be used again.
+    c.ctr(NS, &["run", "--rm", RT, IMG, "d1", "true"]).ok();
+    assert_no_leaks(&c);
+}
+
+/// A seccomp profile idshift cannot apply yet is refused, not ignored.
+#[test]
+fn unsupported_security_settings_are_refused() {
+    let c = setup("", &[(IMG, 1)]);
+    let out = c.ctr(NS, &["run", "--rm", "--seccomp", RT, IMG, "sc1", "true"]);
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(out.stderr.contains("seccomp"), "{out:?}");
+    let _ = c.ctr(NS, &["containers", "rm", "sc1"]);
+    assert_no_leaks(&c);
+}
