@@ -447,19 +447,6 @@ impl Cgroup {
                 if let Some(v) = r.cpu_quota {
                     self.write("cpu", "cpu.cfs_quota_us", &v.to_string())?;
                 }
-                if let Some(v) = &r.cpuset_cpus {
-                    self.write("cpuset", "cpuset.cpus", v)?;
-                }
-                if let Some(v) = &r.cpuset_mems {
-                    self.write("cpuset", "cpuset.mems", v)?;
-                }
-                if let Some(v) = r.pids_limit {
-                    self.write(
-                        "pids",
-                        "pids.max",
-                        &if v <= 0 { "max".into() } else { v.to_string() },
-                    )?;
-                }
                 if let Some(v) = r.blkio_weight {
                     self.write("blkio", "blkio.weight", &v.to_string())?;
                 }
@@ -489,19 +476,6 @@ impl Cgroup {
                     let period = r.cpu_period.unwrap_or(100_000);
                     self.write("cpu", "cpu.max", &format!("{quota} {period}"))?;
                 }
-                if let Some(v) = &r.cpuset_cpus {
-                    self.write("cpuset", "cpuset.cpus", v)?;
-                }
-                if let Some(v) = &r.cpuset_mems {
-                    self.write("cpuset", "cpuset.mems", v)?;
-                }
-                if let Some(v) = r.pids_limit {
-                    self.write(
-                        "pids",
-                        "pids.max",
-                        &if v <= 0 { "max".into() } else { v.to_string() },
-                    )?;
-                }
                 if let Some(v) = r.blkio_weight {
                     self.write(
                         "io",
@@ -510,6 +484,17 @@ impl Cgroup {
                     )?;
                 }
             }
+        }
+        // The same files in both versions.
+        if let Some(v) = &r.cpuset_cpus {
+            self.write("cpuset", "cpuset.cpus", v)?;
+        }
+        if let Some(v) = &r.cpuset_mems {
+            self.write("cpuset", "cpuset.mems", v)?;
+        }
+        if let Some(v) = r.pids_limit {
+            let max = if v <= 0 { "max".into() } else { v.to_string() };
+            self.write("pids", "pids.max", &max)?;
         }
         Ok(())
     }

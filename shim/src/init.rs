@@ -108,17 +108,23 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
         flags |= ns_flag(ns.typ());
     }
     unshare(flags).map_err(|e| format!("unshare({flags:?}): {e}"))?;
+    fork_and_report(ch, |ch| stage2(ch, &c, rootfs_fd))
+}
+
+/// Forks (the child enters a new pid namespace, if one was unshared, as its
+/// pid 1): the child runs `child` and never returns; the parent reports the
+/// child's host pid to the shim.
+fn fork_and_report(ch: &mut Channel, child: impl FnOnce(&mut Channel) -> Result<()>) -> Result<()> {
     match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
         0 => {
-            let r = stage2(ch, &c, rootfs_fd);
-            if let Err(e) = r {
+            if let Err(e) = child(ch) {
                 let _ = ch.send(&FromInit::Error(e), &[]);
                 std::process::exit(127);
             }
             std::process::exit(0)
         }
-        child => ch
-            .send(&FromInit::Pid(child), &[])
+        pid => ch
+            .send(&FromInit::Pid(pid), &[])
             .map_err(|e| format!("reporting the pid: {e}")),
     }
 }
@@ -701,16 +707,5 @@ fn exec(ch: &mut Channel, pid: i32, process: Process) -> Result<()> {
     for (f, flag) in &others {
         setns(f.as_fd(), *flag).map_err(|e| format!("joining {flag:?}: {e}"))?;
     }
-    match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
-        0 => {
-            if let Err(e) = run(ch, &process) {
-                let _ = ch.send(&FromInit::Error(e), &[]);
-                std::process::exit(127);
-            }
-            std::process::exit(0)
-        }
-        child => ch
-            .send(&FromInit::Pid(child), &[])
-            .map_err(|e| format!("reporting the pid: {e}")),
-    }
+    fork_and_report(ch, |ch| run(ch, &process))
 }

@@ -204,6 +204,42 @@ impl TaskService {
     }
 }
 
+impl TaskService {
+    /// Pause (freeze the cgroup) or resume (thaw it), and say so.
+    async fn set_paused(&self, id: &str, pause: bool) -> TtResult<Empty> {
+        let event = if pause { Event::Pause } else { Event::Resume };
+        {
+            let mut cs = self.inner.containers.lock().await;
+            let c = get(&mut cs, id)?;
+            process::transition(c.init.state, event).map_err(precondition)?;
+            let cg = c
+                .cgroup
+                .as_ref()
+                .ok_or_else(|| precondition("the container has no cgroup".into()))?;
+            let frozen = if pause { cg.freeze() } else { cg.thaw() };
+            frozen.map_err(|e| status(Code::INTERNAL, e.to_string()))?;
+            c.init.apply(event).map_err(precondition)?;
+        }
+        let container_id = id.to_string();
+        if pause {
+            let e = ev::TaskPaused {
+                container_id,
+                ..Default::default()
+            };
+            self.publish(topics::TASK_PAUSED_EVENT_TOPIC, Box::new(e))
+                .await;
+        } else {
+            let e = ev::TaskResumed {
+                container_id,
+                ..Default::default()
+            };
+            self.publish(topics::TASK_RESUMED_EVENT_TOPIC, Box::new(e))
+                .await;
+        }
+        Ok(Empty::new())
+    }
+}
+
 /// `ConfigPath` of containerd's generic runtime options
 /// (`runtimeoptions.v1.Options`: type_url = 1, config_path = 2).
 pub fn config_path_from_options(options: &MessageField<Any>) -> Option<std::path::PathBuf> {
@@ -721,51 +757,11 @@ impl Task for TaskService {
     }
 
     async fn pause(&self, _ctx: &TtrpcContext, req: api::PauseRequest) -> TtResult<Empty> {
-        {
-            let mut cs = self.inner.containers.lock().await;
-            let c = get(&mut cs, &req.id)?;
-            process::transition(c.init.state, Event::Pause).map_err(precondition)?;
-            let cg = c
-                .cgroup
-                .as_ref()
-                .ok_or_else(|| precondition("the container has no cgroup".into()))?;
-            cg.freeze()
-                .map_err(|e| status(Code::INTERNAL, e.to_string()))?;
-            c.init.apply(Event::Pause).map_err(precondition)?;
-        }
-        self.publish(
-            topics::TASK_PAUSED_EVENT_TOPIC,
-            Box::new(ev::TaskPaused {
-                container_id: req.id.clone(),
-                ..Default::default()
-            }),
-        )
-        .await;
-        Ok(Empty::new())
+        self.set_paused(&req.id, true).await
     }
 
     async fn resume(&self, _ctx: &TtrpcContext, req: api::ResumeRequest) -> TtResult<Empty> {
-        {
-            let mut cs = self.inner.containers.lock().await;
-            let c = get(&mut cs, &req.id)?;
-            process::transition(c.init.state, Event::Resume).map_err(precondition)?;
-            let cg = c
-                .cgroup
-                .as_ref()
-                .ok_or_else(|| precondition("the container has no cgroup".into()))?;
-            cg.thaw()
-                .map_err(|e| status(Code::INTERNAL, e.to_string()))?;
-            c.init.apply(Event::Resume).map_err(precondition)?;
-        }
-        self.publish(
-            topics::TASK_RESUMED_EVENT_TOPIC,
-            Box::new(ev::TaskResumed {
-                container_id: req.id.clone(),
-                ..Default::default()
-            }),
-        )
-        .await;
-        Ok(Empty::new())
+        self.set_paused(&req.id, false).await
     }
 
     async fn checkpoint(

@@ -230,14 +230,46 @@ impl Containerd {
         std::fs::read_to_string(self.base.join("containerd.log")).unwrap_or_default()
     }
 
-    pub fn ctr(&self, namespace: &str, args: &[&str]) -> CtrOutput {
+    /// `ctr` against this containerd, not started (for a caller that
+    /// spawns it and talks to it).
+    pub fn ctr_command(&self, namespace: &str, args: &[&str]) -> Command {
         let mut cmd = Command::new("ctr");
         cmd.arg("--address")
             .arg(self.address())
             .arg("--namespace")
             .arg(namespace)
             .args(args);
-        run_with_timeout(cmd, Duration::from_secs(120))
+        cmd
+    }
+
+    /// Runs `ctr` against this containerd (killed after 120 s).
+    pub fn ctr(&self, namespace: &str, args: &[&str]) -> CtrOutput {
+        run_with_timeout(self.ctr_command(namespace, args), Duration::from_secs(120))
+    }
+
+    /// SIGKILLs the tasks `ids`, then deletes each task (once it has stopped)
+    /// and its container.
+    pub fn kill_and_remove(&self, namespace: &str, ids: &[&str]) -> Result<(), Error> {
+        for id in ids {
+            let out = self.ctr(namespace, &["task", "kill", "-s", "SIGKILL", id]);
+            if out.code != Some(0) {
+                return Err(format!("killing {id}: {out:?}").into());
+            }
+        }
+        for id in ids {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.ctr(namespace, &["task", "delete", id]).code != Some(0) {
+                if Instant::now() > deadline {
+                    return Err(format!("task {id} could not be deleted within 10 s").into());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let out = self.ctr(namespace, &["containers", "rm", id]);
+            if out.code != Some(0) {
+                return Err(format!("removing container {id}: {out:?}").into());
+            }
+        }
+        Ok(())
     }
 
     /// Builds and imports an image of `layers` layers named `name`.

@@ -2,7 +2,7 @@
 //! Each test has its own containerd, idshift state and run dirs.
 
 use idshift_tests::{host_mountinfo, Containerd};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const NS: &str = "e2e";
@@ -143,17 +143,7 @@ fn concurrent_containers_get_disjoint_ranges_and_no_host_mounts() {
     let mut want: Vec<u64> = ranges.iter().map(|r| r.0).collect();
     want.sort_unstable();
     assert_eq!(owners, want, "upper-dir owners vs ranges");
-    for id in ["a", "b"] {
-        c.ctr(NS, &["task", "kill", "-s", "SIGKILL", id]).ok();
-    }
-    for id in ["a", "b"] {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while c.ctr(NS, &["task", "rm", id]).code != Some(0) {
-            assert!(Instant::now() < deadline, "task rm {id}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        c.ctr(NS, &["containers", "rm", id]).ok();
-    }
+    c.kill_and_remove(NS, &["a", "b"]).expect("remove");
     assert_no_leaks(&c);
 }
 
@@ -161,19 +151,19 @@ fn concurrent_containers_get_disjoint_ranges_and_no_host_mounts() {
 fn kill_pause_resume_ps_metrics_delete() {
     let c = setup("", &[(IMG, 1)]);
     // SIGTERM reaches a handler; the exit code is the handler's.
-    let mut run = Command::new("ctr");
-    run.arg("--address").arg(c.address()).args([
-        "--namespace",
+    let mut run = c.ctr_command(
         NS,
-        "run",
-        "--rm",
-        RT,
-        IMG,
-        "k1",
-        "/bin/sh",
-        "-c",
-        "trap 'exit 42' TERM; while true; do sleep 0.1; done",
-    ]);
+        &[
+            "run",
+            "--rm",
+            RT,
+            IMG,
+            "k1",
+            "/bin/sh",
+            "-c",
+            "trap 'exit 42' TERM; while true; do sleep 0.1; done",
+        ],
+    );
     let mut child = run
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -183,18 +173,7 @@ fn kill_pause_resume_ps_metrics_delete() {
     c.ctr(NS, &["task", "kill", "-s", "SIGTERM", "k1"]).ok();
     assert_eq!(child.wait().expect("wait").code(), Some(42));
     // SIGKILL: 137, as runc reports it.
-    let mut run = Command::new("ctr");
-    run.arg("--address").arg(c.address()).args([
-        "--namespace",
-        NS,
-        "run",
-        "--rm",
-        RT,
-        IMG,
-        "k2",
-        "sleep",
-        "1000",
-    ]);
+    let mut run = c.ctr_command(NS, &["run", "--rm", RT, IMG, "k2", "sleep", "1000"]);
     let mut child = run
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -255,13 +234,7 @@ fn exec_with_and_without_tty_and_task_delete() {
         tty.1.contains("/dev/pts/") && tty.1.contains("30 100"),
         "{tty:?}"
     );
-    c.ctr(NS, &["task", "kill", "-s", "SIGKILL", "x1"]).ok();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while c.ctr(NS, &["task", "delete", "x1"]).code != Some(0) {
-        assert!(Instant::now() < deadline, "task delete");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    c.ctr(NS, &["containers", "rm", "x1"]).ok();
+    c.kill_and_remove(NS, &["x1"]).expect("task delete");
     assert_no_leaks(&c);
 }
 
@@ -288,11 +261,7 @@ fn with_pty(c: &Containerd, args: &[&str], input: &[u8]) -> (Option<i32>, String
         },
     )
     .expect("winsize");
-    let mut cmd = Command::new("ctr");
-    cmd.arg("--address")
-        .arg(c.address())
-        .args(["--namespace", NS])
-        .args(args);
+    let mut cmd = c.ctr_command(NS, args);
     cmd.stdin(slave.try_clone().expect("dup"))
         .stdout(slave.try_clone().expect("dup"))
         .stderr(slave);
@@ -414,11 +383,8 @@ fn every_strategy_runs_a_60_layer_image() {
 #[test]
 fn oom_kill_is_reported_as_a_task_oom_event() {
     let c = setup("", &[(IMG, 1)]);
-    let mut events = Command::new("ctr");
+    let mut events = c.ctr_command(NS, &["events"]);
     events
-        .arg("--address")
-        .arg(c.address())
-        .args(["events"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
@@ -475,19 +441,19 @@ fn oom_kill_is_reported_as_a_task_oom_event() {
 fn stdin_file_and_binary_log_uris() {
     let c = setup("", &[(IMG, 1)]);
     // stdin reaches the process, and its end (CloseIO) ends `cat`.
-    let mut cmd = Command::new("ctr");
-    cmd.arg("--address").arg(c.address()).args([
-        "--namespace",
+    let mut cmd = c.ctr_command(
         NS,
-        "run",
-        "--rm",
-        RT,
-        IMG,
-        "i1",
-        "/bin/sh",
-        "-c",
-        "cat; echo done",
-    ]);
+        &[
+            "run",
+            "--rm",
+            RT,
+            IMG,
+            "i1",
+            "/bin/sh",
+            "-c",
+            "cat; echo done",
+        ],
+    );
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -109,16 +109,7 @@ fn demo() -> Result<(), Error> {
     }
 
     step("stopping and deleting everything");
-    for id in ["demo-a", "demo-b", "demo-60"] {
-        ctr_ok(&c, &["task", "kill", "-s", "SIGKILL", id])?;
-    }
-    for id in ["demo-a", "demo-b", "demo-60"] {
-        let deadline = Instant::now() + std::time::Duration::from_secs(10);
-        while c.ctr(NS, &["task", "rm", id]).code != Some(0) && Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        ctr_ok(&c, &["containers", "rm", id])?;
-    }
+    c.kill_and_remove(NS, &["demo-a", "demo-b", "demo-60"])?;
     std::thread::sleep(std::time::Duration::from_millis(500));
     let leaks = c.leaks();
     println!(
