@@ -170,9 +170,14 @@ impl Shim for IdshiftShim {
         let mut child = cmd
             .spawn()
             .map_err(|e| Error::Other(format!("spawning the serving shim: {e}")))?;
-        // The serving shim closes its stdout once it listens.
+        // The serving shim closes its stdout once it listens, or by dying.
         if let Some(mut out) = child.stdout.take() {
             let _ = tokio::io::copy(&mut out, &mut tokio::io::sink()).await;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(Error::Other(format!(
+                "the serving shim exited ({status}) instead of listening on {address}; see the shim log in containerd's log"
+            )));
         }
         std::fs::write(cwd.join("address"), &address)
             .map_err(|e| Error::Other(format!("writing the address file: {e}")))?;
