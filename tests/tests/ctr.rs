@@ -610,3 +610,58 @@ fn unsupported_security_settings_are_refused() {
     let _ = c.ctr(NS, &["containers", "rm", "sc1"]);
     assert_no_leaks(&c);
 }
+
+/// A namespace given by path in the spec is joined (here: another
+/// container's network namespace), while the user namespace stays its own.
+#[test]
+fn namespaces_given_by_path_are_joined() {
+    let c = setup("", &[(IMG, 1)]);
+    c.ctr(NS, &["run", "-d", RT, IMG, "ns-a", "sleep", "1000"])
+        .ok();
+    wait_running(&c, "ns-a");
+    let pid_a: u32 = c
+        .ctr(NS, &["task", "ls"])
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("ns-a"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .expect("pid of ns-a");
+    let net = format!("network:/proc/{pid_a}/ns/net");
+    let show = "readlink /proc/self/ns/net; readlink /proc/self/ns/user";
+    let b = c.ctr(
+        NS,
+        &[
+            "run",
+            "--rm",
+            RT,
+            "--with-ns",
+            &net,
+            IMG,
+            "ns-b",
+            "/bin/sh",
+            "-c",
+            show,
+        ],
+    );
+    b.ok();
+    let a = c.ctr(
+        NS,
+        &[
+            "task",
+            "exec",
+            "--exec-id",
+            "show",
+            "ns-a",
+            "/bin/sh",
+            "-c",
+            show,
+        ],
+    );
+    a.ok();
+    let (a, b): (Vec<&str>, Vec<&str>) = (a.stdout.lines().collect(), b.stdout.lines().collect());
+    assert_eq!(a[0], b[0], "the same network namespace");
+    assert_ne!(a[1], b[1], "different user namespaces");
+    c.kill_and_remove(NS, &["ns-a"]).expect("remove");
+    assert_no_leaks(&c);
+}
