@@ -153,38 +153,39 @@ pub enum OomWatch {
 }
 
 impl OomWatch {
-    /// Blocks until an OOM kill (`true`) or until the cgroup is gone (`false`).
-    pub fn wait(&mut self) -> bool {
+    /// Blocks until OOM kills happened (the cgroup's total count of them),
+    /// or until the cgroup is gone (`None`).
+    pub fn wait(&mut self) -> Option<u64> {
         loop {
             match self {
                 OomWatch::EventFd { efd, dir, seen, .. } => {
                     let mut buf = [0u8; 8];
                     if rustix::io::read(&*efd, &mut buf).is_err() {
-                        return false;
+                        return None;
                     }
                     // The eventfd also fires when the cgroup is removed, and
                     // on every OOM condition: report kills, once each.
                     if !dir.exists() {
-                        return false;
+                        return None;
                     }
                     let n = oom_kills_v1(dir);
                     if n > *seen {
                         *seen = n;
-                        return true;
+                        return Some(n);
                     }
                 }
                 OomWatch::Events { ino, events, seen } => {
                     let mut buf = [0u8; 1024];
                     if rustix::io::read(&*ino, &mut buf).is_err() {
-                        return false;
+                        return None;
                     }
                     let Ok(text) = fs::read_to_string(&*events) else {
-                        return false;
+                        return None;
                     };
                     let n = parse_kv(&text).get("oom_kill").copied().unwrap_or(0);
                     if n > *seen {
                         *seen = n;
-                        return true;
+                        return Some(n);
                     }
                 }
             }

@@ -36,6 +36,8 @@ pub struct Container {
     pub cgroup: Option<Cgroup>,
     pub run_dir: PathBuf,
     pub persisted: Persisted,
+    /// OOM kills already reported as TaskOOM (by the watcher or at exit).
+    pub oom_reported: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What Create was asked.
@@ -369,6 +371,7 @@ impl Container {
                 cgroup: Some(cgroup),
                 run_dir,
                 persisted,
+                oom_reported: Default::default(),
             },
             report,
         ))

@@ -112,20 +112,34 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
 }
 
 /// Forks (the child enters a new pid namespace, if one was unshared, as its
-/// pid 1): the child runs `child` and never returns; the parent reports the
-/// child's host pid to the shim.
+/// pid 1): the parent reports the child's host pid to the shim; the child
+/// waits until that report is sent (both write to the one channel, and the
+/// shim expects the pid first), then runs `child` and never returns.
 fn fork_and_report(ch: &mut Channel, child: impl FnOnce(&mut Channel) -> Result<()>) -> Result<()> {
+    let (go_r, go_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| format!("pipe: {e}"))?;
     match sys::fork_single_threaded().map_err(|e| format!("fork: {e}"))? {
         0 => {
+            drop(go_w);
+            let mut b = [0u8; 1];
+            // One byte, or end of file if the parent died: either way go on
+            // (a dead parent means the shim gets an error or EOF anyway).
+            let _ = rustix::io::read(&go_r, &mut b);
+            drop(go_r);
             if let Err(e) = child(ch) {
                 let _ = ch.send(&FromInit::Error(e), &[]);
                 std::process::exit(127);
             }
             std::process::exit(0)
         }
-        pid => ch
-            .send(&FromInit::Pid(pid), &[])
-            .map_err(|e| format!("reporting the pid: {e}")),
+        pid => {
+            drop(go_r);
+            let sent = ch
+                .send(&FromInit::Pid(pid), &[])
+                .map_err(|e| format!("reporting the pid: {e}"));
+            let _ = rustix::io::write(&go_w, b"g");
+            sent
+        }
     }
 }
 

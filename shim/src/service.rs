@@ -19,6 +19,7 @@ use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::topics;
 use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext, Code};
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::SystemTime;
 use tokio::sync::Mutex;
@@ -128,11 +129,13 @@ impl TaskService {
                 }
                 if let Some((_, exec_id)) = &found {
                     let p = if exec_id.is_empty() {
-                        &mut c.init
+                        Some(&mut c.init)
                     } else {
-                        c.execs.get_mut(exec_id).expect("found above")
+                        c.execs.get_mut(exec_id)
                     };
-                    drains.push(std::mem::take(&mut p.io));
+                    if let Some(p) = p {
+                        drains.push(std::mem::take(&mut p.io));
+                    }
                     break;
                 }
             }
@@ -149,10 +152,19 @@ impl TaskService {
         for mut io in drains {
             io.drain().await;
         }
-        let exited_at = {
+        let (exited_at, unreported_ooms) = {
             let mut cs = self.inner.containers.lock().await;
             let Some(c) = cs.get_mut(&cid) else { return };
-            if exec_id.is_empty() {
+            // OOM kills the watcher has not reported yet are reported before
+            // the exit (the cgroup exists until Delete).
+            let mut unreported = 0;
+            if let (true, Some(cg)) = (exec_id.is_empty(), &c.cgroup) {
+                if let Ok(s) = cg.stats() {
+                    let before = c.oom_reported.fetch_max(s.oom_kills, Ordering::SeqCst);
+                    unreported = s.oom_kills.saturating_sub(before);
+                }
+            }
+            let at = if exec_id.is_empty() {
                 c.init.set_exited(code as u32);
                 // The init is gone: so is everything else in the container.
                 if let Some(cg) = &c.cgroup {
@@ -160,11 +172,23 @@ impl TaskService {
                 }
                 c.init.exit().map(|e| e.at)
             } else {
-                let p = c.execs.get_mut(&exec_id).expect("found above");
+                // Deleted meanwhile: nothing left to report.
+                let Some(p) = c.execs.get_mut(&exec_id) else {
+                    return;
+                };
                 p.set_exited(code as u32);
                 p.exit().map(|e| e.at)
-            }
+            };
+            (at, unreported)
         };
+        for _ in 0..unreported_ooms {
+            let e = ev::TaskOOM {
+                container_id: cid.clone(),
+                ..Default::default()
+            };
+            self.publish(topics::TASK_OOM_EVENT_TOPIC, Box::new(e))
+                .await;
+        }
         let id = if exec_id.is_empty() {
             cid.clone()
         } else {
@@ -366,10 +390,14 @@ impl Task for TaskService {
         match c.cgroup.as_ref().map(|cg| cg.oom_watch()) {
             Some(Ok(Some(mut watch))) => {
                 let (tx, id) = (self.inner.oom_tx.clone(), req.id.clone());
+                let reported = c.oom_reported.clone();
                 std::thread::spawn(move || {
-                    while watch.wait() {
-                        if tx.send(id.clone()).is_err() {
-                            break;
+                    while let Some(kills) = watch.wait() {
+                        let before = reported.fetch_max(kills, Ordering::SeqCst);
+                        for _ in before..kills {
+                            if tx.send(id.clone()).is_err() {
+                                return;
+                            }
                         }
                     }
                 });

@@ -218,6 +218,12 @@ fn exec_with_and_without_tty_and_task_delete() {
     );
     assert_eq!(out.code, Some(7), "{out:?}");
     assert!(out.stdout.starts_with("0\nsleep"), "{out:?}");
+    // Many short execs: the pid report and readiness never race.
+    for i in 0..20 {
+        let id = format!("q{i}");
+        let out = c.ctr(NS, &["task", "exec", "--exec-id", &id, "x1", "true"]);
+        assert_eq!(out.code, Some(0), "exec {i}: {out:?}");
+    }
     let bad = c.ctr(NS, &["task", "exec", "--exec-id", "e2", "x1", "/no/such"]);
     assert_ne!(bad.code, Some(0));
     assert!(
