@@ -174,7 +174,14 @@ impl Shim for IdshiftShim {
         if let Some(mut out) = child.stdout.take() {
             let _ = tokio::io::copy(&mut out, &mut tokio::io::sink()).await;
         }
-        if let Ok(Some(status)) = child.try_wait() {
+        // It closes stdout only once it listens: if nobody answers on the
+        // socket, it died (its stdout closes before it becomes waitable, so
+        // the socket, not its exit status, is the test).
+        if std::os::unix::net::UnixStream::connect(sock_path).is_err() {
+            let status = tokio::time::timeout(std::time::Duration::from_secs(2), child.wait())
+                .await
+                .map(|s| s.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string()))
+                .unwrap_or_else(|_| "still running".into());
             return Err(Error::Other(format!(
                 "the serving shim exited ({status}) instead of listening on {address}; see the shim log in containerd's log"
             )));
