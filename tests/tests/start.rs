@@ -68,7 +68,7 @@ fn start_with_the_containerd_2_bootstrap_message() {
         }
         text
     });
-    let ttrpc = c.base().join("c.sock.ttrpc");
+    let ttrpc = c.ttrpc_address().to_path_buf();
     let mut child = Command::new(shim())
         .args(["-namespace", "e2e", "-id", &id, "-address"])
         .arg(c.address())
@@ -151,7 +151,7 @@ fn start_fails_when_the_serving_shim_dies() {
         .arg(c.address())
         .arg("start")
         .current_dir(&bundle)
-        .env("TTRPC_ADDRESS", c.base().join("c.sock.ttrpc"))
+        .env("TTRPC_ADDRESS", c.ttrpc_address())
         .stdin(Stdio::null())
         .output()
         .expect("start");

@@ -1,0 +1,637 @@
+//! A private containerd 1.6 per test: its own directory (root, state,
+//! sockets, config, log), started as a child of the test, and everything it
+//! made (tasks, shims, mounts, files) gone when it is dropped.
+
+use crate::process::{
+    kill_if_matching, kill_processes_matching, remove_cgroups, run_with_timeout, unmount_under,
+    CtrOutput,
+};
+use crate::{shim_dir, unique, Error, SHIM_BINARY};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where the per-instance directories are made: a disk file system (ext4
+/// here), as containerd's overlayfs snapshotter needs for its root.
+const BASE_PARENT: &str = "/var/tmp";
+/// How long `containerd` may take to answer `ctr version`.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one `ctr` of a test may run before it is killed.
+const CTR_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long one `ctr` of the clean-up may run.
+const CLEANUP_CTR_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long containerd has to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The CRI plugin, disabled unless asked for.
+const CRI_PLUGIN: &str = "io.containerd.grpc.v1.cri";
+
+/// How to start a [`Containerd`].
+#[derive(Debug, Clone, Default)]
+pub struct ContainerdOptions {
+    /// A directory put first on containerd's `PATH`, so that it finds the
+    /// `containerd-shim-idshift-v2` in it (which must be there).
+    pub shim_dir: Option<PathBuf>,
+    /// Keep the CRI plugin (disabled by default), with
+    /// `restrict_oom_score_adj = true`.
+    pub cri: bool,
+    /// TOML appended verbatim to containerd's config. It must not repeat a
+    /// table the harness writes (`[grpc]`, `[ttrpc]`, `[debug]`,
+    /// `[plugins."io.containerd.internal.v1.opt"]` and, with `cri`,
+    /// `[plugins."io.containerd.grpc.v1.cri"]` and its `.cni`); other
+    /// sub-tables of them are fine, e.g. a CRI runtime.
+    pub extra_config: String,
+    /// TOML appended to this instance's idshift config file (whose path the
+    /// shims get in `IDSHIFT_CONFIG`; it always sets a private `state_dir`
+    /// and `run_dir`).
+    pub idshift_toml: String,
+}
+
+impl ContainerdOptions {
+    /// The options of an idshift test: the built shim first on the PATH and
+    /// `idshift_toml` added to its config.
+    pub fn idshift(idshift_toml: &str) -> Self {
+        ContainerdOptions {
+            shim_dir: Some(shim_dir()),
+            idshift_toml: idshift_toml.to_string(),
+            ..Default::default()
+        }
+    }
+}
+
+/// `Containerd::start("...")`: [`ContainerdOptions::idshift`].
+impl From<&str> for ContainerdOptions {
+    fn from(idshift_toml: &str) -> Self {
+        ContainerdOptions::idshift(idshift_toml)
+    }
+}
+
+/// A TOML basic string holding `s` (JSON's escapes are TOML's).
+fn toml_str(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| format!("\"{s}\""))
+}
+
+/// A private containerd, stopped and cleaned up on drop (also when the test
+/// panics): its tasks killed and deleted, its containers deleted, the daemon
+/// stopped, every process mentioning its directory killed, every mount under
+/// it detached and the directory removed.
+#[derive(Debug)]
+pub struct Containerd {
+    base: PathBuf,
+    root: PathBuf,
+    state: PathBuf,
+    address: PathBuf,
+    ttrpc_address: PathBuf,
+    config: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+    /// The idshift config file the shims of this containerd read.
+    pub idshift_config: PathBuf,
+}
+
+impl Containerd {
+    /// Starts `containerd --config <base>/config.toml` in a fresh directory
+    /// `/var/tmp/idshift-e2e-<unique>` and waits (30 s at most) until `ctr
+    /// version` gets an answer from it.
+    ///
+    /// Takes a [`ContainerdOptions`], or a `&str` for the options of an
+    /// idshift test ([`ContainerdOptions::idshift`]).
+    pub fn start(opts: impl Into<ContainerdOptions>) -> Result<Containerd, Error> {
+        let opts = opts.into();
+        if let Some(dir) = &opts.shim_dir {
+            if !dir.join(SHIM_BINARY).exists() {
+                return Err(format!(
+                    "{SHIM_BINARY} is not built in {} (run `cargo build --workspace --bins`)",
+                    dir.display()
+                )
+                .into());
+            }
+        }
+        let base = PathBuf::from(BASE_PARENT).join(unique("idshift-e2e"));
+        std::fs::create_dir(&base)?;
+        let mut c = Containerd {
+            root: base.join("root"),
+            state: base.join("state"),
+            address: base.join("containerd.sock"),
+            ttrpc_address: base.join("containerd.sock.ttrpc"),
+            config: base.join("config.toml"),
+            log_path: base.join("containerd.log"),
+            idshift_config: base.join("idshift.toml"),
+            base,
+            child: None,
+        };
+        // From here on, a failure is cleaned up by Drop.
+        std::fs::write(&c.config, c.containerd_toml(&opts))?;
+        std::fs::write(
+            &c.idshift_config,
+            format!(
+                "state_dir = {}\nrun_dir = {}\n{}\n",
+                toml_str(&c.base.join("idshift-state").to_string_lossy()),
+                toml_str(&c.base.join("idshift-run").to_string_lossy()),
+                opts.idshift_toml
+            ),
+        )?;
+        let log = std::fs::File::create(&c.log_path)?;
+        // The caller's PATH, and the usual directories it may lack (runc is
+        // in /usr/sbin).
+        let mut system_path = std::env::var("PATH").unwrap_or_default();
+        for dir in [
+            "/usr/local/sbin",
+            "/usr/local/bin",
+            "/usr/sbin",
+            "/usr/bin",
+            "/sbin",
+            "/bin",
+        ] {
+            if !system_path.split(':').any(|d| d == dir) {
+                if !system_path.is_empty() {
+                    system_path.push(':');
+                }
+                system_path.push_str(dir);
+            }
+        }
+        let path = match &opts.shim_dir {
+            Some(dir) => format!("{}:{system_path}", dir.display()),
+            None => system_path,
+        };
+        c.child = Some(
+            Command::new("containerd")
+                .arg("--config")
+                .arg(&c.config)
+                .env("PATH", path)
+                .env("IDSHIFT_CONFIG", &c.idshift_config)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .map_err(|e| format!("spawning containerd: {e}"))?,
+        );
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(st) = c.child.as_mut().and_then(|ch| ch.try_wait().ok().flatten()) {
+                c.child = None;
+                return Err(format!(
+                    "containerd exited ({st}) while starting; its log ends with:\n{}",
+                    c.log_tail(60)
+                )
+                .into());
+            }
+            // ctr waits 10 s for a socket that is not there yet.
+            let probe = if c.address.exists() {
+                c.ctr_timeout(
+                    "default",
+                    &["--connect-timeout", "2s", "version"],
+                    Duration::from_secs(10),
+                )
+            } else {
+                CtrOutput {
+                    code: None,
+                    stdout: String::new(),
+                    stderr: format!("{} does not exist yet", c.address.display()),
+                }
+            };
+            if probe.success() {
+                return Ok(c);
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "containerd did not answer within {} s (last ctr version: {probe:?}); \
+                     its log ends with:\n{}",
+                    START_TIMEOUT.as_secs(),
+                    c.log_tail(60)
+                )
+                .into());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn containerd_toml(&self, opts: &ContainerdOptions) -> String {
+        let p = |p: &Path| toml_str(&p.to_string_lossy());
+        let disabled = if opts.cri {
+            String::new()
+        } else {
+            toml_str(CRI_PLUGIN)
+        };
+        let mut t = format!(
+            "# Written by idshift-tests for one test's private containerd.\n\
+             version = 2\n\
+             root = {root}\n\
+             state = {state}\n\
+             disabled_plugins = [{disabled}]\n\
+             \n\
+             [grpc]\n  address = {grpc}\n\
+             \n\
+             [ttrpc]\n  address = {ttrpc}\n\
+             \n\
+             [debug]\n  level = \"debug\"\n",
+            root = p(&self.root),
+            state = p(&self.state),
+            grpc = p(&self.address),
+            ttrpc = p(&self.ttrpc_address),
+        );
+        // The opt plugin (and CRI's CNI config watcher) would make their
+        // directories on the host: private ones instead.
+        t.push_str(&format!(
+            "\n[plugins.\"io.containerd.internal.v1.opt\"]\n  path = {}\n",
+            p(&self.base.join("opt"))
+        ));
+        if opts.cri {
+            t.push_str(&format!(
+                "\n[plugins.{cri}]\n  restrict_oom_score_adj = true\n\
+                 [plugins.{cri}.cni]\n  conf_dir = {conf}\n",
+                cri = toml_str(CRI_PLUGIN),
+                conf = p(&self.cni_conf_dir()),
+            ));
+        }
+        if !opts.extra_config.is_empty() {
+            t.push('\n');
+            t.push_str(&opts.extra_config);
+            t.push('\n');
+        }
+        t
+    }
+
+    /// This instance's directory (everything it makes is inside).
+    pub fn base(&self) -> &Path {
+        &self.base
+    }
+
+    /// containerd's gRPC socket.
+    pub fn address(&self) -> &Path {
+        &self.address
+    }
+
+    /// containerd's ttrpc socket (the shims' `TTRPC_ADDRESS`).
+    pub fn ttrpc_address(&self) -> &Path {
+        &self.ttrpc_address
+    }
+
+    /// containerd's `root` (content, metadata, snapshots).
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// containerd's `state` (bundles of the tasks, sockets).
+    pub fn containerd_state(&self) -> &Path {
+        &self.state
+    }
+
+    /// The CNI config dir of the CRI plugin (`[plugins."io.containerd.grpc.v1.cri".cni]
+    /// conf_dir`, watched: a conflist written there is taken); the CNI
+    /// plugins are the host's (/opt/cni/bin).
+    pub fn cni_conf_dir(&self) -> PathBuf {
+        self.base.join("cni").join("net.d")
+    }
+
+    /// containerd's config file.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// The pid of the containerd process (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The idshift shims' state dir (their ID range allocations).
+    pub fn state_dir(&self) -> PathBuf {
+        self.base.join("idshift-state")
+    }
+
+    /// The idshift shims' run dir.
+    pub fn run_dir(&self) -> PathBuf {
+        self.base.join("idshift-run")
+    }
+
+    /// Everything containerd (and the shims, whose logs containerd relays)
+    /// wrote to its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read(&self.log_path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// The last `lines` lines of [`Containerd::log`].
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// `ctr --address <sock> --namespace <namespace> <args>`, not started
+    /// (for a caller that spawns it and talks to it).
+    pub fn ctr_command(&self, namespace: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address")
+            .arg(&self.address)
+            .arg("--namespace")
+            .arg(namespace)
+            .args(args);
+        cmd
+    }
+
+    /// Runs `ctr` against this containerd (killed after 120 s); `ctr run`'s
+    /// code is the task's exit code.
+    pub fn ctr(&self, namespace: &str, args: &[&str]) -> CtrOutput {
+        self.ctr_timeout(namespace, args, CTR_TIMEOUT)
+    }
+
+    /// [`Containerd::ctr`] with a timeout of the caller's.
+    pub fn ctr_timeout(&self, namespace: &str, args: &[&str], timeout: Duration) -> CtrOutput {
+        run_with_timeout(self.ctr_command(namespace, args), timeout)
+    }
+
+    /// SIGKILLs the tasks `ids`, then deletes each task (once it has stopped)
+    /// and its container.
+    pub fn kill_and_remove(&self, namespace: &str, ids: &[&str]) -> Result<(), Error> {
+        for id in ids {
+            let out = self.ctr(namespace, &["task", "kill", "-s", "SIGKILL", id]);
+            if !out.success() {
+                return Err(format!("killing {id}: {out:?}").into());
+            }
+        }
+        for id in ids {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !self.ctr(namespace, &["task", "delete", id]).success() {
+                if Instant::now() > deadline {
+                    return Err(format!("task {id} could not be deleted within 10 s").into());
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let out = self.ctr(namespace, &["containers", "rm", id]);
+            if !out.success() {
+                return Err(format!("removing container {id}: {out:?}").into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds (in [`Containerd::base`]) and imports an image of `layers`
+    /// layers named `name` ([`crate::build_image`], [`crate::import_image`]).
+    pub fn import_image(&self, namespace: &str, name: &str, layers: usize) -> Result<(), Error> {
+        let archive = crate::build_image(&self.base, name, layers)?;
+        let res = crate::import_image(self, namespace, &archive, name);
+        let _ = std::fs::remove_file(&archive);
+        res
+    }
+
+    /// Host ID ranges still allocated by this containerd's idshift shims.
+    pub fn live_ranges(&self) -> usize {
+        let Ok(text) = std::fs::read_to_string(self.state_dir().join("ranges.json")) else {
+            return 0;
+        };
+        serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("owners").and_then(|o| o.as_object()).map(|o| o.len()))
+            .unwrap_or(0)
+    }
+
+    /// Everything this containerd's idshift shims may have left behind
+    /// while it runs: mounts, processes, ID ranges, per-container run dirs.
+    pub fn leaks(&self) -> Vec<String> {
+        let mut leaks = Vec::new();
+        let me = self.base.display().to_string();
+        for l in crate::host_mountinfo()
+            .iter()
+            .filter(|l| l.contains(&me) && !l.contains("/root/io.containerd"))
+        {
+            leaks.push(format!("mount: {l}"));
+        }
+        for (pid, cmd) in crate::processes_matching(&self.needle()) {
+            if !cmd.starts_with("containerd --config") {
+                leaks.push(format!("process {pid}: {cmd}"));
+            }
+        }
+        if self.live_ranges() > 0 {
+            leaks.push(format!("{} ID ranges still allocated", self.live_ranges()));
+        }
+        if let Ok(nss) = std::fs::read_dir(self.run_dir()) {
+            for ns in nss.flatten().filter(|e| e.path().is_dir()) {
+                for c in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+                    if c.path().is_dir() && c.file_name() != "tmp" {
+                        leaks.push(format!("run dir {}", c.path().display()));
+                    }
+                }
+            }
+        }
+        leaks
+    }
+
+    /// What the command line of a process of this instance contains: the
+    /// base directory and a slash (containerd's `--config`, the shims'
+    /// `-address`).
+    fn needle(&self) -> String {
+        format!("{}/", self.base.display())
+    }
+
+    fn daemon_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    fn cleanup_ctr(&self, namespace: &str, args: &[&str]) -> CtrOutput {
+        let mut full = vec!["--connect-timeout", "5s"];
+        full.extend_from_slice(args);
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address")
+            .arg(&self.address)
+            .arg("--namespace")
+            .arg(namespace)
+            .args(&full);
+        run_with_timeout(cmd, CLEANUP_CTR_TIMEOUT)
+    }
+
+    /// Kills and deletes every task and deletes every container in every
+    /// namespace; returns pidfds of the tasks' processes (to SIGKILL any
+    /// that survive) and what went wrong.
+    fn remove_tasks_and_containers(&self, problems: &mut Vec<String>) -> Vec<OwnedFd> {
+        let mut pidfds = Vec::new();
+        let nss = self.cleanup_ctr("default", &["namespaces", "ls", "-q"]);
+        if !nss.success() {
+            problems.push(format!("ctr namespaces ls: {nss:?}"));
+        }
+        for ns in nss.stdout.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            // TASK PID STATUS
+            let tasks: Vec<(String, i32)> = self
+                .cleanup_ctr(ns, &["tasks", "ls"])
+                .stdout
+                .lines()
+                .skip(1)
+                .filter_map(|l| {
+                    let mut f = l.split_whitespace();
+                    let id = f.next()?.to_string();
+                    let pid = f.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                    Some((id, pid))
+                })
+                .collect();
+            for (_, pid) in &tasks {
+                if let Some(p) = rustix::process::Pid::from_raw(*pid) {
+                    if let Ok(fd) =
+                        rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty())
+                    {
+                        pidfds.push(fd);
+                    }
+                }
+            }
+            for (id, _) in &tasks {
+                // Fails for a task that is not running: delete -f copes.
+                let _ = self.cleanup_ctr(ns, &["tasks", "kill", "--all", "-s", "SIGKILL", id]);
+            }
+            for (id, _) in &tasks {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    let out = self.cleanup_ctr(ns, &["tasks", "delete", "--force", id]);
+                    if out.success() || out.stderr.contains("not found") {
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        problems.push(format!("ctr -n {ns} tasks delete --force {id}: {out:?}"));
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+            }
+            let containers = self.cleanup_ctr(ns, &["containers", "ls", "-q"]);
+            for id in containers
+                .stdout
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+            {
+                let out = self.cleanup_ctr(ns, &["containers", "delete", id]);
+                if !out.success() {
+                    problems.push(format!("ctr -n {ns} containers delete {id}: {out:?}"));
+                }
+            }
+        }
+        pidfds
+    }
+
+    /// The `linux.cgroupsPath` of every task bundle still in the state dir
+    /// (a task that was never deleted: containerd died, or its delete
+    /// failed).
+    fn leftover_cgroups(&self) -> Vec<PathBuf> {
+        let mut paths = Vec::new();
+        let tasks = self.state.join("io.containerd.runtime.v2.task");
+        for ns in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
+            for bundle in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+                let Ok(text) = std::fs::read(bundle.path().join("config.json")) else {
+                    continue;
+                };
+                let Ok(spec) = serde_json::from_slice::<serde_json::Value>(&text) else {
+                    continue;
+                };
+                if let Some(cg) = spec["linux"]["cgroupsPath"].as_str() {
+                    // A systemd slice:prefix:name is systemd's to remove.
+                    let rel = cg.trim_start_matches('/');
+                    if !rel.is_empty() && !cg.contains(':') && !rel.split('/').any(|c| c == "..") {
+                        paths.push(PathBuf::from(rel));
+                    }
+                }
+            }
+        }
+        paths
+    }
+
+    /// SIGTERM, then (after 10 s) SIGKILL, and reap.
+    fn stop_daemon(&mut self, problems: &mut Vec<String>) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        if let Ok(Some(st)) = child.try_wait() {
+            problems.push(format!("containerd had exited by itself ({st})"));
+            return;
+        }
+        if let Some(pid) = i32::try_from(child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        problems.push(format!(
+            "containerd ignored SIGTERM for {} s: SIGKILLed",
+            STOP_TIMEOUT.as_secs()
+        ));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// The default root of the runc shim's runc (`<root>/<namespace>/<id>`),
+/// shared by every containerd.
+const RUNC_ROOT: &str = "/run/containerd/runc";
+
+/// Removes runc's state of this instance's containers that were never
+/// deleted (their state.json names a bundle in the base dir: `needle`).
+fn remove_runc_state(needle: &str, problems: &mut Vec<String>) {
+    for ns in std::fs::read_dir(RUNC_ROOT).into_iter().flatten().flatten() {
+        for c in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+            let Ok(state) = std::fs::read(c.path().join("state.json")) else {
+                continue;
+            };
+            if String::from_utf8_lossy(&state).contains(needle) {
+                if let Err(e) = std::fs::remove_dir_all(c.path()) {
+                    problems.push(format!("removing {}: {e}", c.path().display()));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let mut problems = Vec::new();
+        let pidfds = if self.daemon_running() {
+            self.remove_tasks_and_containers(&mut problems)
+        } else {
+            Vec::new()
+        };
+        self.stop_daemon(&mut problems);
+        let cgroups = self.leftover_cgroups();
+        // Shims (their -address is in the base dir) and anything else of ours.
+        let needle = self.needle();
+        let left = kill_processes_matching(&needle, Duration::from_secs(5));
+        if !left.is_empty() {
+            problems.push(format!("processes survived SIGKILL: {left:?}"));
+        }
+        // Task processes that survived their task's deletion.
+        for fd in &pidfds {
+            let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
+        }
+        drop(pidfds);
+        let left = remove_cgroups(&cgroups, Duration::from_secs(3));
+        if !left.is_empty() {
+            problems.push(format!("cgroups could not be removed: {left:?}"));
+        }
+        remove_runc_state(&needle, &mut problems);
+        let mounts = unmount_under(&self.base);
+        if !mounts.is_empty() {
+            problems.push(format!("mounts could not be detached: {mounts:?}"));
+        }
+        // A last look: nothing may have started since.
+        for (pid, _) in crate::processes_matching(&needle) {
+            let _ = kill_if_matching(pid, &needle);
+        }
+        if let Err(e) = std::fs::remove_dir_all(&self.base) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                problems.push(format!("removing {}: {e}", self.base.display()));
+            }
+        }
+        if !problems.is_empty() {
+            eprintln!(
+                "idshift-tests: cleaning up the containerd in {}:\n  {}",
+                self.base.display(),
+                problems.join("\n  ")
+            );
+        }
+    }
+}
