@@ -1,8 +1,15 @@
-//! cgroups v1 and v2: a container's cgroup, its resources, freezing,
-//! statistics and removal. The hierarchy is found in /proc/self/mountinfo.
+//! cgroups v1 and v2: a container's cgroup — creation, resource limits,
+//! freezing, statistics, OOM events, signalling and removal.
+//!
+//! The hierarchies are found in /proc/self/mountinfo. Only the cgroupfs
+//! driver is supported: `linux.cgroupsPath` is a plain path such as
+//! `/default/ctr1`, relative to the hierarchy roots; systemd-style paths
+//! (`slice:prefix:name`) are refused.
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::{ErrorKind, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -14,7 +21,7 @@ pub enum CgroupError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("invalid cgroup: {0}")]
+    #[error("invalid cgroup request: {0}")]
     Invalid(String),
     #[error("unsupported: {0}")]
     Unsupported(String),
@@ -22,9 +29,12 @@ pub enum CgroupError {
 
 type Result<T> = std::result::Result<T, CgroupError>;
 
-fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CgroupError {
-    let path = path.to_path_buf();
-    move |source| CgroupError::Io { op, path, source }
+fn io_err(op: &'static str, path: &Path, source: std::io::Error) -> CgroupError {
+    CgroupError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,11 +47,14 @@ pub enum Version {
 #[derive(Clone, Debug)]
 pub struct Hierarchy {
     pub version: Version,
-    /// v1: controller name -> mount point (co-mounted controllers share one).
+    /// v1: controller name -> mount point; co-mounted controllers
+    /// ("cpu,cpuacct") map every name to the same mount point.
     pub v1: BTreeMap<String, PathBuf>,
+    /// The cgroup2 mount (on a v1 host, the "unified" one if any).
     pub v2: Option<PathBuf>,
 }
 
+/// The v1 controllers a container gets a directory in (those mounted).
 const V1_CONTROLLERS: [&str; 11] = [
     "cpu",
     "cpuacct",
@@ -56,45 +69,120 @@ const V1_CONTROLLERS: [&str; 11] = [
     "perf_event",
 ];
 
-impl Hierarchy {
-    pub fn detect() -> Result<Self> {
-        let text = fs::read_to_string("/proc/self/mountinfo")
-            .map_err(io("reading", Path::new("/proc/self/mountinfo")))?;
-        Ok(Self::from_mountinfo(&text))
-    }
+/// The v2 controllers enabled for containers (those available).
+const V2_CONTROLLERS: [&str; 5] = ["cpu", "memory", "pids", "io", "cpuset"];
 
-    fn from_mountinfo(text: &str) -> Self {
-        let mut v1 = BTreeMap::new();
-        let mut v2 = None;
-        for line in text.lines() {
-            let Some((left, right)) = line.split_once(" - ") else {
+const MOUNTINFO: &str = "/proc/self/mountinfo";
+
+/// The cgroup mounts listed in a mountinfo text.
+#[derive(Debug, Default)]
+struct Mounts {
+    v1: BTreeMap<String, PathBuf>,
+    v2: Vec<PathBuf>,
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
+fn unescape_mountinfo(s: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt;
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = b[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+            if let Ok(byte) = u8::try_from(v) {
+                out.push(byte);
+                i += 4;
                 continue;
-            };
-            let mount_point = left.split(' ').nth(4).unwrap_or_default();
-            let mut r = right.split(' ');
-            let fstype = r.next().unwrap_or_default();
-            let super_opts = r.nth(1).unwrap_or_default();
-            match fstype {
-                "cgroup" => {
-                    for opt in super_opts.split(',') {
-                        if V1_CONTROLLERS.contains(&opt) {
-                            v1.insert(opt.to_string(), PathBuf::from(mount_point));
-                        }
-                    }
-                }
-                "cgroup2" if v2.is_none() => v2 = Some(PathBuf::from(mount_point)),
-                _ => {}
             }
         }
-        let version = if v1.is_empty() {
-            Version::V2
-        } else {
-            Version::V1
+        out.push(b[i]);
+        i += 1;
+    }
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+fn parse_mountinfo(text: &str) -> Mounts {
+    let mut m = Mounts::default();
+    for line in text.lines() {
+        // id parent major:minor root mount-point options [optional...] - fstype source super-options
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
         };
-        Hierarchy { version, v1, v2 }
+        let Some(mount_point) = left.split(' ').nth(4) else {
+            continue;
+        };
+        let mut r = right.split(' ');
+        let (Some(fstype), Some(_source), Some(super_opts)) = (r.next(), r.next(), r.next()) else {
+            continue;
+        };
+        match fstype {
+            "cgroup" => {
+                for opt in super_opts.split(',') {
+                    if V1_CONTROLLERS.contains(&opt) {
+                        // The first mount of a controller is the host's one.
+                        m.v1.entry(opt.to_string())
+                            .or_insert_with(|| unescape_mountinfo(mount_point));
+                    }
+                }
+            }
+            "cgroup2" => {
+                let p = unescape_mountinfo(mount_point);
+                if !m.v2.contains(&p) {
+                    m.v2.push(p);
+                }
+            }
+            _ => {}
+        }
+    }
+    m
+}
+
+impl Hierarchy {
+    /// Detects the hierarchies from /proc/self/mountinfo: V1 if any v1
+    /// controller is mounted, else V2 on the first cgroup2 mount whose
+    /// cgroup.controllers is non-empty (or, failing that, the first cgroup2
+    /// mount: processes can still be grouped, frozen and killed there, and
+    /// limits are refused as unsupported).
+    pub fn detect() -> Result<Self> {
+        let text = fs::read_to_string(MOUNTINFO)
+            .map_err(|e| io_err("reading", Path::new(MOUNTINFO), e))?;
+        Self::choose(parse_mountinfo(&text), |root| {
+            fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default()
+        })
     }
 
-    /// A v2 hierarchy rooted at `root` (tests mount their own).
+    fn choose(m: Mounts, controllers_of: impl Fn(&Path) -> String) -> Result<Self> {
+        let with_controllers =
+            m.v2.iter()
+                .find(|p| !controllers_of(p).trim().is_empty())
+                .cloned();
+        let v2 = with_controllers.or_else(|| m.v2.first().cloned());
+        if !m.v1.is_empty() {
+            return Ok(Hierarchy {
+                version: Version::V1,
+                v1: m.v1,
+                v2,
+            });
+        }
+        match v2 {
+            Some(root) => Ok(Hierarchy {
+                version: Version::V2,
+                v1: BTreeMap::new(),
+                v2: Some(root),
+            }),
+            None => Err(CgroupError::Unsupported(format!(
+                "no cgroup v1 controller and no cgroup2 filesystem is mounted (per {MOUNTINFO})"
+            ))),
+        }
+    }
+
+    /// A v2 hierarchy rooted at `root` (a cgroup2 mount made by the test).
     #[cfg(test)]
     pub fn v2_at(root: PathBuf) -> Self {
         Hierarchy {
@@ -105,21 +193,28 @@ impl Hierarchy {
     }
 }
 
-/// Resources to apply; `None` leaves a value alone.
+/// Resources to apply; `None` leaves a value alone (and so do a zero
+/// `cpu_shares`, `cpu_period` or `blkio_weight`, as in runc).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Resources {
+    /// Bytes; -1 is unlimited.
     pub memory_limit: Option<i64>,
+    /// OCI's memory+swap total in bytes; -1 is unlimited.
     pub memory_swap: Option<i64>,
     pub memory_reservation: Option<i64>,
     pub cpu_shares: Option<u64>,
+    /// Microseconds per period; <= 0 is unlimited.
     pub cpu_quota: Option<i64>,
     pub cpu_period: Option<u64>,
     pub cpuset_cpus: Option<String>,
     pub cpuset_mems: Option<String>,
+    /// <= 0 is unlimited.
     pub pids_limit: Option<i64>,
+    /// 10..=1000.
     pub blkio_weight: Option<u16>,
 }
 
+/// Statistics of a cgroup; missing files count as 0, "max" as `u64::MAX`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Stats {
     pub memory_usage: u64,
@@ -137,102 +232,62 @@ pub struct Stats {
     pub oom_kills: u64,
 }
 
-/// Waits for OOM kills in one cgroup (blocking).
-pub enum OomWatch {
-    EventFd {
-        efd: std::os::fd::OwnedFd,
-        _control: fs::File,
-        dir: PathBuf,
-        seen: u64,
-    },
-    Events {
-        ino: std::os::fd::OwnedFd,
-        events: PathBuf,
-        seen: u64,
-    },
+// ---------------------------------------------------------------------------
+// Conversions and parsing (pure).
+
+/// runc's conversion of cpu shares (2..=262144) to cgroup v2 cpu.weight
+/// (1..=10000): `1 + ((shares - 2) * 9999) / 262142`.
+fn shares_to_weight(shares: u64) -> u64 {
+    1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142
 }
 
-impl OomWatch {
-    /// Blocks until OOM kills happened (the cgroup's total count of them),
-    /// or until the cgroup is gone (`None`).
-    pub fn wait(&mut self) -> Option<u64> {
-        loop {
-            match self {
-                OomWatch::EventFd { efd, dir, seen, .. } => {
-                    let mut buf = [0u8; 8];
-                    if rustix::io::read(&*efd, &mut buf).is_err() {
-                        return None;
-                    }
-                    // The eventfd also fires when the cgroup is removed, and
-                    // on every OOM condition: report kills, once each.
-                    if !dir.exists() {
-                        return None;
-                    }
-                    let n = oom_kills_v1(dir);
-                    if n > *seen {
-                        *seen = n;
-                        return Some(n);
-                    }
-                }
-                OomWatch::Events { ino, events, seen } => {
-                    let mut buf = [0u8; 1024];
-                    if rustix::io::read(&*ino, &mut buf).is_err() {
-                        return None;
-                    }
-                    let Ok(text) = fs::read_to_string(&*events) else {
-                        return None;
-                    };
-                    let n = parse_kv(&text).get("oom_kill").copied().unwrap_or(0);
-                    if n > *seen {
-                        *seen = n;
-                        return Some(n);
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn oom_kills_v1(dir: &Path) -> u64 {
-    parse_kv(&fs::read_to_string(dir.join("memory.oom_control")).unwrap_or_default())
-        .get("oom_kill")
-        .copied()
-        .unwrap_or(0)
-}
-
-/// A container's cgroup.
-#[derive(Clone, Debug)]
-pub struct Cgroup {
-    h: Hierarchy,
-    rel: PathBuf,
-    path: String,
-}
-
-/// runc's conversion of cpu shares (2..262144) to cgroup v2 cpu.weight (1..10000).
-pub fn shares_to_weight(shares: u64) -> u64 {
-    if shares == 0 {
-        return 0;
-    }
-    1 + (shares.clamp(2, 262144) - 2) * 9999 / 262142
-}
-
-/// runc's conversion of blkio weight (10..1000) to io.weight (1..10000).
-pub fn blkio_to_io_weight(w: u16) -> u64 {
-    if w == 0 {
-        return 0;
-    }
+/// runc's conversion of a blkio weight (10..=1000) to io.weight
+/// (1..=10000): `1 + (w - 10) * 9999 / 990`.
+fn blkio_to_io_weight(w: u16) -> u64 {
     1 + (u64::from(w.clamp(10, 1000)) - 10) * 9999 / 990
 }
 
-/// cgroup v2 swap limit from OCI's memory+swap total.
-pub fn swap_v2(limit: i64, swap: i64) -> String {
-    if swap == -1 {
-        "max".into()
-    } else {
-        (swap - limit).max(0).to_string()
+/// The value for memory.swap.max from OCI's memory limit and memory+swap
+/// total, as runc converts it (`None`: leave memory.swap.max alone).
+fn swap_v2(memory: Option<i64>, swap: Option<i64>) -> Result<Option<String>> {
+    let (m, s) = (memory.unwrap_or(0), swap.unwrap_or(0));
+    // Memory unlimited and swap unset: swap unlimited too (as v1 behaves).
+    if m == -1 && s == 0 {
+        return Ok(Some("max".into()));
+    }
+    match s {
+        -1 => return Ok(Some("max".into())),
+        0 => return Ok(None),
+        _ => {}
+    }
+    if m == 0 || m == -1 {
+        return Err(CgroupError::Invalid(format!(
+            "a memory+swap limit ({s}) needs a memory limit"
+        )));
+    }
+    if m < 0 || s < -1 {
+        return Err(CgroupError::Invalid(format!(
+            "invalid memory ({m}) or memory+swap ({s}) limit"
+        )));
+    }
+    if s < m {
+        return Err(CgroupError::Invalid(format!(
+            "the memory+swap limit ({s}) is below the memory limit ({m})"
+        )));
+    }
+    Ok(Some((s - m).to_string()))
+}
+
+/// A memory limit for cgroup v2 files: -1 is "max".
+fn bytes_or_max(what: &str, v: i64) -> Result<String> {
+    match v {
+        -1 => Ok("max".into()),
+        v if v >= 0 => Ok(v.to_string()),
+        v => Err(CgroupError::Invalid(format!("invalid {what} {v}"))),
     }
 }
 
+/// One number; "max" is `u64::MAX`, anything unparsable 0.
 fn parse_u64(s: &str) -> u64 {
     let s = s.trim();
     if s == "max" {
@@ -242,79 +297,469 @@ fn parse_u64(s: &str) -> u64 {
     }
 }
 
-/// `key value` lines (memory.stat, cpu.stat, memory.events...).
-pub fn parse_kv(text: &str) -> BTreeMap<String, u64> {
+/// `key value` lines (memory.stat, cpu.stat, memory.events, ...).
+fn parse_kv(text: &str) -> BTreeMap<&str, u64> {
     text.lines()
         .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_string(), parse_u64(v)))
+            let mut w = l.split_whitespace();
+            Some((w.next()?, parse_u64(w.next()?)))
         })
         .collect()
 }
 
-impl Cgroup {
-    fn parse_path(path: &str) -> Result<PathBuf> {
-        if path.contains(':') {
-            return Err(CgroupError::Unsupported(format!(
-                "cgroupsPath {path:?} is systemd style; the systemd cgroup driver is not supported (use a cgroupfs path like /default/ctr1)"
-            )));
+/// Nanoseconds per USER_HZ tick (USER_HZ is 100 in Linux's ABI).
+const NS_PER_TICK: u64 = 1_000_000_000 / 100;
+
+/// Statistics files read, by file name (v1 files in their controller's dir).
+type StatFiles = BTreeMap<&'static str, String>;
+
+const V1_STAT_FILES: [&str; 10] = [
+    "memory.usage_in_bytes",
+    "memory.limit_in_bytes",
+    "memory.max_usage_in_bytes",
+    "memory.stat",
+    "memory.oom_control",
+    "cpuacct.usage",
+    "cpuacct.stat",
+    "cpu.stat",
+    "pids.current",
+    "pids.max",
+];
+
+const V2_STAT_FILES: [&str; 8] = [
+    "memory.current",
+    "memory.max",
+    "memory.peak",
+    "memory.stat",
+    "memory.events",
+    "cpu.stat",
+    "pids.current",
+    "pids.max",
+];
+
+fn file_text<'a>(files: &'a StatFiles, name: &str) -> &'a str {
+    files.get(name).map(String::as_str).unwrap_or("")
+}
+
+fn stats_v1(files: &StatFiles) -> Stats {
+    let f = |name| file_text(files, name);
+    let num = |name| parse_u64(f(name));
+    let mem = parse_kv(f("memory.stat"));
+    let oom = parse_kv(f("memory.oom_control"));
+    let acct = parse_kv(f("cpuacct.stat"));
+    let cpu = parse_kv(f("cpu.stat"));
+    let kv = |m: &BTreeMap<&str, u64>, k: &str| m.get(k).copied().unwrap_or(0);
+    let either =
+        |m: &BTreeMap<&str, u64>, a: &str, b: &str| m.get(a).or(m.get(b)).copied().unwrap_or(0);
+    Stats {
+        memory_usage: num("memory.usage_in_bytes"),
+        memory_limit: num("memory.limit_in_bytes"),
+        memory_max_usage: num("memory.max_usage_in_bytes"),
+        memory_cache: either(&mem, "total_cache", "cache"),
+        memory_rss: either(&mem, "total_rss", "rss"),
+        cpu_usage_ns: num("cpuacct.usage"),
+        cpu_user_ns: kv(&acct, "user").saturating_mul(NS_PER_TICK),
+        cpu_system_ns: kv(&acct, "system").saturating_mul(NS_PER_TICK),
+        cpu_throttled_periods: kv(&cpu, "nr_throttled"),
+        cpu_throttled_ns: kv(&cpu, "throttled_time"),
+        pids_current: num("pids.current"),
+        pids_limit: num("pids.max"),
+        oom_kills: kv(&oom, "oom_kill"),
+    }
+}
+
+fn stats_v2(files: &StatFiles) -> Stats {
+    let f = |name| file_text(files, name);
+    let num = |name| parse_u64(f(name));
+    let mem = parse_kv(f("memory.stat"));
+    let events = parse_kv(f("memory.events"));
+    let cpu = parse_kv(f("cpu.stat"));
+    let kv = |m: &BTreeMap<&str, u64>, k: &str| m.get(k).copied().unwrap_or(0);
+    let us = |k: &str| kv(&cpu, k).saturating_mul(1000);
+    Stats {
+        memory_usage: num("memory.current"),
+        memory_limit: num("memory.max"),
+        memory_max_usage: num("memory.peak"),
+        memory_cache: kv(&mem, "file"),
+        memory_rss: kv(&mem, "anon"),
+        cpu_usage_ns: us("usage_usec"),
+        cpu_user_ns: us("user_usec"),
+        cpu_system_ns: us("system_usec"),
+        cpu_throttled_periods: kv(&cpu, "nr_throttled"),
+        cpu_throttled_ns: us("throttled_usec"),
+        pids_current: num("pids.current"),
+        pids_limit: num("pids.max"),
+        oom_kills: kv(&events, "oom_kill"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// File access.
+
+fn read(path: &Path) -> Result<String> {
+    fs::read_to_string(path).map_err(|e| io_err("reading", path, e))
+}
+
+/// A file's text, `None` if it does not exist (or the kernel declines to
+/// produce it).
+fn read_opt(path: &Path) -> Result<Option<String>> {
+    match fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e)
+            if e.kind() == ErrorKind::NotFound
+                || matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENODEV | libc::EOPNOTSUPP | libc::EINVAL)
+                ) =>
+        {
+            Ok(None)
         }
-        let mut rel = PathBuf::new();
-        for c in Path::new(path).components() {
-            match c {
-                Component::Normal(n) => rel.push(n),
-                Component::RootDir | Component::CurDir => {}
-                _ => {
-                    return Err(CgroupError::Invalid(format!(
-                        "cgroupsPath {path:?} contains '..'"
-                    )))
+        Err(e) => Err(io_err("reading", path, e)),
+    }
+}
+
+/// Writes a cgroup file (never creating it). A missing file in an existing
+/// directory is `Unsupported`, naming the file.
+fn write(path: &Path, value: &str) -> Result<()> {
+    let mut f = match fs::OpenOptions::new().write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound && path.parent().is_some_and(Path::is_dir) => {
+            return Err(CgroupError::Unsupported(missing_file_message(path)));
+        }
+        Err(e) => return Err(io_err("opening for writing", path, e)),
+    };
+    f.write_all(value.as_bytes())
+        .map_err(|e| io_err("writing", path, e))
+}
+
+fn missing_file_message(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prefix = name.split('.').next().unwrap_or_default();
+    if prefix == "cgroup" {
+        format!("{} does not exist (this kernel is too old)", path.display())
+    } else {
+        format!(
+            "{} does not exist: the {prefix} controller does not offer it to this cgroup \
+             (on cgroup v2: is {prefix} in the parent's cgroup.subtree_control?)",
+            path.display()
+        )
+    }
+}
+
+fn sleep_backoff(delay: &mut Duration, max: Duration) {
+    std::thread::sleep(*delay);
+    *delay = (*delay * 2).min(max);
+}
+
+/// Removes a cgroup directory and its descendants, children first,
+/// retrying on EBUSY while processes exit. A missing directory is fine.
+fn remove_tree(dir: &Path) -> Result<()> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("listing cgroup directory", dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io_err("listing cgroup directory", dir, e))?;
+        let ft = entry
+            .file_type()
+            .map_err(|e| io_err("inspecting", &entry.path(), e))?;
+        if ft.is_dir() {
+            remove_tree(&entry.path())?;
+        }
+    }
+    let mut delay = Duration::from_millis(5);
+    let mut attempts = 0;
+    loop {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempts < 10 => {
+                attempts += 1;
+                sleep_backoff(&mut delay, Duration::from_millis(200));
+            }
+            Err(e) => return Err(io_err("removing cgroup directory", dir, e)),
+        }
+    }
+}
+
+/// Appends the pids in `dir`'s cgroup.procs and its descendants'.
+fn procs_recursive(dir: &Path, out: &mut Vec<i32>) -> Result<()> {
+    let procs = dir.join("cgroup.procs");
+    if let Some(text) = read_opt(&procs)? {
+        out.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+    }
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("listing cgroup directory", dir, e)),
+    };
+    for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            procs_recursive(&entry.path(), out)?;
+        }
+    }
+    Ok(())
+}
+
+/// Waits until `fd` is readable, at most `secs` seconds (false: timed out).
+fn wait_readable(fd: &OwnedFd, secs: i64) -> std::io::Result<bool> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let ts = Timespec {
+        tv_sec: secs,
+        tv_nsec: 0,
+    };
+    let mut fds = [PollFd::new(fd, PollFlags::IN)];
+    match poll(&mut fds, Some(&ts)) {
+        Ok(n) => Ok(n > 0),
+        Err(rustix::io::Errno::INTR) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// OOM events.
+
+/// Waits for OOM kills in one cgroup (blocking; run it on its own thread).
+pub enum OomWatch {
+    /// v1: an eventfd registered through cgroup.event_control for
+    /// memory.oom_control (as runc does); it becomes readable on every OOM
+    /// condition and when the cgroup is removed.
+    EventFd {
+        efd: OwnedFd,
+        dir: PathBuf,
+        seen: u64,
+    },
+    /// v2: memory.events, whose oom_kill count is watched with inotify.
+    EventsFile {
+        inotify: OwnedFd,
+        events: PathBuf,
+        seen: u64,
+    },
+}
+
+/// How often a blocked watcher checks that its cgroup still exists.
+const OOM_RECHECK_SECS: i64 = 2;
+
+fn oom_kills(file: &Path) -> Option<u64> {
+    let text = fs::read_to_string(file).ok()?;
+    Some(parse_kv(&text).get("oom_kill").copied().unwrap_or(0))
+}
+
+impl OomWatch {
+    /// Blocks until the cgroup's count of OOM kills grows, returning the new
+    /// total, or until the cgroup is gone (`None`).
+    pub fn wait(&mut self) -> Option<u64> {
+        match self {
+            OomWatch::EventFd { efd, dir, seen } => {
+                let control = dir.join("memory.oom_control");
+                loop {
+                    match wait_readable(efd, OOM_RECHECK_SECS) {
+                        Err(_) => return None,
+                        Ok(false) => {
+                            if !dir.is_dir() {
+                                return None;
+                            }
+                            continue;
+                        }
+                        Ok(true) => {}
+                    }
+                    let mut buf = [0u8; 8];
+                    if rustix::io::read(&*efd, &mut buf).is_err() {
+                        return None;
+                    }
+                    // The notification precedes the kill: give the count a
+                    // moment to grow.
+                    let deadline = Instant::now() + Duration::from_secs(1);
+                    let mut delay = Duration::from_millis(2);
+                    loop {
+                        let n = oom_kills(&control)?;
+                        if n > *seen {
+                            *seen = n;
+                            return Some(n);
+                        }
+                        if Instant::now() >= deadline {
+                            break;
+                        }
+                        sleep_backoff(&mut delay, Duration::from_millis(50));
+                    }
                 }
             }
+            OomWatch::EventsFile {
+                inotify,
+                events,
+                seen,
+            } => loop {
+                let n = oom_kills(events)?;
+                if n > *seen {
+                    *seen = n;
+                    return Some(n);
+                }
+                match wait_readable(inotify, OOM_RECHECK_SECS) {
+                    Err(_) => return None,
+                    Ok(false) => {}
+                    Ok(true) => {
+                        let mut buf = [0u8; 4096];
+                        if rustix::io::read(&*inotify, &mut buf).is_err() {
+                            return None;
+                        }
+                    }
+                }
+            },
         }
-        if rel.as_os_str().is_empty() {
-            return Err(CgroupError::Invalid(format!(
-                "cgroupsPath {path:?} names the root cgroup"
-            )));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The cgroup.
+
+/// Why a cgroup path was refused (kept by `open`, reported by every use).
+#[derive(Clone, Debug)]
+enum BadPath {
+    Invalid(String),
+    Unsupported(String),
+}
+
+impl BadPath {
+    fn error(&self) -> CgroupError {
+        match self {
+            BadPath::Invalid(m) => CgroupError::Invalid(m.clone()),
+            BadPath::Unsupported(m) => CgroupError::Unsupported(m.clone()),
         }
-        Ok(rel)
+    }
+}
+
+/// An OCI cgroupsPath (cgroupfs style) as a path relative to the roots.
+fn parse_path(path: &str) -> std::result::Result<PathBuf, BadPath> {
+    if path.contains(':') {
+        return Err(BadPath::Unsupported(format!(
+            "cgroupsPath {path:?} is in systemd style (slice:prefix:name): the systemd cgroup \
+             driver is not supported; use a cgroupfs path such as /default/ctr1"
+        )));
+    }
+    let mut rel = PathBuf::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(n) => rel.push(n),
+            Component::RootDir | Component::CurDir => {}
+            Component::ParentDir | Component::Prefix(_) => {
+                return Err(BadPath::Invalid(format!(
+                    "cgroupsPath {path:?} contains \"..\""
+                )))
+            }
+        }
+    }
+    if rel.as_os_str().is_empty() {
+        return Err(BadPath::Invalid(format!(
+            "cgroupsPath {path:?} names the root cgroup"
+        )));
+    }
+    Ok(rel)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Freezer {
+    Thawed,
+    Freezing,
+    Frozen,
+}
+
+/// A container's cgroup: its hierarchy and its path below the roots.
+#[derive(Clone, Debug)]
+pub struct Cgroup {
+    h: Hierarchy,
+    rel: std::result::Result<PathBuf, BadPath>,
+    path: String,
+}
+
+impl Cgroup {
+    fn rel(&self) -> Result<&Path> {
+        self.rel.as_deref().map_err(BadPath::error)
     }
 
-    /// The directories of this cgroup, one per mounted controller (v1) or one (v2).
-    fn dirs(&self) -> Vec<PathBuf> {
-        match self.h.version {
+    fn v2_root(&self) -> Result<&Path> {
+        self.h
+            .v2
+            .as_deref()
+            .ok_or_else(|| CgroupError::Unsupported("no cgroup2 filesystem is mounted".into()))
+    }
+
+    /// The directories of this cgroup: one per mounted v1 hierarchy, or one.
+    fn dirs(&self) -> Result<Vec<PathBuf>> {
+        let rel = self.rel()?;
+        Ok(match self.h.version {
             Version::V1 => {
                 let mut roots: Vec<&PathBuf> = self.h.v1.values().collect();
                 roots.sort();
                 roots.dedup();
-                roots.into_iter().map(|r| r.join(&self.rel)).collect()
+                roots.into_iter().map(|r| r.join(rel)).collect()
             }
-            Version::V2 => self.h.v2.iter().map(|r| r.join(&self.rel)).collect(),
-        }
+            Version::V2 => vec![self.v2_root()?.join(rel)],
+        })
     }
 
-    fn controller_dir(&self, controller: &str) -> Option<PathBuf> {
+    /// The directory holding a controller's files (`None`: v1, not mounted).
+    fn controller_dir(&self, controller: &str) -> Result<Option<PathBuf>> {
+        let rel = self.rel()?;
+        Ok(match self.h.version {
+            Version::V1 => self.h.v1.get(controller).map(|r| r.join(rel)),
+            Version::V2 => Some(self.v2_root()?.join(rel)),
+        })
+    }
+
+    /// The path of a controller's file; an unmounted v1 controller is
+    /// `Unsupported`, naming the file.
+    fn file(&self, controller: &str, name: &str) -> Result<PathBuf> {
+        self.controller_dir(controller)?
+            .map(|d| d.join(name))
+            .ok_or_else(|| {
+                CgroupError::Unsupported(format!(
+                    "{name}: the cgroup v1 {controller} controller is not mounted"
+                ))
+            })
+    }
+
+    fn set(&self, controller: &str, name: &str, value: &str) -> Result<()> {
+        write(&self.file(controller, name)?, value)
+    }
+
+    /// The directory whose cgroup.procs lists the processes.
+    fn procs_dir(&self) -> Result<PathBuf> {
         match self.h.version {
-            Version::V1 => self.h.v1.get(controller).map(|r| r.join(&self.rel)),
-            Version::V2 => self.h.v2.as_ref().map(|r| r.join(&self.rel)),
+            Version::V1 => {
+                for c in ["pids", "freezer", "memory"] {
+                    if let Some(d) = self.controller_dir(c)? {
+                        return Ok(d);
+                    }
+                }
+                self.dirs()?.into_iter().next().ok_or_else(|| {
+                    CgroupError::Unsupported("no cgroup v1 controller is mounted".into())
+                })
+            }
+            Version::V2 => Ok(self.v2_root()?.join(self.rel()?)),
         }
     }
 
+    /// Opens an existing cgroup (nothing is created). An invalid path is
+    /// reported by every operation.
     pub fn open(h: &Hierarchy, path: &str) -> Self {
         Cgroup {
             h: h.clone(),
-            rel: Self::parse_path(path)
-                .unwrap_or_else(|_| PathBuf::from(path.trim_start_matches('/'))),
+            rel: parse_path(path),
             path: path.to_string(),
         }
     }
 
+    /// Creates the cgroup (existing directories are joined). v1: a directory
+    /// in every mounted controller, cpuset.cpus/mems inherited where empty;
+    /// v2: the controllers needed enabled in every ancestor, then the
+    /// directories.
     pub fn create(h: &Hierarchy, path: &str) -> Result<Self> {
-        let rel = Self::parse_path(path)?;
-        let cg = Cgroup {
-            h: h.clone(),
-            rel,
-            path: path.to_string(),
-        };
+        let cg = Cgroup::open(h, path);
+        let rel = cg.rel()?.to_path_buf();
         match h.version {
             Version::V1 => {
                 if h.v1.is_empty() {
@@ -322,50 +767,23 @@ impl Cgroup {
                         "no cgroup v1 controller is mounted".into(),
                     ));
                 }
-                for d in cg.dirs() {
-                    fs::create_dir_all(&d).map_err(io("creating cgroup", &d))?;
+                for d in cg.dirs()? {
+                    fs::create_dir_all(&d)
+                        .map_err(|e| io_err("creating cgroup directory", &d, e))?;
                 }
-                if let Some(cpuset) = h.v1.get("cpuset") {
-                    // A new cpuset cgroup starts empty: inherit cpus and mems down the path.
-                    let mut dir = cpuset.clone();
-                    for c in cg.rel.components() {
-                        let parent = dir.clone();
-                        dir.push(c);
-                        for f in ["cpuset.cpus", "cpuset.mems"] {
-                            let cur = fs::read_to_string(dir.join(f)).unwrap_or_default();
-                            if cur.trim().is_empty() {
-                                let v = fs::read_to_string(parent.join(f))
-                                    .map_err(io("reading", &parent.join(f)))?;
-                                fs::write(dir.join(f), v.trim())
-                                    .map_err(io("writing", &dir.join(f)))?;
-                            }
-                        }
-                    }
+                if let Some(root) = h.v1.get("cpuset") {
+                    inherit_cpuset(root, &rel)?;
                 }
             }
             Version::V2 => {
-                let root = h.v2.clone().ok_or_else(|| {
-                    CgroupError::Unsupported("no cgroup2 filesystem is mounted".into())
-                })?;
-                let available =
-                    fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
-                let enable: Vec<String> = ["cpu", "memory", "pids", "io", "cpuset"]
-                    .iter()
-                    .filter(|c| available.split_whitespace().any(|a| a == **c))
-                    .map(|c| format!("+{c}"))
-                    .collect();
-                let mut dir = root;
-                for c in cg.rel.components() {
-                    if !enable.is_empty() {
-                        let f = dir.join("cgroup.subtree_control");
-                        fs::write(&f, enable.join(" "))
-                            .map_err(io("enabling controllers in", &f))?;
-                    }
+                let mut dir = cg.v2_root()?.to_path_buf();
+                for c in rel.components() {
+                    enable_controllers(&dir)?;
                     dir.push(c);
                     match fs::create_dir(&dir) {
                         Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                        Err(e) => return Err(io("creating cgroup", &dir)(e)),
+                        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                        Err(e) => return Err(io_err("creating cgroup directory", &dir, e)),
                     }
                 }
             }
@@ -373,437 +791,938 @@ impl Cgroup {
         Ok(cg)
     }
 
+    /// The cgroupsPath this cgroup was made or opened with.
     pub fn path(&self) -> &str {
         &self.path
     }
 
+    /// Moves a process into the cgroup (cgroup.procs of every directory).
     pub fn add_process(&self, pid: i32) -> Result<()> {
-        for d in self.dirs() {
-            let f = d.join("cgroup.procs");
-            fs::write(&f, pid.to_string()).map_err(io("adding a process to", &f))?;
+        for d in self.dirs()? {
+            write(&d.join("cgroup.procs"), &pid.to_string())?;
         }
         Ok(())
     }
 
+    /// The processes in the cgroup (not its descendants), sorted; none if the
+    /// cgroup does not exist.
     pub fn pids(&self) -> Result<Vec<i32>> {
-        let dir = ["pids", "freezer", "memory"]
-            .iter()
-            .find_map(|c| self.controller_dir(c))
-            .or_else(|| self.dirs().into_iter().next())
-            .ok_or_else(|| CgroupError::Unsupported("no cgroup directory".into()))?;
-        let f = dir.join("cgroup.procs");
-        let text = match fs::read_to_string(&f) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(io("reading", &f)(e)),
-        };
+        let f = self.procs_dir()?.join("cgroup.procs");
+        let text = read_opt(&f)?.unwrap_or_default();
         let mut pids: Vec<i32> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
         pids.sort_unstable();
         pids.dedup();
         Ok(pids)
     }
 
-    fn write(&self, controller: &str, file: &str, value: &str) -> Result<()> {
-        let dir = self.controller_dir(controller).ok_or_else(|| {
-            CgroupError::Unsupported(format!(
-                "the {controller} controller is not mounted (for {file})"
-            ))
-        })?;
-        let f = dir.join(file);
-        if !f.exists() {
-            return Err(CgroupError::Unsupported(format!(
-                "{} does not exist",
-                f.display()
-            )));
-        }
-        fs::write(&f, value).map_err(io("writing", &f))
-    }
-
+    /// Applies the resources that are set.
     pub fn apply(&self, r: &Resources) -> Result<()> {
-        match self.h.version {
-            Version::V1 => {
-                // memsw must stay >= limit: raise memsw first when growing.
-                let memsw_exists = self
-                    .controller_dir("memory")
-                    .is_some_and(|d| d.join("memory.memsw.limit_in_bytes").exists());
-                if let Some(l) = r.memory_limit {
-                    let swap = r.memory_swap.filter(|_| memsw_exists);
-                    if let Some(s) = swap {
-                        let _ = self.write("memory", "memory.memsw.limit_in_bytes", &s.to_string());
-                    }
-                    self.write("memory", "memory.limit_in_bytes", &l.to_string())?;
-                    if let Some(s) = swap {
-                        self.write("memory", "memory.memsw.limit_in_bytes", &s.to_string())?;
-                    }
-                }
-                if let Some(v) = r.memory_reservation {
-                    self.write("memory", "memory.soft_limit_in_bytes", &v.to_string())?;
-                }
-                if let Some(v) = r.cpu_shares {
-                    self.write("cpu", "cpu.shares", &v.to_string())?;
-                }
-                if let Some(v) = r.cpu_period {
-                    self.write("cpu", "cpu.cfs_period_us", &v.to_string())?;
-                }
-                if let Some(v) = r.cpu_quota {
-                    self.write("cpu", "cpu.cfs_quota_us", &v.to_string())?;
-                }
-                if let Some(v) = r.blkio_weight {
-                    self.write("blkio", "blkio.weight", &v.to_string())?;
-                }
+        self.apply_all(r).map_err(|e| match e {
+            CgroupError::Invalid(m) => {
+                CgroupError::Invalid(format!("applying resources to cgroup {}: {m}", self.path))
             }
-            Version::V2 => {
-                if let Some(l) = r.memory_limit {
-                    self.write(
-                        "memory",
-                        "memory.max",
-                        &if l < 0 { "max".into() } else { l.to_string() },
-                    )?;
-                    if let Some(s) = r.memory_swap {
-                        self.write("memory", "memory.swap.max", &swap_v2(l, s))?;
-                    }
-                }
-                if let Some(v) = r.memory_reservation {
-                    self.write("memory", "memory.low", &v.to_string())?;
-                }
-                if let Some(v) = r.cpu_shares {
-                    self.write("cpu", "cpu.weight", &shares_to_weight(v).to_string())?;
-                }
-                if r.cpu_quota.is_some() || r.cpu_period.is_some() {
-                    let quota = match r.cpu_quota {
-                        Some(q) if q > 0 => q.to_string(),
-                        _ => "max".into(),
-                    };
-                    let period = r.cpu_period.unwrap_or(100_000);
-                    self.write("cpu", "cpu.max", &format!("{quota} {period}"))?;
-                }
-                if let Some(v) = r.blkio_weight {
-                    self.write(
-                        "io",
-                        "io.weight",
-                        &format!("default {}", blkio_to_io_weight(v)),
-                    )?;
-                }
-            }
-        }
-        // The same files in both versions.
-        if let Some(v) = &r.cpuset_cpus {
-            self.write("cpuset", "cpuset.cpus", v)?;
-        }
-        if let Some(v) = &r.cpuset_mems {
-            self.write("cpuset", "cpuset.mems", v)?;
-        }
-        if let Some(v) = r.pids_limit {
-            let max = if v <= 0 { "max".into() } else { v.to_string() };
-            self.write("pids", "pids.max", &max)?;
-        }
-        Ok(())
-    }
-
-    fn set_frozen(&self, frozen: bool) -> Result<()> {
-        let (file, value) = match self.h.version {
-            Version::V1 => ("freezer.state", if frozen { "FROZEN" } else { "THAWED" }),
-            Version::V2 => ("cgroup.freeze", if frozen { "1" } else { "0" }),
-        };
-        self.write("freezer", file, value)?;
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if self.is_frozen()? == frozen {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                return Err(CgroupError::Invalid(format!(
-                    "cgroup {} did not become {} within 5 s",
-                    self.path,
-                    if frozen { "frozen" } else { "thawed" }
-                )));
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    pub fn freeze(&self) -> Result<()> {
-        self.set_frozen(true)
-    }
-
-    pub fn thaw(&self) -> Result<()> {
-        self.set_frozen(false)
-    }
-
-    pub fn is_frozen(&self) -> Result<bool> {
-        let dir = self.controller_dir("freezer").ok_or_else(|| {
-            CgroupError::Unsupported("the freezer controller is not mounted".into())
-        })?;
-        Ok(match self.h.version {
-            Version::V1 => {
-                let f = dir.join("freezer.state");
-                fs::read_to_string(&f).map_err(io("reading", &f))?.trim() == "FROZEN"
-            }
-            Version::V2 => {
-                let f = dir.join("cgroup.events");
-                parse_kv(&fs::read_to_string(&f).map_err(io("reading", &f))?)
-                    .get("frozen")
-                    .copied()
-                    == Some(1)
-            }
+            e => e,
         })
     }
 
-    fn read(&self, controller: &str, file: &str) -> String {
-        self.controller_dir(controller)
-            .and_then(|d| fs::read_to_string(d.join(file)).ok())
-            .unwrap_or_default()
+    fn apply_all(&self, r: &Resources) -> Result<()> {
+        match self.h.version {
+            Version::V1 => self.apply_v1(r)?,
+            Version::V2 => self.apply_v2(r)?,
+        }
+        if let Some(v) = &r.cpuset_cpus {
+            self.set("cpuset", "cpuset.cpus", v)?;
+        }
+        if let Some(v) = &r.cpuset_mems {
+            self.set("cpuset", "cpuset.mems", v)?;
+        }
+        if let Some(v) = r.pids_limit {
+            let max = if v <= 0 { "max".into() } else { v.to_string() };
+            self.set("pids", "pids.max", &max)?;
+        }
+        Ok(())
     }
 
-    pub fn stats(&self) -> Result<Stats> {
-        let mut s = Stats {
-            pids_current: parse_u64(&self.read("pids", "pids.current")),
-            pids_limit: parse_u64(&self.read("pids", "pids.max")),
-            ..Default::default()
-        };
-        match self.h.version {
-            Version::V1 => {
-                s.memory_usage = parse_u64(&self.read("memory", "memory.usage_in_bytes"));
-                s.memory_limit = parse_u64(&self.read("memory", "memory.limit_in_bytes"));
-                s.memory_max_usage = parse_u64(&self.read("memory", "memory.max_usage_in_bytes"));
-                let m = parse_kv(&self.read("memory", "memory.stat"));
-                s.memory_cache = m
-                    .get("total_cache")
-                    .or(m.get("cache"))
-                    .copied()
-                    .unwrap_or(0);
-                s.memory_rss = m.get("total_rss").or(m.get("rss")).copied().unwrap_or(0);
-                s.oom_kills = parse_kv(&self.read("memory", "memory.oom_control"))
-                    .get("oom_kill")
-                    .copied()
-                    .unwrap_or(0);
-                s.cpu_usage_ns = parse_u64(&self.read("cpuacct", "cpuacct.usage"));
-                // USER_HZ is 100 on Linux: one tick is 10 ms.
-                let t = parse_kv(&self.read("cpuacct", "cpuacct.stat"));
-                s.cpu_user_ns = t.get("user").copied().unwrap_or(0) * 10_000_000;
-                s.cpu_system_ns = t.get("system").copied().unwrap_or(0) * 10_000_000;
-                let c = parse_kv(&self.read("cpu", "cpu.stat"));
-                s.cpu_throttled_periods = c.get("nr_throttled").copied().unwrap_or(0);
-                s.cpu_throttled_ns = c.get("throttled_time").copied().unwrap_or(0);
-            }
-            Version::V2 => {
-                s.memory_usage = parse_u64(&self.read("memory", "memory.current"));
-                s.memory_limit = parse_u64(&self.read("memory", "memory.max"));
-                s.memory_max_usage = parse_u64(&self.read("memory", "memory.peak"));
-                let m = parse_kv(&self.read("memory", "memory.stat"));
-                s.memory_cache = m.get("file").copied().unwrap_or(0);
-                s.memory_rss = m.get("anon").copied().unwrap_or(0);
-                s.oom_kills = parse_kv(&self.read("memory", "memory.events"))
-                    .get("oom_kill")
-                    .copied()
-                    .unwrap_or(0);
-                let c = parse_kv(&self.read("cpu", "cpu.stat"));
-                let us = |k: &str| c.get(k).copied().unwrap_or(0) * 1000;
-                s.cpu_usage_ns = us("usage_usec");
-                s.cpu_user_ns = us("user_usec");
-                s.cpu_system_ns = us("system_usec");
-                s.cpu_throttled_periods = c.get("nr_throttled").copied().unwrap_or(0);
-                s.cpu_throttled_ns = us("throttled_usec");
+    fn apply_v1(&self, r: &Resources) -> Result<()> {
+        // Memory unlimited and swap unset: swap unlimited too (as runc does),
+        // or memsw would stay below the limit.
+        let swap = r
+            .memory_swap
+            .or(r.memory_limit.filter(|l| *l == -1).map(|_| -1));
+        if r.memory_limit.is_some() || swap.is_some() {
+            let limit_f = self.file("memory", "memory.limit_in_bytes")?;
+            let memsw_f = limit_f.with_file_name("memory.memsw.limit_in_bytes");
+            let swap = match swap {
+                Some(s) if !memsw_f.exists() => {
+                    log::debug!(
+                        "{} does not exist (no swap accounting): memory+swap {s} not applied",
+                        memsw_f.display()
+                    );
+                    None
+                }
+                s => s,
+            };
+            match (r.memory_limit, swap) {
+                (Some(l), Some(s)) => {
+                    // memsw must stay >= limit at every step.
+                    let current = parse_u64(&read(&limit_f)?);
+                    if s == -1 || u64::try_from(s).is_ok_and(|s| s >= current) {
+                        write(&memsw_f, &s.to_string())?;
+                        write(&limit_f, &l.to_string())?;
+                    } else {
+                        write(&limit_f, &l.to_string())?;
+                        write(&memsw_f, &s.to_string())?;
+                    }
+                }
+                (Some(l), None) => write(&limit_f, &l.to_string())?,
+                (None, Some(s)) => write(&memsw_f, &s.to_string())?,
+                (None, None) => {}
             }
         }
-        Ok(s)
-    }
-
-    pub fn kill_all(&self, signal: i32) -> Result<()> {
-        let sig = nix::sys::signal::Signal::try_from(signal)
-            .map_err(|_| CgroupError::Invalid(format!("invalid signal {signal}")))?;
-        for pid in self.pids()? {
-            match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
-                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-                Err(e) => {
-                    return Err(CgroupError::Io {
-                        op: "signalling",
-                        path: PathBuf::from(format!("/proc/{pid}")),
-                        source: e.into(),
-                    })
+        if let Some(v) = r.memory_reservation {
+            self.set("memory", "memory.soft_limit_in_bytes", &v.to_string())?;
+        }
+        if let Some(v) = r.cpu_shares.filter(|v| *v != 0) {
+            self.set("cpu", "cpu.shares", &v.to_string())?;
+        }
+        let period = r.cpu_period.filter(|p| *p != 0);
+        let mut period_pending = false;
+        if let Some(p) = period {
+            // A shorter period can be refused until the quota shrinks: then
+            // write it again after the quota (as runc does).
+            match self.set("cpu", "cpu.cfs_period_us", &p.to_string()) {
+                Ok(()) => {}
+                Err(CgroupError::Io { ref source, .. })
+                    if source.raw_os_error() == Some(libc::EINVAL) && r.cpu_quota.is_some() =>
+                {
+                    period_pending = true;
                 }
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(q) = r.cpu_quota {
+            let q = if q <= 0 {
+                "-1".to_string()
+            } else {
+                q.to_string()
+            };
+            self.set("cpu", "cpu.cfs_quota_us", &q)?;
+            if let (true, Some(p)) = (period_pending, period) {
+                self.set("cpu", "cpu.cfs_period_us", &p.to_string())?;
+            }
+        }
+        if let Some(w) = r.blkio_weight.filter(|w| *w != 0) {
+            let weight = self.file("blkio", "blkio.weight")?;
+            let file = ["blkio.weight", "blkio.bfq.weight"]
+                .iter()
+                .map(|n| weight.with_file_name(n))
+                .find(|f| f.exists());
+            match file {
+                Some(f) => write(&f, &w.to_string())?,
+                None => log::warn!(
+                    "{}: neither blkio.weight nor blkio.bfq.weight exists (no CFQ/BFQ): blkio weight {w} not applied",
+                    weight.parent().unwrap_or(&weight).display()
+                ),
             }
         }
         Ok(())
     }
 
-    /// A watcher of OOM kills in this cgroup; `None` without a memory controller.
+    fn apply_v2(&self, r: &Resources) -> Result<()> {
+        if let Some(l) = r.memory_limit {
+            self.set("memory", "memory.max", &bytes_or_max("memory limit", l)?)?;
+        }
+        if let Some(s) = swap_v2(r.memory_limit, r.memory_swap)? {
+            match self.set("memory", "memory.swap.max", &s) {
+                // Without swap, "no swap" and "unlimited swap" both hold.
+                Err(CgroupError::Unsupported(_)) if s == "max" || s == "0" => {}
+                other => other?,
+            }
+        }
+        if let Some(v) = r.memory_reservation {
+            self.set(
+                "memory",
+                "memory.low",
+                &bytes_or_max("memory reservation", v)?,
+            )?;
+        }
+        if let Some(v) = r.cpu_shares.filter(|v| *v != 0) {
+            self.set("cpu", "cpu.weight", &shares_to_weight(v).to_string())?;
+        }
+        let period = r.cpu_period.filter(|p| *p != 0);
+        if r.cpu_quota.is_some() || period.is_some() {
+            let quota = match r.cpu_quota {
+                Some(q) if q > 0 => q.to_string(),
+                Some(_) => "max".to_string(),
+                // Only the period changes: keep the quota.
+                None => {
+                    let f = self.file("cpu", "cpu.max")?;
+                    read_opt(&f)?
+                        .and_then(|t| t.split_whitespace().next().map(str::to_string))
+                        .unwrap_or_else(|| "max".into())
+                }
+            };
+            let value = match period {
+                Some(p) => format!("{quota} {p}"),
+                None => quota,
+            };
+            self.set("cpu", "cpu.max", &value)?;
+        }
+        if let Some(w) = r.blkio_weight.filter(|w| *w != 0) {
+            let weight = self.file("io", "io.weight")?;
+            let bfq = weight.with_file_name("io.bfq.weight");
+            if !weight.exists() && bfq.exists() {
+                // BFQ takes the blkio range itself.
+                write(&bfq, &w.to_string())?;
+            } else {
+                write(&weight, &blkio_to_io_weight(w).to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    fn freezer_state(&self) -> Result<Freezer> {
+        match self.h.version {
+            Version::V1 => {
+                let f = self.file("freezer", "freezer.state")?;
+                Ok(match read(&f)?.trim() {
+                    "FROZEN" => Freezer::Frozen,
+                    "FREEZING" => Freezer::Freezing,
+                    _ => Freezer::Thawed,
+                })
+            }
+            Version::V2 => {
+                let events = self.file("freezer", "cgroup.events")?;
+                if parse_kv(&read(&events)?).get("frozen") == Some(&1) {
+                    return Ok(Freezer::Frozen);
+                }
+                let freeze = events.with_file_name("cgroup.freeze");
+                Ok(match read_opt(&freeze)?.as_deref().map(str::trim) {
+                    Some("1") => Freezer::Freezing,
+                    _ => Freezer::Thawed,
+                })
+            }
+        }
+    }
+
+    /// Freezes or thaws and waits (at most `timeout`) until it took effect;
+    /// a freeze that does not complete is undone.
+    fn set_frozen(&self, frozen: bool, timeout: Duration) -> Result<()> {
+        let (file, on, off, state_file) = match self.h.version {
+            Version::V1 => {
+                let f = self.file("freezer", "freezer.state")?;
+                (f.clone(), "FROZEN", "THAWED", f)
+            }
+            Version::V2 => {
+                let f = self.file("freezer", "cgroup.freeze")?;
+                let events = f.with_file_name("cgroup.events");
+                (f, "1", "0", events)
+            }
+        };
+        let (value, want) = if frozen {
+            (on, Freezer::Frozen)
+        } else {
+            (off, Freezer::Thawed)
+        };
+        write(&file, value)?;
+        let start = Instant::now();
+        let mut last_write = start;
+        let mut delay = Duration::from_millis(1);
+        loop {
+            if self.freezer_state()? == want {
+                return Ok(());
+            }
+            if start.elapsed() >= timeout {
+                if frozen {
+                    let _ = write(&file, off);
+                }
+                return Err(io_err(
+                    if frozen {
+                        "waiting for the cgroup to freeze:"
+                    } else {
+                        "waiting for the cgroup to thaw:"
+                    },
+                    &state_file,
+                    std::io::Error::new(
+                        ErrorKind::TimedOut,
+                        format!(
+                            "not {} after {timeout:?}",
+                            if frozen { "frozen" } else { "thawed" }
+                        ),
+                    ),
+                ));
+            }
+            sleep_backoff(&mut delay, Duration::from_millis(20));
+            // v1 can stay FREEZING; writing FROZEN again retries (as runc does).
+            if self.h.version == Version::V1 && last_write.elapsed() >= Duration::from_millis(100) {
+                write(&file, value)?;
+                last_write = Instant::now();
+            }
+        }
+    }
+
+    /// Freezes every process (v1 freezer.state, v2 cgroup.freeze) and waits
+    /// up to 5 s until they are.
+    pub fn freeze(&self) -> Result<()> {
+        self.set_frozen(true, Duration::from_secs(5))
+    }
+
+    /// Thaws the cgroup and waits up to 5 s until it is.
+    pub fn thaw(&self) -> Result<()> {
+        self.set_frozen(false, Duration::from_secs(5))
+    }
+
+    /// Whether every process is frozen (v1 FROZEN, v2 "frozen 1").
+    pub fn is_frozen(&self) -> Result<bool> {
+        Ok(self.freezer_state()? == Freezer::Frozen)
+    }
+
+    /// Statistics; missing files count as 0. A cgroup that does not exist
+    /// is an error.
+    pub fn stats(&self) -> Result<Stats> {
+        let dir = self.procs_dir()?;
+        if !dir.is_dir() {
+            return Err(io_err(
+                "reading statistics of",
+                &dir,
+                std::io::Error::from(ErrorKind::NotFound),
+            ));
+        }
+        let names: &[&'static str] = match self.h.version {
+            Version::V1 => &V1_STAT_FILES,
+            Version::V2 => &V2_STAT_FILES,
+        };
+        let mut files = StatFiles::new();
+        for name in names {
+            let controller = name.split('.').next().unwrap_or_default();
+            if let Some(d) = self.controller_dir(controller)? {
+                if let Some(text) = read_opt(&d.join(name))? {
+                    files.insert(name, text);
+                }
+            }
+        }
+        Ok(match self.h.version {
+            Version::V1 => stats_v1(&files),
+            Version::V2 => stats_v2(&files),
+        })
+    }
+
+    /// A watcher of OOM kills; `None` without a memory controller.
     pub fn oom_watch(&self) -> Result<Option<OomWatch>> {
-        let Some(dir) = self.controller_dir("memory") else {
+        let Some(dir) = self.controller_dir("memory")? else {
             return Ok(None);
         };
         match self.h.version {
             Version::V1 => {
                 let control = dir.join("memory.oom_control");
-                let file = fs::File::open(&control).map_err(io("opening", &control))?;
+                let file = fs::File::open(&control).map_err(|e| io_err("opening", &control, e))?;
                 let efd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)
-                    .map_err(|e| io("creating an eventfd for", &control)(e.into()))?;
-                use std::os::fd::AsRawFd;
-                let reg = dir.join("cgroup.event_control");
-                fs::write(&reg, format!("{} {}", efd.as_raw_fd(), file.as_raw_fd()))
-                    .map_err(io("registering an OOM eventfd in", &reg))?;
-                let seen = oom_kills_v1(&dir);
-                Ok(Some(OomWatch::EventFd {
-                    efd,
-                    _control: file,
-                    dir,
-                    seen,
-                }))
+                    .map_err(|e| io_err("creating an eventfd for", &control, e.into()))?;
+                write(
+                    &dir.join("cgroup.event_control"),
+                    &format!("{} {}", efd.as_raw_fd(), file.as_raw_fd()),
+                )?;
+                // The registration holds what it needs; the file can go.
+                drop(file);
+                let seen = oom_kills(&control).unwrap_or(0);
+                Ok(Some(OomWatch::EventFd { efd, dir, seen }))
             }
             Version::V2 => {
+                use rustix::fs::inotify;
                 let events = dir.join("memory.events");
                 if !events.exists() {
                     return Ok(None);
                 }
-                use rustix::fs::inotify;
                 let ino = inotify::init(inotify::CreateFlags::CLOEXEC)
-                    .map_err(|e| io("inotify for", &events)(e.into()))?;
+                    .map_err(|e| io_err("creating an inotify instance for", &events, e.into()))?;
                 inotify::add_watch(&ino, &events, inotify::WatchFlags::MODIFY)
-                    .map_err(|e| io("watching", &events)(e.into()))?;
-                let seen = parse_kv(&fs::read_to_string(&events).unwrap_or_default())
-                    .get("oom_kill")
-                    .copied()
-                    .unwrap_or(0);
-                Ok(Some(OomWatch::Events { ino, events, seen }))
+                    .map_err(|e| io_err("watching", &events, e.into()))?;
+                let seen = oom_kills(&events).unwrap_or(0);
+                Ok(Some(OomWatch::EventsFile {
+                    inotify: ino,
+                    events,
+                    seen,
+                }))
             }
         }
     }
 
-    /// Removes the cgroup (waiting briefly for exiting processes). Idempotent.
-    pub fn delete(&self) -> Result<()> {
-        let _ = self.thaw();
-        for d in self.dirs() {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                match fs::remove_dir(&d) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    Err(e)
-                        if e.raw_os_error() == Some(libc::EBUSY) && Instant::now() < deadline =>
-                    {
-                        std::thread::sleep(Duration::from_millis(10))
-                    }
-                    Err(e) => return Err(io("removing cgroup", &d)(e)),
+    /// Sends `signal` to every process in the cgroup and its descendants
+    /// (processes already gone are fine). SIGKILL uses cgroup.kill where
+    /// there is one, else freezes the cgroup around the signalling so that
+    /// nothing escapes by forking.
+    pub fn kill_all(&self, signal: i32) -> Result<()> {
+        use nix::sys::signal::Signal;
+        let sig = Signal::try_from(signal).map_err(|_| {
+            CgroupError::Invalid(format!(
+                "signal {signal} cannot be sent to the processes of cgroup {} (unknown or real-time)",
+                self.path
+            ))
+        })?;
+        if sig != Signal::SIGKILL {
+            return self.signal_all(sig);
+        }
+        if self.h.version == Version::V2 {
+            let kill = self.v2_root()?.join(self.rel()?).join("cgroup.kill");
+            if write(&kill, "1").is_ok() {
+                return Ok(());
+            }
+        }
+        let has_freezer = self.h.version == Version::V2 || self.h.v1.contains_key("freezer");
+        let dir_exists = self.procs_dir()?.is_dir();
+        let froze =
+            has_freezer && dir_exists && self.set_frozen(true, Duration::from_secs(1)).is_ok();
+        let result = self.signal_all(sig);
+        if froze {
+            // The killed processes die as they thaw.
+            self.set_frozen(false, Duration::from_secs(5))?;
+        }
+        result
+    }
+
+    fn signal_all(&self, sig: nix::sys::signal::Signal) -> Result<()> {
+        let mut pids = Vec::new();
+        procs_recursive(&self.procs_dir()?, &mut pids)?;
+        pids.sort_unstable();
+        pids.dedup();
+        let mut first_error = None;
+        for pid in pids {
+            match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig) {
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                Err(e) => {
+                    first_error.get_or_insert(io_err(
+                        "signalling",
+                        &PathBuf::from(format!("/proc/{pid}")),
+                        e.into(),
+                    ));
                 }
             }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
+
+    /// Removes the cgroup's directories, descendants first, waiting briefly
+    /// for exiting processes. Missing directories are fine (idempotent).
+    pub fn delete(&self) -> Result<()> {
+        let dirs = self.dirs()?;
+        // Killed processes in a frozen cgroup never exit.
+        if self.is_frozen().unwrap_or(false) {
+            let _ = self.set_frozen(false, Duration::from_secs(1));
+        }
+        let mut first_error = None;
+        for d in dirs {
+            if let Err(e) = remove_tree(&d) {
+                first_error.get_or_insert(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// v1 cpuset: a new cgroup starts with empty cpus and mems, which lets no
+/// process in; inherit them down the path where empty.
+fn inherit_cpuset(root: &Path, rel: &Path) -> Result<()> {
+    let mut dir = root.to_path_buf();
+    for c in rel.components() {
+        let parent = dir.clone();
+        dir.push(c);
+        for name in ["cpuset.cpus", "cpuset.mems"] {
+            let f = dir.join(name);
+            if read(&f)?.trim().is_empty() {
+                let v = read(&parent.join(name))?;
+                write(&f, v.trim())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// v2: enables in `dir`'s cgroup.subtree_control the wanted controllers
+/// that are available and not enabled yet; one by one (errors logged) if
+/// the kernel refuses them together.
+fn enable_controllers(dir: &Path) -> Result<()> {
+    let available = read(&dir.join("cgroup.controllers"))?;
+    let control = dir.join("cgroup.subtree_control");
+    let enabled = read(&control)?;
+    let missing: Vec<&str> = V2_CONTROLLERS
+        .iter()
+        .copied()
+        .filter(|c| available.split_whitespace().any(|a| a == *c))
+        .filter(|c| !enabled.split_whitespace().any(|a| a == *c))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let all: Vec<String> = missing.iter().map(|c| format!("+{c}")).collect();
+    if write(&control, &all.join(" ")).is_err() {
+        for c in &missing {
+            if let Err(e) = write(&control, &format!("+{c}")) {
+                log::warn!("enabling the {c} controller: {e}");
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    #[test]
-    fn paths_are_validated() {
-        assert!(matches!(
-            Cgroup::parse_path("system.slice:ctr:1"),
-            Err(CgroupError::Unsupported(_))
-        ));
-        assert!(matches!(
-            Cgroup::parse_path("/a/../b"),
-            Err(CgroupError::Invalid(_))
-        ));
-        assert!(matches!(
-            Cgroup::parse_path("/"),
-            Err(CgroupError::Invalid(_))
-        ));
-        assert_eq!(
-            Cgroup::parse_path("/default/c1").expect("ok"),
-            PathBuf::from("default/c1")
-        );
-        assert_eq!(
-            Cgroup::parse_path("default/c1").expect("ok"),
-            PathBuf::from("default/c1")
-        );
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+    fn unique(tag: &str) -> String {
+        format!(
+            "/idshift-test-{}-{}-{tag}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        )
     }
 
-    #[test]
-    fn conversions_and_parsing() {
-        assert_eq!(shares_to_weight(2), 1);
-        assert_eq!(shares_to_weight(1024), 39);
-        assert_eq!(shares_to_weight(262144), 10000);
-        assert_eq!(blkio_to_io_weight(10), 1);
-        assert_eq!(blkio_to_io_weight(1000), 10000);
-        assert_eq!(swap_v2(100, 300), "200");
-        assert_eq!(swap_v2(100, -1), "max");
-        let kv = parse_kv("anon 4096\nfile 8192\noom_kill 2\nlimit max\n");
-        assert_eq!(kv["anon"], 4096);
-        assert_eq!(kv["oom_kill"], 2);
-        assert_eq!(kv["limit"], u64::MAX);
-    }
-
-    #[test]
-    fn mountinfo_detection() {
-        let text = "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
-                    32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct\n\
-                    41 31 0:38 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n";
-        let h = Hierarchy::from_mountinfo(text);
-        assert_eq!(h.version, Version::V1);
-        assert_eq!(h.v1["cpuacct"], PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
-        assert_eq!(h.v2, Some(PathBuf::from("/sys/fs/cgroup/unified")));
-        let h = Hierarchy::from_mountinfo("30 1 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
-        assert_eq!(h.version, Version::V2);
-    }
-
-    fn sleeper() -> std::process::Child {
-        std::process::Command::new("sleep")
+    fn sleeper() -> Child {
+        Command::new("sleep")
             .arg("30")
             .spawn()
             .expect("spawn sleep")
     }
 
-    /// The real hierarchy of this machine (v1 here, v2 elsewhere).
+    /// Removes a test's cgroup even if the test fails (declare it before
+    /// the children, so that they are reaped first).
+    struct Remove(Cgroup);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = self.0.kill_all(libc::SIGKILL);
+            let _ = self.0.delete();
+        }
+    }
+
+    /// Kills and reaps a child if a test fails before it does.
+    struct Reap(Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
     #[test]
-    fn lifecycle_on_the_host_hierarchy() {
+    fn paths_are_validated() {
+        let bad = |p: &str| parse_path(p).map_err(|e| e.error());
+        assert!(matches!(
+            bad("system.slice:containerd:ctr1"),
+            Err(CgroupError::Unsupported(m)) if m.contains("systemd cgroup driver is not supported")
+        ));
+        assert!(matches!(bad("/a/../b"), Err(CgroupError::Invalid(_))));
+        assert!(matches!(bad(".."), Err(CgroupError::Invalid(_))));
+        assert!(matches!(bad("/"), Err(CgroupError::Invalid(_))));
+        assert!(matches!(bad(""), Err(CgroupError::Invalid(_))));
+        for p in ["/default/c1", "default/c1", "//default/./c1/"] {
+            assert_eq!(parse_path(p).expect(p), PathBuf::from("default/c1"));
+        }
+        // open() keeps the problem and every use reports it.
+        let h = Hierarchy::v2_at(PathBuf::from("/nonexistent"));
+        let cg = Cgroup::open(&h, "/x/../../etc");
+        assert!(matches!(cg.delete(), Err(CgroupError::Invalid(_))));
+        assert!(matches!(cg.add_process(1), Err(CgroupError::Invalid(_))));
+        assert!(matches!(cg.pids(), Err(CgroupError::Invalid(_))));
+        assert!(matches!(
+            Cgroup::create(&h, "a:b:c"),
+            Err(CgroupError::Unsupported(_))
+        ));
+        let cg = Cgroup::open(&h, "/default/c1");
+        assert_eq!(cg.path(), "/default/c1");
+        assert_eq!(
+            cg.pids().expect("missing cgroup: no pids"),
+            Vec::<i32>::new()
+        );
+        assert!(cg.delete().is_ok());
+    }
+
+    #[test]
+    fn mountinfo_is_parsed() {
+        let text = "\
+32 31 0:29 / /sys/fs/cgroup/cpu,cpuacct rw,relatime - cgroup cgroup rw,cpu,cpuacct
+35 31 0:32 / /sys/fs/cgroup/my\\040memory rw,relatime - cgroup cgroup rw,memory
+36 31 0:33 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime shared:9 - cgroup cgroup rw,xattr,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime shared:10 - cgroup2 cgroup2 rw
+50 23 0:40 / /tmp rw - tmpfs tmpfs rw
+";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.v1["cpu"], PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
+        assert_eq!(m.v1["cpuacct"], PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
+        assert_eq!(m.v1["memory"], PathBuf::from("/sys/fs/cgroup/my memory"));
+        assert!(!m.v1.contains_key("name=systemd") && !m.v1.contains_key("systemd"));
+        let h = Hierarchy::choose(m, |_| String::new()).expect("v1");
+        assert_eq!(h.version, Version::V1);
+        assert_eq!(h.v2, Some(PathBuf::from("/sys/fs/cgroup/unified")));
+
+        let text = "\
+30 1 0:26 / /mnt/empty rw - cgroup2 cgroup2 rw
+31 1 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate
+";
+        let controllers = |p: &Path| {
+            if p == Path::new("/sys/fs/cgroup") {
+                "cpu io memory pids\n".to_string()
+            } else {
+                "\n".to_string()
+            }
+        };
+        let h = Hierarchy::choose(parse_mountinfo(text), controllers).expect("v2");
+        assert_eq!(h.version, Version::V2);
+        assert_eq!(h.v2, Some(PathBuf::from("/sys/fs/cgroup")));
+        assert!(h.v1.is_empty());
+        // Only an empty cgroup2: still V2 there.
+        let h = Hierarchy::choose(parse_mountinfo(text), |_| String::new()).expect("v2");
+        assert_eq!(h.v2, Some(PathBuf::from("/mnt/empty")));
+        assert!(matches!(
+            Hierarchy::choose(
+                parse_mountinfo("50 23 0:40 / /tmp rw - tmpfs tmpfs rw\n"),
+                |_| { String::new() }
+            ),
+            Err(CgroupError::Unsupported(_))
+        ));
+        // This machine's.
+        Hierarchy::detect().expect("detect");
+    }
+
+    #[test]
+    fn conversions_follow_runc() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        assert_eq!(shares_to_weight(1), 1);
+        assert_eq!(shares_to_weight(1 << 20), 10_000);
+        assert_eq!(blkio_to_io_weight(10), 1);
+        assert_eq!(blkio_to_io_weight(500), 4950);
+        assert_eq!(blkio_to_io_weight(1000), 10_000);
+        let swap = |m, s| swap_v2(m, s).expect("valid");
+        assert_eq!(swap(Some(100), Some(300)).as_deref(), Some("200"));
+        assert_eq!(swap(Some(100), Some(100)).as_deref(), Some("0"));
+        assert_eq!(swap(Some(100), Some(-1)).as_deref(), Some("max"));
+        assert_eq!(swap(Some(-1), None).as_deref(), Some("max"));
+        assert_eq!(swap(Some(100), None), None);
+        assert_eq!(swap(None, None), None);
+        assert!(matches!(
+            swap_v2(None, Some(300)),
+            Err(CgroupError::Invalid(_))
+        ));
+        assert!(matches!(
+            swap_v2(Some(100), Some(50)),
+            Err(CgroupError::Invalid(_))
+        ));
+        assert_eq!(bytes_or_max("x", -1).expect("max"), "max");
+        assert!(bytes_or_max("x", -2).is_err());
+    }
+
+    fn fixture(files: &[(&'static str, &str)]) -> StatFiles {
+        files.iter().map(|(k, v)| (*k, v.to_string())).collect()
+    }
+
+    #[test]
+    fn v1_stats_are_parsed() {
+        let files = fixture(&[
+            ("memory.usage_in_bytes", "1048576\n"),
+            ("memory.limit_in_bytes", "67108864\n"),
+            ("memory.max_usage_in_bytes", "2097152\n"),
+            (
+                "memory.stat",
+                "cache 100\nrss 200\nmapped_file 0\ntotal_cache 4096\ntotal_rss 8192\n",
+            ),
+            (
+                "memory.oom_control",
+                "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n",
+            ),
+            ("cpuacct.usage", "123456789\n"),
+            ("cpuacct.stat", "user 25\nsystem 7\n"),
+            (
+                "cpu.stat",
+                "nr_periods 10\nnr_throttled 4\nthrottled_time 5000\nnr_bursts 0\n",
+            ),
+            ("pids.current", "2\n"),
+            ("pids.max", "max\n"),
+        ]);
+        let s = stats_v1(&files);
+        assert_eq!(
+            s,
+            Stats {
+                memory_usage: 1 << 20,
+                memory_limit: 64 << 20,
+                memory_max_usage: 2 << 20,
+                memory_cache: 4096,
+                memory_rss: 8192,
+                cpu_usage_ns: 123_456_789,
+                cpu_user_ns: 250_000_000,
+                cpu_system_ns: 70_000_000,
+                cpu_throttled_periods: 4,
+                cpu_throttled_ns: 5000,
+                pids_current: 2,
+                pids_limit: u64::MAX,
+                oom_kills: 3,
+            }
+        );
+        // Without total_*, the local values; missing files are 0.
+        let s = stats_v1(&fixture(&[("memory.stat", "cache 100\nrss 200\n")]));
+        assert_eq!(
+            (s.memory_cache, s.memory_rss, s.pids_current),
+            (100, 200, 0)
+        );
+    }
+
+    #[test]
+    fn v2_stats_are_parsed() {
+        let files = fixture(&[
+            ("memory.current", "1048576\n"),
+            ("memory.max", "max\n"),
+            ("memory.peak", "3145728\n"),
+            ("memory.stat", "anon 8192\nfile 4096\nkernel 512\n"),
+            (
+                "memory.events",
+                "low 0\nhigh 0\nmax 5\noom 2\noom_kill 1\noom_group_kill 0\n",
+            ),
+            (
+                "cpu.stat",
+                "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\nnr_periods 9\n\
+                 nr_throttled 3\nthrottled_usec 250\n",
+            ),
+            ("pids.current", "4\n"),
+            ("pids.max", "10\n"),
+        ]);
+        assert_eq!(
+            stats_v2(&files),
+            Stats {
+                memory_usage: 1 << 20,
+                memory_limit: u64::MAX,
+                memory_max_usage: 3 << 20,
+                memory_cache: 4096,
+                memory_rss: 8192,
+                cpu_usage_ns: 1_500_000,
+                cpu_user_ns: 1_000_000,
+                cpu_system_ns: 500_000,
+                cpu_throttled_periods: 3,
+                cpu_throttled_ns: 250_000,
+                pids_current: 4,
+                pids_limit: 10,
+                oom_kills: 1,
+            }
+        );
+        assert_eq!(stats_v2(&StatFiles::new()), Stats::default());
+    }
+
+    fn v1_host() -> Option<Hierarchy> {
         let h = Hierarchy::detect().expect("detect");
-        let path = format!("/idshift-test/{}-host", std::process::id());
+        if h.version == Version::V2 {
+            eprintln!("cgroup v2 host: skipping the cgroup v1 test");
+            return None;
+        }
+        Some(h)
+    }
+
+    fn v1_file(h: &Hierarchy, controller: &str, cg: &str, name: &str) -> PathBuf {
+        h.v1[controller].join(cg.trim_start_matches('/')).join(name)
+    }
+
+    fn read_trim(p: &Path) -> String {
+        fs::read_to_string(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .trim()
+            .to_string()
+    }
+
+    /// The real v1 hierarchy of this machine (skipped on v2 hosts).
+    #[test]
+    fn v1_lifecycle_on_this_host() {
+        let Some(h) = v1_host() else { return };
+        let path = unique("v1");
         let cg = Cgroup::create(&h, &path).expect("create");
-        let mut child = sleeper();
-        let pid = child.id() as i32;
+        let _remove = Remove(cg.clone());
+        for d in cg.dirs().expect("dirs") {
+            assert!(d.is_dir(), "{} not created", d.display());
+        }
+        if h.v1.contains_key("cpuset") {
+            assert!(!read_trim(&v1_file(&h, "cpuset", &path, "cpuset.cpus")).is_empty());
+            assert!(!read_trim(&v1_file(&h, "cpuset", &path, "cpuset.mems")).is_empty());
+        }
+        let mut child = Reap(sleeper());
+        let pid = child.0.id() as i32;
         cg.add_process(pid).expect("add");
         assert_eq!(cg.pids().expect("pids"), vec![pid]);
+        let self_cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("cgroup");
+        assert!(
+            self_cgroup.contains(&format!(":memory:{path}\n")),
+            "{self_cgroup}"
+        );
+
         let r = Resources {
             memory_limit: Some(64 << 20),
             pids_limit: Some(10),
+            cpu_shares: Some(512),
             cpu_quota: Some(50_000),
             cpu_period: Some(100_000),
+            blkio_weight: Some(500),
+            cpuset_cpus: Some("0".into()),
             ..Default::default()
         };
-        let applied = cg.apply(&r);
-        if h.version == Version::V1
-            || h.v2.as_ref().is_some_and(|r| {
-                fs::read_to_string(r.join("cgroup.controllers"))
-                    .unwrap_or_default()
-                    .contains("memory")
-            })
-        {
-            applied.expect("apply");
-            let s = cg.stats().expect("stats");
-            assert_eq!(s.memory_limit, 64 << 20);
-            assert_eq!(s.pids_limit, 10);
-            assert!(s.pids_current >= 1);
+        cg.apply(&r).expect("apply");
+        let file = |c: &str, n: &str| read_trim(&v1_file(&h, c, &path, n));
+        assert_eq!(
+            file("memory", "memory.limit_in_bytes"),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(file("pids", "pids.max"), "10");
+        assert_eq!(file("cpu", "cpu.shares"), "512");
+        assert_eq!(file("cpu", "cpu.cfs_quota_us"), "50000");
+        assert_eq!(file("cpu", "cpu.cfs_period_us"), "100000");
+        assert_eq!(file("cpuset", "cpuset.cpus"), "0");
+        // memsw >= limit must hold whichever way the limits move.
+        if v1_file(&h, "memory", &path, "memory.memsw.limit_in_bytes").exists() {
+            for (l, s) in [
+                (64 << 20, 128 << 20),
+                (256 << 20, 512 << 20),
+                (32 << 20, 32 << 20),
+            ] {
+                cg.apply(&Resources {
+                    memory_limit: Some(l),
+                    memory_swap: Some(s),
+                    ..Default::default()
+                })
+                .unwrap_or_else(|e| panic!("limit {l} swap {s}: {e}"));
+                assert_eq!(file("memory", "memory.limit_in_bytes"), l.to_string());
+                assert_eq!(file("memory", "memory.memsw.limit_in_bytes"), s.to_string());
+            }
         }
+        // Unlimited quota; then only the period changes.
+        cg.apply(&Resources {
+            cpu_quota: Some(-1),
+            ..Default::default()
+        })
+        .expect("quota -1");
+        assert_eq!(file("cpu", "cpu.cfs_quota_us"), "-1");
+        cg.apply(&Resources {
+            pids_limit: Some(0),
+            ..Default::default()
+        })
+        .expect("pids 0");
+        assert_eq!(file("pids", "pids.max"), "max");
+        // A limit above the current memory+swap one needs a swap limit too
+        // (the kernel refuses memory > memory+swap, as with runc).
+        let grow = |swap| {
+            cg.apply(&Resources {
+                pids_limit: Some(10),
+                memory_limit: Some(64 << 20),
+                memory_swap: swap,
+                ..Default::default()
+            })
+        };
+        if v1_file(&h, "memory", &path, "memory.memsw.limit_in_bytes").exists() {
+            assert!(matches!(grow(None), Err(CgroupError::Io { .. })));
+        }
+        grow(Some(-1)).expect("apply again");
+
         cg.freeze().expect("freeze");
         assert!(cg.is_frozen().expect("state"));
+        assert_eq!(file("freezer", "freezer.state"), "FROZEN");
         cg.thaw().expect("thaw");
         assert!(!cg.is_frozen().expect("state"));
+        assert_eq!(file("freezer", "freezer.state"), "THAWED");
+
+        let s = cg.stats().expect("stats");
+        assert_eq!(s.memory_limit, 64 << 20);
+        assert_eq!(s.pids_limit, 10);
+        assert!(s.pids_current >= 1, "{s:?}");
+
+        // A child cgroup (a container may make its own): deleted first.
+        for c in ["memory", "pids"] {
+            fs::create_dir(h.v1[c].join(path.trim_start_matches('/')).join("sub")).expect("sub");
+        }
+        cg.freeze().expect("freeze before the kill");
         cg.kill_all(libc::SIGKILL).expect("kill");
-        let _ = child.wait();
+        let status = child.0.wait().expect("reap");
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert!(!cg.is_frozen().expect("state"), "kill_all(SIGKILL) thaws");
         cg.delete().expect("delete");
-        cg.delete().expect("idempotent");
-        for d in cg.dirs() {
+        for d in cg.dirs().expect("dirs") {
             assert!(!d.exists(), "{} left", d.display());
         }
-        let _ = Cgroup::open(&h, "/idshift-test").delete();
+        cg.delete().expect("idempotent");
+        assert!(cg.stats().is_err(), "stats of a deleted cgroup");
+        cg.kill_all(libc::SIGKILL)
+            .expect("kill_all of a deleted cgroup");
     }
 
-    /// cgroup v2, in a cgroup2 mount of the test's own.
+    /// OOM kills are seen through cgroup.event_control (skipped on v2 hosts).
     #[test]
-    fn lifecycle_on_cgroup2() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let root = dir.path().join("cg2");
+    fn v1_oom_watch_sees_a_kill() {
+        let Some(h) = v1_host() else { return };
+        if !h.v1.contains_key("memory") {
+            eprintln!("no v1 memory controller: skipping");
+            return;
+        }
+        let path = unique("oom");
+        let cg = Cgroup::create(&h, &path).expect("create");
+        let _remove = Remove(cg.clone());
+        cg.apply(&Resources {
+            memory_limit: Some(16 << 20),
+            memory_swap: Some(16 << 20),
+            ..Default::default()
+        })
+        .expect("apply");
+        let mut watch = cg
+            .oom_watch()
+            .expect("oom_watch")
+            .expect("memory controller");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let watcher = std::thread::spawn(move || {
+            let first = watch.wait();
+            let _ = tx.send(first);
+            // Then: the cgroup's removal ends the watch.
+            watch.wait()
+        });
+        // The shell waits for a line, so that it is in the cgroup before dd
+        // allocates 64 MiB.
+        let mut child = Reap(
+            Command::new("sh")
+                .args([
+                    "-c",
+                    "read x; exec dd if=/dev/zero of=/dev/null bs=64M count=1",
+                ])
+                .stdin(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn sh"),
+        );
+        cg.add_process(child.0.id() as i32).expect("add");
+        {
+            let mut stdin = child.0.stdin.take().expect("stdin");
+            stdin.write_all(b"go\n").expect("write");
+        }
+        let status = child.0.wait().expect("reap");
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "dd was OOM-killed");
+        let first = rx
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the watcher reports within 5 s");
+        assert_eq!(first, Some(1));
+        assert_eq!(cg.stats().expect("stats").oom_kills, 1);
+        cg.delete().expect("delete");
+        assert_eq!(watcher.join().expect("watcher"), None);
+    }
+
+    /// Unmounts the test's cgroup2 mount, even on panic.
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+
+    /// cgroup v2 in a cgroup2 mount of the test's own. On this v1 host all
+    /// controllers are bound to v1, so only the core files are there.
+    #[test]
+    fn v2_lifecycle_in_own_mount() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("cg2");
         fs::create_dir(&root).expect("mkdir");
         nix::mount::mount(
             Some("none"),
@@ -813,36 +1732,81 @@ mod tests {
             None::<&str>,
         )
         .expect("mount cgroup2");
-        struct Unmount(PathBuf);
-        impl Drop for Unmount {
-            fn drop(&mut self) {
-                let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
-        let _u = Unmount(root.clone());
+        let _unmount = Unmount(root.clone());
         let h = Hierarchy::v2_at(root.clone());
-        let path = format!("/idshift-test-{}/c2", std::process::id());
+        let top = unique("v2");
+        let path = format!("{top}/ctr");
+        let _remove_top = Remove(Cgroup::open(&h, &top));
         let cg = Cgroup::create(&h, &path).expect("create");
-        let mut child = sleeper();
-        let pid = child.id() as i32;
-        cg.add_process(pid).expect("add");
-        assert_eq!(cg.pids().expect("pids"), vec![pid]);
+        let _remove = Remove(cg.clone());
+        let dir = root.join(path.trim_start_matches('/'));
+        assert!(dir.is_dir());
+        let available = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+
+        let mut a = Reap(sleeper());
+        let mut b = Reap(sleeper());
+        let (pa, pb) = (a.0.id() as i32, b.0.id() as i32);
+        cg.add_process(pa).expect("add");
+        cg.add_process(pb).expect("add");
+        let mut want = vec![pa, pb];
+        want.sort_unstable();
+        assert_eq!(cg.pids().expect("pids"), want);
+        assert_eq!(Cgroup::open(&h, &path).pids().expect("pids"), want);
+
         cg.freeze().expect("freeze");
         assert!(cg.is_frozen().expect("frozen"));
+        assert!(read_trim(&dir.join("cgroup.events")).contains("frozen 1"));
         cg.thaw().expect("thaw");
-        let controllers = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
-        if !controllers.contains("memory") {
+        assert!(!cg.is_frozen().expect("thawed"));
+
+        if !available.split_whitespace().any(|c| c == "memory") {
             let e = cg
                 .apply(&Resources {
-                    memory_limit: Some(1 << 20),
+                    memory_limit: Some(64 << 20),
                     ..Default::default()
                 })
-                .expect_err("no memory controller in v2 here");
+                .expect_err("no memory controller in this v2 hierarchy");
+            assert!(matches!(e, CgroupError::Unsupported(_)), "{e}");
             assert!(e.to_string().contains("memory.max"), "{e}");
         }
-        cg.kill_all(libc::SIGKILL).expect("kill");
-        let _ = child.wait();
+        if !available.split_whitespace().any(|c| c == "pids") {
+            let e = cg
+                .apply(&Resources {
+                    pids_limit: Some(10),
+                    ..Default::default()
+                })
+                .expect_err("no pids controller in this v2 hierarchy");
+            assert!(e.to_string().contains("pids.max"), "{e}");
+        }
+        cg.apply(&Resources::default()).expect("nothing to apply");
+        let s = cg.stats().expect("stats");
+        if !available.split_whitespace().any(|c| c == "memory") {
+            assert_eq!(s.memory_usage, 0);
+        }
+        assert!(cg.oom_watch().is_ok());
+
+        // A process in a child cgroup: signalled too, and the child removed
+        // first.
+        fs::create_dir(dir.join("sub")).expect("sub");
+        fs::write(dir.join("sub/cgroup.procs"), pb.to_string()).expect("move");
+        assert_eq!(cg.pids().expect("pids"), vec![pa]);
+        cg.kill_all(libc::SIGTERM).expect("SIGTERM");
+        assert_eq!(a.0.wait().expect("reap").signal(), Some(libc::SIGTERM));
+        assert_eq!(b.0.wait().expect("reap").signal(), Some(libc::SIGTERM));
+
+        let mut c = Reap(sleeper());
+        cg.add_process(c.0.id() as i32).expect("add");
+        cg.kill_all(libc::SIGKILL).expect("SIGKILL");
+        assert_eq!(c.0.wait().expect("reap").signal(), Some(libc::SIGKILL));
+        assert!(matches!(
+            cg.kill_all(libc::SIGRTMIN() + 1),
+            Err(CgroupError::Invalid(_))
+        ));
+
         cg.delete().expect("delete");
-        let _ = fs::remove_dir(root.join(format!("idshift-test-{}", std::process::id())));
+        assert!(!dir.exists());
+        cg.delete().expect("idempotent");
+        Cgroup::open(&h, &top).delete().expect("delete the parent");
+        assert!(!root.join(top.trim_start_matches('/')).exists());
     }
 }
