@@ -791,20 +791,58 @@ fn bind(
             path: b.source.clone(),
         });
     }
+    let recursive = BindRecursion {
+        clone: b.recursive,
+        attrs: b.recursive,
+    };
+    clone_with_attrs(sys, &b.source, recursive, b.attrs, idmap.map(|i| i.userns))
+}
+
+/// Which parts of a bind are recursive: the clone of the tree (`rbind`) and
+/// the attributes and idmapping set on it (`ridmap`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BindRecursion {
+    pub clone: bool,
+    pub attrs: bool,
+}
+
+/// A detached bind mount of `source` (a directory or a file) with `attrs`,
+/// idmapped into `userns` when one is given: `open_tree(OPEN_TREE_CLONE)`
+/// and at most one `mount_setattr`, nothing attached anywhere. The caller
+/// attaches it (e.g. inside a container's own mount namespace).
+pub fn detached_bind(
+    source: &Path,
+    recursive: BindRecursion,
+    attrs: MountAttrFlags,
+    userns: Option<BorrowedFd<'_>>,
+) -> Result<OwnedFd, RootfsError> {
+    clone_with_attrs(&KernelSys::new(), source, recursive, attrs, userns)
+}
+
+fn clone_with_attrs(
+    sys: &dyn MountSys,
+    source: &Path,
+    recursive: BindRecursion,
+    attrs: MountAttrFlags,
+    userns: Option<BorrowedFd<'_>>,
+) -> Result<OwnedFd, RootfsError> {
     let tree = sys
-        .clone_tree(&b.source, b.recursive)
+        .clone_tree(source, recursive.clone)
         .map_err(RootfsError::syscall(
             "open_tree",
-            b.source.display().to_string(),
+            source.display().to_string(),
         ))?;
-    if idmap.is_some() || !b.attrs.is_empty() {
-        sys.setattr(tree.as_fd(), b.attrs, idmap.map(|i| i.userns), b.recursive)
-            .map_err(|source| match idmap {
-                Some(_) => idmap_error(&b.source, source),
-                None => {
-                    RootfsError::syscall("mount_setattr", b.source.display().to_string())(source)
-                }
-            })?;
+    if userns.is_some() || !attrs.is_empty() {
+        sys.setattr(
+            tree.as_fd(),
+            attrs,
+            userns,
+            recursive.attrs && recursive.clone,
+        )
+        .map_err(|e| match userns {
+            Some(_) => idmap_error(source, e),
+            None => RootfsError::syscall("mount_setattr", source.display().to_string())(e),
+        })?;
     }
     Ok(tree)
 }

@@ -791,6 +791,35 @@ impl Cgroup {
         Ok(cg)
     }
 
+    /// The container's directories as its `cgroup` mounts show them: each
+    /// mounted v1 hierarchy (named as its mount point, with the controllers
+    /// it holds), and the cgroup2 one (on a v1 host, the unified hierarchy
+    /// holds no container directory, so none).
+    pub fn view(&self) -> Result<crate::mounts::CgroupView> {
+        let rel = self.rel()?;
+        let mut view = crate::mounts::CgroupView::default();
+        match self.h.version {
+            Version::V1 => {
+                let mut by_mount: BTreeMap<&PathBuf, Vec<String>> = BTreeMap::new();
+                for (controller, root) in &self.h.v1 {
+                    by_mount.entry(root).or_default().push(controller.clone());
+                }
+                for (root, controllers) in by_mount {
+                    let Some(name) = root.file_name() else {
+                        continue;
+                    };
+                    view.v1.push(crate::mounts::V1Hierarchy {
+                        name: name.to_string_lossy().into_owned(),
+                        dir: root.join(rel),
+                        controllers,
+                    });
+                }
+            }
+            Version::V2 => view.v2 = Some(self.v2_root()?.join(rel)),
+        }
+        Ok(view)
+    }
+
     /// The cgroupsPath this cgroup was made or opened with.
     pub fn path(&self) -> &str {
         &self.path

@@ -13,6 +13,10 @@ use std::path::PathBuf;
 /// The largest frame accepted (a spec is a few KiB; this bounds a broken peer).
 const MAX_FRAME: u32 = 16 << 20;
 
+/// The most file descriptors one message carries (user namespace, rootfs
+/// and the idmapped mounts of a container).
+pub const MAX_FDS: usize = 64;
+
 /// What the shim tells the first process of a container, or an exec helper.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToInit {
@@ -32,6 +36,11 @@ pub struct ContainerInit {
     /// Whether fds[0] is a user namespace to join (false: the `plain`
     /// strategy, no user namespace). The rootfs mount fd follows it.
     pub userns: bool,
+    /// The indices (in `spec.mounts`) of the idmapped bind mounts; their
+    /// detached mounts follow the rootfs fd, in this order.
+    pub idmapped_mounts: Vec<usize>,
+    /// The container's cgroup directories, for its `cgroup` mounts.
+    pub cgroups: crate::mounts::CgroupView,
 }
 
 /// What the container's process reports.
@@ -87,7 +96,7 @@ impl Channel {
         let mut fds = Vec::new();
         let mut got = 0;
         while got < header.len() {
-            let mut cmsg_buf = nix::cmsg_space!([RawFd; 4]);
+            let mut cmsg_buf = nix::cmsg_space!([RawFd; MAX_FDS]);
             let mut iov = [IoSliceMut::new(&mut header[got..])];
             let msg = recvmsg::<()>(
                 self.sock.as_raw_fd(),

@@ -10,7 +10,7 @@ use crate::stdio::{ProcessIo, StdioUris};
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -311,6 +311,9 @@ impl Container {
         )
         .map_err(|e| format!("building the rootfs: {e}"))?;
         report.ops = built.ops;
+        absolute_bind_sources(&mut spec, &req.bundle);
+        let (idmapped_mounts, idmapped_fds) =
+            idmapped_mounts(&spec, ns.as_ref().map(|(ns, _)| ns))?;
         report.rootfs_ms = ms(t);
 
         // 3. The cgroup.
@@ -336,22 +339,26 @@ impl Container {
             spec,
             rootfs_target: target,
             userns: ns.is_some(),
+            idmapped_mounts,
+            cgroups: cgroup.view().map_err(|e| e.to_string())?,
         }));
         let mut fds = Vec::new();
         if let Some((ns, _)) = &ns {
             fds.push(ns.fd().as_raw_fd());
         }
         fds.push(built.mount.as_fd().as_raw_fd());
-        let (mut init, pty) = process::spawn_blocking("", &msg, &fds, stdio, req.uris.clone(), io)?;
+        fds.extend(idmapped_fds.iter().map(|f| f.as_raw_fd()));
+        let (mut init, pty) =
+            process::spawn_blocking("", &msg, &fds, stdio, req.uris.clone(), io, Some(&cgroup))?;
         undo.pid = Some(init.pid);
         drop(built);
+        drop(idmapped_fds);
         drop(ns);
         if let Some(master) = pty {
             init.io
                 .attach_pty(&req.uris, master)
                 .map_err(|e| format!("connecting the terminal: {e}"))?;
         }
-        cgroup.add_process(init.pid).map_err(|e| e.to_string())?;
         persisted.pid = init.pid;
         let state = serde_json::to_vec(&persisted).map_err(|e| e.to_string())?;
         std::fs::write(run_dir.join("state.json"), state)
@@ -382,6 +389,79 @@ impl Container {
     pub fn cleanup(&mut self) {
         cleanup_persisted(&self.persisted, &self.run_dir);
     }
+}
+
+/// Bind mount sources relative to the bundle (as OCI allows) made
+/// absolute: the container's process does not run in the bundle.
+fn absolute_bind_sources(spec: &mut Spec, bundle: &Path) {
+    let Some(mut mounts) = spec.mounts().clone() else {
+        return;
+    };
+    for m in &mut mounts {
+        let bind = m.typ().as_deref() == Some("bind")
+            || crate::mounts::parse_options(&m.options().clone().unwrap_or_default()).is_bind();
+        if let (true, Some(src)) = (bind, m.source().clone()) {
+            if src.is_relative() {
+                m.set_source(Some(bundle.join(src)));
+            }
+        }
+    }
+    spec.set_mounts(Some(mounts));
+}
+
+/// Detached, idmapped clones of the spec's idmapped bind mounts (those
+/// with `idmap`/`ridmap` or mappings of their own), built here on the host
+/// like the rootfs and attached by the container's process inside its own
+/// mount namespace: their indices in `spec.mounts`, and the mounts.
+fn idmapped_mounts(
+    spec: &Spec,
+    container_ns: Option<&UserNamespace>,
+) -> Result<(Vec<usize>, Vec<OwnedFd>), String> {
+    let mut indices = Vec::new();
+    let mut trees = Vec::new();
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        let Some(recursion) = crate::mounts::idmap_request(m)? else {
+            continue;
+        };
+        let dest = m.destination().display();
+        let source = m
+            .source()
+            .clone()
+            .ok_or_else(|| format!("idmapped mount {dest} has no source"))?;
+        let own;
+        let userns = match (m.uid_mappings(), m.gid_mappings()) {
+            (Some(u), Some(g)) if !u.is_empty() && !g.is_empty() => {
+                own = UserNamespace::create(&to_maps(u), &to_maps(g))
+                    .map_err(|e| format!("idmapped mount {dest}: its mappings: {e}"))?;
+                own.fd()
+            }
+            _ => container_ns
+                .ok_or_else(|| {
+                    format!(
+                        "idmapped mount {dest} (no mappings of its own) needs the container's user namespace, and it has none (strategy plain)"
+                    )
+                })?
+                .fd(),
+        };
+        let o = crate::mounts::parse_options(&m.options().clone().unwrap_or_default());
+        let tree = rootfs::detached_bind(
+            &source,
+            recursion,
+            crate::mounts::mount_attrs(o.flags),
+            Some(userns),
+        )
+        .map_err(|e| format!("idmapped mount {dest} of {}: {e}", source.display()))?;
+        indices.push(i);
+        trees.push(tree);
+    }
+    if trees.len() + 2 > crate::channel::MAX_FDS {
+        return Err(format!(
+            "the spec has {} idmapped mounts; idshift supports at most {}",
+            trees.len(),
+            crate::channel::MAX_FDS - 2
+        ));
+    }
+    Ok((indices, trees))
 }
 
 fn id_mapping(m: &IdMap) -> Result<LinuxIdMapping, String> {

@@ -6,16 +6,16 @@
 //! processes take the same path into an existing container.
 
 use crate::channel::{Channel, ContainerInit, FromInit, ToInit};
-use crate::sys;
+use crate::{mounts, sys};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::unistd::{chdir, pivot_root, Gid, Uid};
-use oci_spec::runtime::{LinuxNamespaceType, Mount, Process};
+use oci_spec::runtime::{LinuxNamespaceType, Process};
 use std::ffi::CString;
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -74,13 +74,15 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
     {
         return Err("idshift needs a new mount namespace (linux.namespaces has no \"mount\" without a path)".into());
     }
-    let want = if c.userns { 2 } else { 1 };
+    let want = usize::from(c.userns) + 1 + c.idmapped_mounts.len();
     if fds.len() != want {
         return Err(format!(
             "expected {want} fds from the shim, got {}",
             fds.len()
         ));
     }
+    // [user namespace], rootfs, one per idmapped mount.
+    let idmapped = fds.split_off(want - c.idmapped_mounts.len());
     let rootfs_fd = fds.pop().ok_or("no rootfs fd")?;
     let userns_fd = fds.pop();
     // Join namespaces given by path first, with the host's privileges.
@@ -108,7 +110,7 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
         flags |= ns_flag(ns.typ());
     }
     unshare(flags).map_err(|e| format!("unshare({flags:?}): {e}"))?;
-    fork_and_report(ch, |ch| stage2(ch, &c, rootfs_fd))
+    fork_and_report(ch, |ch| stage2(ch, &c, rootfs_fd, idmapped))
 }
 
 /// Forks (the child enters a new pid namespace, if one was unshared, as its
@@ -143,9 +145,17 @@ fn fork_and_report(ch: &mut Channel, child: impl FnOnce(&mut Channel) -> Result<
     }
 }
 
-fn stage2(ch: &mut Channel, c: &ContainerInit, rootfs_fd: OwnedFd) -> Result<()> {
+fn stage2(
+    ch: &mut Channel,
+    c: &ContainerInit,
+    rootfs_fd: OwnedFd,
+    idmapped: Vec<OwnedFd>,
+) -> Result<()> {
     let spec = &c.spec;
     let target = &c.rootfs_target;
+    let linux = spec.linux().clone().unwrap_or_default();
+    // Nothing mounted here propagates back to the host, and (rslave) the
+    // host's later mounts can reach the container where asked.
     mount(
         None::<&str>,
         "/",
@@ -157,35 +167,60 @@ fn stage2(ch: &mut Channel, c: &ContainerInit, rootfs_fd: OwnedFd) -> Result<()>
     rootfs::attach_mount(rootfs_fd.as_fd(), target)
         .map_err(|e| format!("attaching the rootfs at {}: {e}", target.display()))?;
     drop(rootfs_fd);
+    let root_dir = fs::File::open(target)
+        .map_err(|e| format!("opening the rootfs {}: {e}", target.display()))?;
+    let root = mounts::Root {
+        fd: root_dir.as_fd(),
+        path: target,
+    };
+    let mut idmapped: std::collections::HashMap<usize, OwnedFd> =
+        c.idmapped_mounts.iter().copied().zip(idmapped).collect();
     let mut dev_tmpfs = false;
-    for m in spec.mounts().clone().unwrap_or_default() {
+    for (i, m) in spec.mounts().clone().unwrap_or_default().iter().enumerate() {
         if m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs") {
             dev_tmpfs = true;
         }
-        mount_one(target, &m)?;
+        mounts::mount_one(&root, m, idmapped.remove(&i), &c.cgroups)?;
     }
     if dev_tmpfs {
-        default_devices(target)?;
+        mounts::default_devices(&root)?;
     }
+    drop(root_dir);
     chdir(target).map_err(|e| format!("chdir {}: {e}", target.display()))?;
     pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
     chdir("/").map_err(|e| format!("chdir /: {e}"))?;
-    let linux = spec.linux().clone().unwrap_or_default();
+    if let Some(p) = linux.rootfs_propagation() {
+        let flags = mounts::propagation_flags(p)
+            .ok_or_else(|| format!("linux.rootfsPropagation {p:?} is not a propagation type"))?;
+        mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
+            .map_err(|e| format!("setting the rootfs propagation {p}: {e}"))?;
+    }
+    let own = |t: LinuxNamespaceType| {
+        linux
+            .namespaces()
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .any(|n| n.typ() == t && n.path().is_none())
+    };
+    set_sysctls(&linux, &own)?;
     for p in linux.masked_paths().clone().unwrap_or_default() {
-        mask_path(Path::new(&p))?;
+        mounts::mask_path(Path::new(&p))?;
     }
     for p in linux.readonly_paths().clone().unwrap_or_default() {
-        readonly_path(Path::new(&p))?;
+        mounts::readonly_path(Path::new(&p))?;
     }
-    let new_uts = linux
-        .namespaces()
-        .clone()
-        .unwrap_or_default()
-        .iter()
-        .any(|n| n.typ() == LinuxNamespaceType::Uts && n.path().is_none());
-    if let (Some(h), true) = (spec.hostname(), new_uts) {
-        nix::unistd::sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
+    if own(LinuxNamespaceType::Uts) {
+        if let Some(h) = spec.hostname() {
+            nix::unistd::sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
+        }
+        if let Some(d) = spec.domainname() {
+            sys::set_domainname(d).map_err(|e| format!("setdomainname {d:?}: {e}"))?;
+        }
+    }
+    if let Some(p) = linux.personality() {
+        set_personality(p)?;
     }
     if spec
         .root()
@@ -203,6 +238,78 @@ fn stage2(ch: &mut Channel, c: &ContainerInit, rootfs_fd: OwnedFd) -> Result<()>
     }
     let process = spec.process().clone().ok_or("the spec has no process")?;
     run(ch, &process)
+}
+
+/// The namespace a sysctl belongs to, if it is one a container may set
+/// (as runc allows): IPC sysctls with an IPC namespace of its own, network
+/// ones with its own network namespace, UTS names with its own UTS one.
+fn sysctl_namespace(key: &str) -> Option<LinuxNamespaceType> {
+    const IPC: [&str; 7] = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+    ];
+    if IPC.contains(&key) || key == "kernel.shm_rmid_forced" || key.starts_with("fs.mqueue.") {
+        Some(LinuxNamespaceType::Ipc)
+    } else if key.starts_with("net.") {
+        Some(LinuxNamespaceType::Network)
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        Some(LinuxNamespaceType::Uts)
+    } else {
+        None
+    }
+}
+
+/// Writes `linux.sysctl` under /proc/sys (the container's own /proc,
+/// after pivot_root); a sysctl of a namespace the container does not own
+/// is refused, naming it.
+fn set_sysctls(
+    linux: &oci_spec::runtime::Linux,
+    own: &dyn Fn(LinuxNamespaceType) -> bool,
+) -> Result<()> {
+    let mut sysctls: Vec<(String, String)> = linux
+        .sysctl()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    sysctls.sort();
+    for (key, value) in sysctls {
+        match sysctl_namespace(&key) {
+            Some(ns) if own(ns) => {}
+            Some(ns) => {
+                return Err(format!(
+                    "sysctl {key} belongs to the {ns:?} namespace, which the container does not have a new one of"
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "sysctl {key} is not namespaced (or not allowed in a container): it would change the host"
+                ))
+            }
+        }
+        if key.contains("..") || key.contains('/') {
+            return Err(format!("sysctl {key:?} is not a valid name"));
+        }
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        fs::write(&path, value.as_bytes())
+            .map_err(|e| format!("setting sysctl {key}={value} ({}): {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// `linux.personality`: LINUX or LINUX32 (flags are not defined by OCI).
+fn set_personality(p: &oci_spec::runtime::LinuxPersonality) -> Result<()> {
+    use oci_spec::runtime::LinuxPersonalityDomain as D;
+    let persona = match p.domain() {
+        D::PerLinux => 0x0000,
+        D::PerLinux32 => 0x0008,
+    };
+    sys::set_personality(persona).map_err(|e| format!("personality({:?}): {e}", p.domain()))
 }
 
 /// Ready, wait for Start, then exec `process` (common to containers and execs).
@@ -337,6 +444,9 @@ fn finalize(process: &Process) -> Result<()> {
                 .map_err(|e| format!("setting oom_score_adj {adj}: {e}"))?;
         }
     }
+    if let Some(io) = process.io_priority() {
+        set_io_priority(io)?;
+    }
     let user = process.user();
     let caps = process.capabilities().clone().unwrap_or_default();
     // Bounding set first, while we still hold CAP_SETPCAP.
@@ -393,6 +503,27 @@ fn finalize(process: &Process) -> Result<()> {
     Ok(())
 }
 
+/// `process.ioPriority`: the class and level (0-7) for ioprio_set.
+fn set_io_priority(io: &oci_spec::runtime::LinuxIOPriority) -> Result<()> {
+    use oci_spec::runtime::IOPriorityClass as C;
+    let class = match io.class() {
+        C::IoprioClassRt => 1,
+        C::IoprioClassBe => 2,
+        C::IoprioClassIdle => 3,
+    };
+    let level = u32::try_from(io.priority())
+        .ok()
+        .filter(|l| *l <= 7)
+        .ok_or_else(|| {
+            format!(
+                "process.ioPriority.priority {} is not between 0 and 7",
+                io.priority()
+            )
+        })?;
+    sys::set_io_priority(class, level)
+        .map_err(|e| format!("ioprio_set({:?}, {level}): {e}", io.class()))
+}
+
 fn rlimit_resource(name: &str) -> Option<rustix::process::Resource> {
     use rustix::process::Resource as R;
     // Accepts "RLIMIT_NOFILE" and oci-spec's Debug form "RlimitNofile".
@@ -416,272 +547,6 @@ fn rlimit_resource(name: &str) -> Option<rustix::process::Resource> {
         "RTTIME" => R::Rttime,
         _ => return None,
     })
-}
-
-/// `dest` inside `root`, refusing `..` and symlinks that lead outside.
-fn inside(root: &Path, dest: &Path) -> Result<PathBuf> {
-    let mut out = root.to_path_buf();
-    for c in dest.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::ParentDir => {
-                return Err(format!(
-                    "mount destination {} contains '..'",
-                    dest.display()
-                ))
-            }
-            _ => {}
-        }
-    }
-    Ok(out)
-}
-
-fn check_inside(root: &Path, path: &Path, dest: &Path) -> Result<()> {
-    let real = fs::canonicalize(path).map_err(|e| format!("resolving {}: {e}", path.display()))?;
-    if real.starts_with(root) {
-        Ok(())
-    } else {
-        Err(format!(
-            "mount destination {} resolves to {} outside the rootfs",
-            dest.display(),
-            real.display()
-        ))
-    }
-}
-
-fn parse_options(opts: &[String]) -> (MsFlags, MsFlags, Vec<String>) {
-    let mut flags = MsFlags::empty();
-    let mut propagation = MsFlags::empty();
-    let mut data = Vec::new();
-    for o in opts {
-        let (set, clear) = match o.as_str() {
-            "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
-            "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
-            "nosuid" => (MsFlags::MS_NOSUID, MsFlags::empty()),
-            "suid" => (MsFlags::empty(), MsFlags::MS_NOSUID),
-            "nodev" => (MsFlags::MS_NODEV, MsFlags::empty()),
-            "dev" => (MsFlags::empty(), MsFlags::MS_NODEV),
-            "noexec" => (MsFlags::MS_NOEXEC, MsFlags::empty()),
-            "exec" => (MsFlags::empty(), MsFlags::MS_NOEXEC),
-            "sync" => (MsFlags::MS_SYNCHRONOUS, MsFlags::empty()),
-            "dirsync" => (MsFlags::MS_DIRSYNC, MsFlags::empty()),
-            "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
-            "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
-            "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
-            "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
-            "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
-            "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
-            "async" | "atime" | "diratime" | "norelatime" | "defaults" => {
-                (MsFlags::empty(), MsFlags::empty())
-            }
-            p @ ("private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave"
-            | "unbindable" | "runbindable") => {
-                let base = match p.trim_start_matches('r') {
-                    "private" => MsFlags::MS_PRIVATE,
-                    "shared" => MsFlags::MS_SHARED,
-                    "slave" => MsFlags::MS_SLAVE,
-                    _ => MsFlags::MS_UNBINDABLE,
-                };
-                propagation = base
-                    | if p.starts_with('r') {
-                        MsFlags::MS_REC
-                    } else {
-                        MsFlags::empty()
-                    };
-                continue;
-            }
-            other => {
-                data.push(other.to_string());
-                continue;
-            }
-        };
-        flags.remove(clear);
-        flags.insert(set);
-    }
-    (flags, propagation, data)
-}
-
-fn mount_one(root: &Path, m: &Mount) -> Result<()> {
-    let dest = inside(root, m.destination())?;
-    let typ = m.typ().clone().unwrap_or_default();
-    let (flags, propagation, data) = parse_options(&m.options().clone().unwrap_or_default());
-    let data = data.join(",");
-    let is_bind = flags.contains(MsFlags::MS_BIND) || typ == "bind";
-    let source = m.source().clone().unwrap_or_default();
-    // Create the mount point: a file for a bind of a non-directory.
-    let file_target = is_bind && fs::metadata(&source).is_ok_and(|md| !md.is_dir());
-    if file_target {
-        if let Some(parent) = dest.parent() {
-            fs::create_dir_all(parent).map_err(|e| format!("mkdir {}: {e}", parent.display()))?;
-        }
-        if !dest.exists() {
-            fs::write(&dest, b"").map_err(|e| format!("creating {}: {e}", dest.display()))?;
-        }
-    } else {
-        fs::create_dir_all(&dest).map_err(|e| format!("mkdir {}: {e}", dest.display()))?;
-    }
-    check_inside(root, &dest, m.destination())?;
-    let data_opt = (!data.is_empty()).then_some(data.as_str());
-    if is_bind {
-        let rec = flags & MsFlags::MS_REC;
-        mount(
-            Some(&source),
-            &dest,
-            None::<&str>,
-            MsFlags::MS_BIND | rec,
-            None::<&str>,
-        )
-        .map_err(|e| {
-            format!(
-                "bind mount {} on {}: {e}",
-                source.display(),
-                m.destination().display()
-            )
-        })?;
-        let extra = flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
-        if !extra.is_empty() {
-            mount(
-                None::<&str>,
-                &dest,
-                None::<&str>,
-                MsFlags::MS_REMOUNT | MsFlags::MS_BIND | extra,
-                None::<&str>,
-            )
-            .map_err(|e| {
-                format!(
-                    "remounting {} with {extra:?}: {e}",
-                    m.destination().display()
-                )
-            })?;
-        }
-    } else {
-        let r = mount(Some(&source), &dest, Some(typ.as_str()), flags, data_opt);
-        match (r, typ.as_str()) {
-            (Ok(()), _) => {}
-            // Without a network (or cgroup, ipc) namespace of our own the
-            // kernel refuses a new instance: bind the host's, read-only.
-            (Err(nix::errno::Errno::EPERM), "sysfs" | "cgroup" | "cgroup2" | "mqueue") => {
-                let host = match typ.as_str() {
-                    "sysfs" => "/sys",
-                    "mqueue" => "/dev/mqueue",
-                    _ => "/sys/fs/cgroup",
-                };
-                mount(
-                    Some(host),
-                    &dest,
-                    None::<&str>,
-                    MsFlags::MS_BIND | MsFlags::MS_REC,
-                    None::<&str>,
-                )
-                .map_err(|e| format!("bind mount {host} on {}: {e}", m.destination().display()))?;
-                mount(
-                    None::<&str>,
-                    &dest,
-                    None::<&str>,
-                    MsFlags::MS_REMOUNT
-                        | MsFlags::MS_BIND
-                        | MsFlags::MS_RDONLY
-                        | MsFlags::MS_NOSUID
-                        | MsFlags::MS_NODEV
-                        | MsFlags::MS_NOEXEC,
-                    None::<&str>,
-                )
-                .map_err(|e| format!("remounting {} read-only: {e}", m.destination().display()))?;
-            }
-            (Err(e), _) => {
-                return Err(format!(
-                    "mount {typ} {} on {} ({data}): {e}",
-                    source.display(),
-                    m.destination().display()
-                ))
-            }
-        }
-    }
-    if !propagation.is_empty() {
-        mount(None::<&str>, &dest, None::<&str>, propagation, None::<&str>)
-            .map_err(|e| format!("setting propagation of {}: {e}", m.destination().display()))?;
-    }
-    Ok(())
-}
-
-/// A user namespace cannot mknod: bind the host's device nodes.
-fn default_devices(root: &Path) -> Result<()> {
-    let dev = root.join("dev");
-    for d in ["null", "zero", "full", "random", "urandom", "tty"] {
-        let target = dev.join(d);
-        if !target.exists() {
-            fs::write(&target, b"").map_err(|e| format!("creating {}: {e}", target.display()))?;
-        }
-        mount(
-            Some(&Path::new("/dev").join(d)),
-            &target,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| format!("bind mount /dev/{d}: {e}"))?;
-    }
-    for (link, to) in [
-        ("fd", "/proc/self/fd"),
-        ("stdin", "/proc/self/fd/0"),
-        ("stdout", "/proc/self/fd/1"),
-        ("stderr", "/proc/self/fd/2"),
-        ("ptmx", "pts/ptmx"),
-    ] {
-        let l = dev.join(link);
-        if fs::symlink_metadata(&l).is_err() {
-            std::os::unix::fs::symlink(to, &l)
-                .map_err(|e| format!("symlink {}: {e}", l.display()))?;
-        }
-    }
-    Ok(())
-}
-
-fn mask_path(p: &Path) -> Result<()> {
-    let md = match fs::metadata(p) {
-        Ok(md) => md,
-        Err(_) => return Ok(()),
-    };
-    let r = if md.is_dir() {
-        mount(
-            Some("tmpfs"),
-            p,
-            Some("tmpfs"),
-            MsFlags::MS_RDONLY,
-            None::<&str>,
-        )
-    } else {
-        mount(
-            Some("/dev/null"),
-            p,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-    };
-    r.map_err(|e| format!("masking {}: {e}", p.display()))
-}
-
-fn readonly_path(p: &Path) -> Result<()> {
-    if fs::metadata(p).is_err() {
-        return Ok(());
-    }
-    mount(
-        Some(p),
-        p,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|e| format!("bind {}: {e}", p.display()))?;
-    mount(
-        None::<&str>,
-        p,
-        None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|e| format!("making {} read-only: {e}", p.display()))
 }
 
 /// An exec process: join every namespace of the container's init `pid`.

@@ -9,6 +9,7 @@ mod config;
 mod container;
 mod init;
 mod metrics;
+mod mounts;
 mod process;
 mod service;
 mod shim;

@@ -9,6 +9,7 @@
 //! Only the transitions above exist; every other request is refused with the
 //! state it was made in.
 
+use crate::cgroup::Cgroup;
 use crate::channel::{Channel, FromInit, ToInit};
 use crate::stdio::{ChildStdio, ProcessIo, StdioUris};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -128,6 +129,11 @@ pub fn start_blocking(mut ch: Channel) -> Result<(), String> {
 
 /// Spawns the shim's own binary as `init` with `msg` (and `fds`), and waits
 /// until the process is set up and waiting for Start. Blocking.
+///
+/// With a `cgroup`, the helper is moved into it before it is told anything,
+/// so that everything it forks (the container's init or the exec) starts
+/// there: accounted and limited from its first instruction, and rooted
+/// there if it makes a cgroup namespace.
 pub fn spawn_blocking(
     exec_id: &str,
     msg: &ToInit,
@@ -135,6 +141,7 @@ pub fn spawn_blocking(
     stdio: ChildStdio,
     uris: StdioUris,
     io: ProcessIo,
+    cgroup: Option<&Cgroup>,
 ) -> Result<(Process, Option<OwnedFd>), String> {
     let (mut ch, child_end) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
     let exe = std::env::current_exe().map_err(|e| format!("finding the shim binary: {e}"))?;
@@ -153,6 +160,17 @@ pub fn spawn_blocking(
         .spawn()
         .map_err(|e| format!("starting the container init: {e}"))?;
     drop(child_end);
+    if let Some(cg) = cgroup {
+        let pid = i32::try_from(helper.id()).map_err(|e| format!("helper pid: {e}"))?;
+        if let Err(e) = cg.add_process(pid) {
+            // The helper waits for its set-up message: dropping the channel
+            // makes it exit.
+            return Err(format!(
+                "moving the container's process into cgroup {}: {e}",
+                cg.path()
+            ));
+        }
+    }
     drop(helper);
     ch.send(msg, fds)
         .map_err(|e| format!("sending the set-up: {e}"))?;

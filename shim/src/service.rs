@@ -565,7 +565,7 @@ impl Task for TaskService {
     }
 
     async fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtResult<Empty> {
-        let (init_pid, namespace) = {
+        let (init_pid, namespace, cgroup) = {
             let mut cs = self.inner.containers.lock().await;
             let c = get(&mut cs, &req.id)?;
             if c.execs.contains_key(&req.exec_id) {
@@ -581,7 +581,7 @@ impl Task for TaskService {
                     c.init.state.name()
                 )));
             }
-            (c.init.pid, self.inner.namespace.clone())
+            (c.init.pid, self.inner.namespace.clone(), c.cgroup.clone())
         };
         let spec = req.spec.as_ref().ok_or_else(|| {
             status(
@@ -606,8 +606,15 @@ impl Task for TaskService {
                 pid: init_pid,
                 process: Box::new(process_spec),
             };
-            let (mut p, pty) =
-                process::spawn_blocking(&exec_id, &msg, &[], stdio, uris.clone(), io)?;
+            let (mut p, pty) = process::spawn_blocking(
+                &exec_id,
+                &msg,
+                &[],
+                stdio,
+                uris.clone(),
+                io,
+                cgroup.as_ref(),
+            )?;
             if let Some(m) = pty {
                 p.io.attach_pty(&uris, m)
                     .map_err(|e| format!("connecting the terminal: {e}"))?;
@@ -626,11 +633,6 @@ impl Task for TaskService {
         {
             let mut cs = self.inner.containers.lock().await;
             let c = get(&mut cs, &req.id)?;
-            if let Some(cg) = &c.cgroup {
-                if let Err(e) = cg.add_process(pid) {
-                    log::warn!("adding exec {} to the cgroup: {e}", req.exec_id);
-                }
-            }
             c.execs.insert(req.exec_id.clone(), spawned);
         }
         self.claim(pid).await;

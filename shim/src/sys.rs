@@ -57,3 +57,38 @@ pub fn set_controlling_tty(fd: RawFd) -> io::Result<()> {
         Ok(())
     }
 }
+
+/// `setdomainname(name)` (in the container's own UTS namespace).
+pub fn set_domainname(name: &str) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `name`'s live bytes, which the
+    // kernel only reads.
+    if unsafe { libc::setdomainname(name.as_ptr().cast(), name.len()) } < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `personality(persona)`.
+pub fn set_personality(persona: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: personality takes an integer and only changes this process's
+    // execution domain; -1 signals an error.
+    if unsafe { libc::personality(persona) } == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `ioprio_set(IOPRIO_WHO_PROCESS, 0, class << 13 | level)`: this process.
+pub fn set_io_priority(class: u32, level: u32) -> io::Result<()> {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_SHIFT: u32 = 13;
+    let prio = libc::c_long::from((class << IOPRIO_CLASS_SHIFT) | level);
+    // SAFETY: a raw syscall on integers acting on the calling process.
+    if unsafe { libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0, prio) } < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
