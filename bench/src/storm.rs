@@ -128,6 +128,7 @@ pub struct Options {
     pub cpus: Option<String>,
     pub json: Option<PathBuf>,
     pub svg: Option<PathBuf>,
+    pub markdown: Option<PathBuf>,
     pub address: Option<PathBuf>,
     /// Exit non-zero when an idshift launch failed or anything leaked
     /// (failures of the host's runc and crun are reported, not fatal).
@@ -141,7 +142,7 @@ pub struct Options {
 pub fn usage() -> &'static str {
     "idshift-bench storm [--quick] [--layers 1,10,50,100] [--containers 1,10,50,100,200]\n    \
      [--configs fd,path,per-layer,plain,runc,crun] [--min-samples 10] [--cpus LIST]\n    \
-     [--json FILE] [--svg FILE] [--address SOCK] [--strict]\n  \
+     [--json FILE] [--svg FILE] [--markdown FILE] [--address SOCK] [--strict]\n  \
      --quick: layers 1,10, containers 1,5, min-samples 3 (a CI smoke run, < 3 min)\n  \
      --address: use that containerd (the idshift shim must be on its PATH; crun is then skipped)\n  \
      --strict: exit 1 if an idshift launch failed or anything leaked (a CI smoke check; never timings)"
@@ -165,6 +166,7 @@ impl Options {
             cpus: None,
             json: None,
             svg: None,
+            markdown: None,
             address: None,
             strict: false,
             quick: false,
@@ -195,6 +197,7 @@ impl Options {
                 "--cpus" => o.cpus = Some(value()?),
                 "--json" => o.json = Some(value()?.into()),
                 "--svg" => o.svg = Some(value()?.into()),
+                "--markdown" => o.markdown = Some(value()?.into()),
                 "--address" => o.address = Some(value()?.into()),
                 "-h" | "--help" => return Err(usage().into()),
                 other => return Err(format!("unknown argument {other:?}\n{}", usage()).into()),
@@ -488,13 +491,16 @@ struct Round {
     /// Mount syscalls of each container's rootfs (shim + container), from
     /// the shim's log line.
     mount_syscalls: Vec<u32>,
+    /// The rootfs construction time of each container, in the shim (its
+    /// log line).
+    rootfs: Vec<Duration>,
     leaks: Vec<String>,
 }
 
-/// Parses the shim's `created <id> (pid ..): ... (<s> strategy, <k> mount
-/// syscalls (...) in the shim, then 1 move_mount inside ...` log line into
-/// k + 1.
-fn mount_syscalls_of(log: &str, id: &str) -> Option<u32> {
+/// Parses the shim's `created <id> (pid ..): userns .. ms, rootfs <r> ms
+/// (<s> strategy, <k> mount syscalls (...) in the shim, then 1 move_mount
+/// inside ...` log line into (k + 1, r).
+fn shim_report_of(log: &str, id: &str) -> Option<(u32, f64)> {
     let needle = format!("created {id} (pid");
     let line = log.lines().find(|l| l.contains(&needle))?;
     let rest = &line[line.find(&needle)?..];
@@ -504,7 +510,9 @@ fn mount_syscalls_of(log: &str, id: &str) -> Option<u32> {
         return None;
     }
     let inside = u32::from(rest.contains("then 1 move_mount inside"));
-    Some(k + inside)
+    let r = rest.split(", rootfs ").nth(1)?;
+    let rootfs_ms: f64 = r.split_whitespace().next()?.parse().ok()?;
+    Some((k + inside, rootfs_ms))
 }
 
 /// Kills and deletes the round's tasks and containers (also on unwind).
@@ -667,12 +675,15 @@ fn storm(t: &mut Target, cfg: Config, image: &str, n: usize, tag: &str) -> Resul
     round.leaks = problems;
     if cfg.strategy().is_some() && t.daemon(cfg).log.is_some() {
         let log = t.daemon_mut(cfg).new_log();
-        round.mount_syscalls = round
+        for (k, r) in round
             .launches
             .iter()
             .filter(|l| l.result.is_ok())
-            .filter_map(|l| mount_syscalls_of(&log, &l.id))
-            .collect();
+            .filter_map(|l| shim_report_of(&log, &l.id))
+        {
+            round.mount_syscalls.push(k);
+            round.rootfs.push(Duration::from_secs_f64(r / 1e3));
+        }
     }
     Ok(round)
 }
@@ -728,6 +739,10 @@ pub struct Cell {
     pub mount_syscalls_max: Option<u32>,
     /// How many containers' counts were found in the log.
     pub mount_syscalls_logged: usize,
+    /// The rootfs construction in the shim (idshift only; from its log):
+    /// where the mount-lock contention shows without `ctr`'s and
+    /// containerd's share of the launch.
+    pub rootfs: Stats,
     pub mountinfo_before: usize,
     /// The most host mountinfo lines seen during the storms.
     pub mountinfo_peak: usize,
@@ -748,6 +763,7 @@ pub struct Cell {
 fn summarize(cfg: Config, layers: usize, n: usize, rounds: &[Round], wall: Duration) -> Cell {
     let mut errors = BTreeMap::new();
     let (mut task, mut e2e, mut reads, mut syscalls) = (vec![], vec![], vec![], vec![]);
+    let mut rootfs = vec![];
     let (mut added, mut peak, mut before) = (0f64, 0, usize::MAX);
     let (mut procs, mut rss, mut pss, mut mem_rounds) = (0f64, 0f64, 0f64, 0usize);
     let mut leaks = Vec::new();
@@ -766,6 +782,7 @@ fn summarize(cfg: Config, layers: usize, n: usize, rounds: &[Round], wall: Durat
         }
         reads.extend(r.mountinfo_reads.iter().copied());
         syscalls.extend(r.mount_syscalls.iter().copied());
+        rootfs.extend(r.rootfs.iter().copied());
         peak = peak.max(r.mountinfo_peak);
         before = before.min(r.mountinfo_before);
         if ok > 0 {
@@ -792,6 +809,7 @@ fn summarize(cfg: Config, layers: usize, n: usize, rounds: &[Round], wall: Durat
         mount_syscalls_min: syscalls.iter().min().copied(),
         mount_syscalls_max: syscalls.iter().max().copied(),
         mount_syscalls_logged: syscalls.len(),
+        rootfs: Stats::of(&rootfs),
         mountinfo_before: if before == usize::MAX { 0 } else { before },
         mountinfo_peak: peak,
         mountinfo_added_per_container: added,
@@ -875,6 +893,10 @@ fn write_outputs(run: &Run, opts: &Options) -> Result<(), Error> {
     }
     if let Some(path) = &opts.svg {
         std::fs::write(path, report::svg(run)).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &opts.markdown {
+        std::fs::write(path, report::markdown(run))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
 }
@@ -1016,7 +1038,7 @@ pub fn run(mut opts: Options, command: String) -> Result<bool, Error> {
     if let Some(p) = &opts.json {
         println!("wrote {}", p.display());
     }
-    if let Some(p) = &opts.svg {
+    for p in [&opts.svg, &opts.markdown].into_iter().flatten() {
         println!("wrote {}", p.display());
     }
     drop(t);
@@ -1037,9 +1059,9 @@ mod tests {
     fn mount_syscalls_from_the_shim_log() {
         let log = "time=x level=info msg=\"created b3-fd-1 (pid 4242): userns 1.8 ms, rootfs 2.2 ms (fd strategy, 4 mount syscalls (open_tree 1, mount_setattr 1, fsopen 1, fsmount 1, move_mount 0, mount 0, umount 0; fsconfig 53) in the shim, then 1 move_mount inside the container's own mount namespace), namespaces and init 21.8 ms\"\n\
                    msg=\"created b3-fd-10 (pid 4243): userns 1.8 ms, rootfs 9 ms (per-layer strategy, 202 mount syscalls (...) in the shim, then 1 move_mount inside\"";
-        assert_eq!(mount_syscalls_of(log, "b3-fd-1"), Some(5));
-        assert_eq!(mount_syscalls_of(log, "b3-fd-10"), Some(203));
-        assert_eq!(mount_syscalls_of(log, "b3-fd-2"), None);
+        assert_eq!(shim_report_of(log, "b3-fd-1"), Some((5, 2.2)));
+        assert_eq!(shim_report_of(log, "b3-fd-10"), Some((203, 9.0)));
+        assert_eq!(shim_report_of(log, "b3-fd-2"), None);
     }
 
     #[test]
