@@ -239,13 +239,31 @@ pub fn shim_memory(binary: &str, ids: &BTreeSet<String>) -> Memory {
     m
 }
 
-/// Lines of the host's `/proc/self/mountinfo` (the bench's mount namespace
-/// is the host's) and how long reading it took.
-pub fn read_mountinfo() -> Result<(usize, Duration), Error> {
+/// A read of the host's `/proc/self/mountinfo` (the bench's mount
+/// namespace is the host's).
+#[derive(Debug, Clone, Copy)]
+pub struct MountinfoRead {
+    /// Every line.
+    pub lines: usize,
+    /// The lines holding the needle (the bench's containerd's directory):
+    /// the mounts of the storm, not those of whatever else runs on the
+    /// host; every line when there is no needle.
+    pub ours: usize,
+    /// How long the read took.
+    pub took: Duration,
+}
+
+/// Reads the host's mountinfo, timing the read (the count is not timed).
+pub fn read_mountinfo(needle: Option<&str>) -> Result<MountinfoRead, Error> {
     let t = Instant::now();
     let text = std::fs::read_to_string("/proc/self/mountinfo")?;
     let took = t.elapsed();
-    Ok((text.lines().count(), took))
+    let lines = text.lines().count();
+    let ours = match needle {
+        Some(n) => text.lines().filter(|l| l.contains(n)).count(),
+        None => lines,
+    };
+    Ok(MountinfoRead { lines, ours, took })
 }
 
 #[cfg(test)]

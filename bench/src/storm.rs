@@ -238,6 +238,9 @@ struct Daemon {
     /// Where its log is (ours only), and how far the storm has read it.
     log: Option<PathBuf>,
     log_offset: u64,
+    /// What the host mountinfo lines of its mounts hold (ours: its
+    /// directory); `None`: the user's, every line counts.
+    mount_needle: Option<String>,
 }
 
 impl Daemon {
@@ -247,6 +250,7 @@ impl Daemon {
             address: c.address().to_path_buf(),
             log: Some(c.base().join("containerd.log")),
             log_offset: 0,
+            mount_needle: Some(format!("{}/", c.base().display())),
             private: Some(c),
         })
     }
@@ -365,6 +369,7 @@ fn setup(opts: &Options) -> Result<Target, Error> {
             address: a.clone(),
             log: None,
             log_offset: 0,
+            mount_needle: None,
         },
         None => Daemon::private(ContainerdOptions::idshift(""))?,
     };
@@ -481,10 +486,13 @@ fn launch(t: &Target, cfg: Config, image: &str, id: &str) -> Result<(Duration, D
 #[derive(Debug, Clone, Default)]
 struct Round {
     launches: Vec<Launch>,
-    /// Host mountinfo lines before the storm, at its peak, with all running.
+    /// Host mountinfo lines of this containerd before the storm and with
+    /// all running; the most lines of the whole host and of this
+    /// containerd during the storm.
     mountinfo_before: usize,
-    mountinfo_peak: usize,
     mountinfo_running: usize,
+    mountinfo_peak: usize,
+    mountinfo_peak_ours: usize,
     /// Reads of the host mountinfo during the storm.
     mountinfo_reads: Vec<Duration>,
     memory: Memory,
@@ -597,9 +605,13 @@ fn storm(t: &mut Target, cfg: Config, image: &str, n: usize, tag: &str) -> Resul
     // Nothing before this round's storm is of interest in the log.
     let _ = t.daemon_mut(cfg).new_log();
     let mut round = Round::default();
-    let (before, _) = host::read_mountinfo()?;
+    let needle = t.daemon(cfg).mount_needle.clone();
+    let needle = needle.as_deref();
+    let first = host::read_mountinfo(needle)?;
+    let before = first.ours;
     round.mountinfo_before = before;
-    round.mountinfo_peak = before;
+    round.mountinfo_peak = first.lines;
+    round.mountinfo_peak_ours = before;
     let t_ref: &Target = t;
     let mut guard = RoundGuard {
         t: t_ref,
@@ -628,9 +640,10 @@ fn storm(t: &mut Target, cfg: Config, image: &str, n: usize, tag: &str) -> Resul
         barrier.wait();
         // Sample the host mount table while the storm runs.
         while finished.load(Ordering::SeqCst) < n {
-            let (lines, took) = host::read_mountinfo()?;
-            round.mountinfo_peak = round.mountinfo_peak.max(lines);
-            round.mountinfo_reads.push(took);
+            let m = host::read_mountinfo(needle)?;
+            round.mountinfo_peak = round.mountinfo_peak.max(m.lines);
+            round.mountinfo_peak_ours = round.mountinfo_peak_ours.max(m.ours);
+            round.mountinfo_reads.push(m.took);
             std::thread::sleep(Duration::from_millis(5));
         }
         Ok(handles
@@ -644,9 +657,10 @@ fn storm(t: &mut Target, cfg: Config, image: &str, n: usize, tag: &str) -> Resul
             })
             .collect())
     })?;
-    let (running, _) = host::read_mountinfo()?;
-    round.mountinfo_running = running;
-    round.mountinfo_peak = round.mountinfo_peak.max(running);
+    let running = host::read_mountinfo(needle)?;
+    round.mountinfo_running = running.ours;
+    round.mountinfo_peak = round.mountinfo_peak.max(running.lines);
+    round.mountinfo_peak_ours = round.mountinfo_peak_ours.max(running.ours);
     round.memory = host::shim_memory(cfg.shim_binary(), &id_set);
     round.launches = launches;
     let mut problems = guard.clean();
@@ -659,10 +673,10 @@ fn storm(t: &mut Target, cfg: Config, image: &str, n: usize, tag: &str) -> Resul
         if shims > 0 {
             leaks.push(format!("{shims} shim processes of this round still run"));
         }
-        let (now, _) = host::read_mountinfo()?;
+        let now = host::read_mountinfo(needle)?.ours;
         if now > before {
             leaks.push(format!(
-                "host mountinfo has {} lines more than before the round",
+                "host mountinfo has {} lines of this containerd more than before the round",
                 now - before
             ));
         }
@@ -743,9 +757,13 @@ pub struct Cell {
     /// where the mount-lock contention shows without `ctr`'s and
     /// containerd's share of the launch.
     pub rootfs: Stats,
+    /// Host mountinfo lines of the bench's containerd before the storms
+    /// (every host line with `--address`).
     pub mountinfo_before: usize,
-    /// The most host mountinfo lines seen during the storms.
+    /// The most host mountinfo lines seen during the storms: all of the
+    /// host's, and those of the bench's containerd.
     pub mountinfo_peak: usize,
+    pub mountinfo_peak_ours: usize,
     /// Lines added per running container (all N running), worst round.
     pub mountinfo_added_per_container: f64,
     /// How long reading the host mountinfo took during the storms.
@@ -764,7 +782,7 @@ fn summarize(cfg: Config, layers: usize, n: usize, rounds: &[Round], wall: Durat
     let mut errors = BTreeMap::new();
     let (mut task, mut e2e, mut reads, mut syscalls) = (vec![], vec![], vec![], vec![]);
     let mut rootfs = vec![];
-    let (mut added, mut peak, mut before) = (0f64, 0, usize::MAX);
+    let (mut added, mut peak, mut peak_ours, mut before) = (0f64, 0, 0, usize::MAX);
     let (mut procs, mut rss, mut pss, mut mem_rounds) = (0f64, 0f64, 0f64, 0usize);
     let mut leaks = Vec::new();
     let mut launched = 0;
@@ -784,6 +802,7 @@ fn summarize(cfg: Config, layers: usize, n: usize, rounds: &[Round], wall: Durat
         syscalls.extend(r.mount_syscalls.iter().copied());
         rootfs.extend(r.rootfs.iter().copied());
         peak = peak.max(r.mountinfo_peak);
+        peak_ours = peak_ours.max(r.mountinfo_peak_ours);
         before = before.min(r.mountinfo_before);
         if ok > 0 {
             let a = (r.mountinfo_running as f64 - r.mountinfo_before as f64) / ok as f64;
@@ -812,6 +831,7 @@ fn summarize(cfg: Config, layers: usize, n: usize, rounds: &[Round], wall: Durat
         rootfs: Stats::of(&rootfs),
         mountinfo_before: if before == usize::MAX { 0 } else { before },
         mountinfo_peak: peak,
+        mountinfo_peak_ours: peak_ours,
         mountinfo_added_per_container: added,
         mountinfo_read: Stats::of(&reads),
         shim_processes: procs / m,
