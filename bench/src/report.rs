@@ -258,7 +258,10 @@ pub fn print(run: &Run) {
     }
     println!("\ngoals (ratios measured in this run):");
     print!("{}", goals_text(&run.goals));
-    println!("run took {:.0} s", run.duration_s);
+    println!(
+        "run took {:.0} s; load average at start {}, at end {}",
+        run.duration_s, run.loadavg_start, run.loadavg_end
+    );
 }
 
 /// The run as Markdown: the machine, the table, failures, leaks, goals.
@@ -267,13 +270,15 @@ pub fn markdown(run: &Run) -> String {
     let _ = writeln!(s, "Command: `{}`\n", run.command);
     let _ = writeln!(
         s,
-        "{} run, {:.0} s.\n",
+        "{} run, {:.0} s; /proc/loadavg at start `{}`, at end `{}`.\n",
         if run.complete {
             "Complete"
         } else {
             "INCOMPLETE (interrupted)"
         },
-        run.duration_s
+        run.duration_s,
+        run.loadavg_start,
+        run.loadavg_end
     );
     for l in run.topology.header() {
         let _ = writeln!(s, "    {l}");

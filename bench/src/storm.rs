@@ -854,6 +854,10 @@ pub struct Run {
     /// sweep: the client's start-up and connection, included in every
     /// latency (task and e2e: once and twice).
     pub ctr_overhead_ms: f64,
+    /// /proc/loadavg when the sweep started and when it ended (how busy the
+    /// machine was, the storm included).
+    pub loadavg_start: String,
+    pub loadavg_end: String,
     pub options: Options,
     pub cells: Vec<Cell>,
     pub goals: Vec<report::Goal>,
@@ -919,6 +923,12 @@ fn write_outputs(run: &Run, opts: &Options) -> Result<(), Error> {
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 /// Runs the storm sweep; returns whether it was clean (every launch
@@ -991,6 +1001,8 @@ pub fn run(mut opts: Options, command: String) -> Result<bool, Error> {
         complete: false,
         topology,
         ctr_overhead_ms,
+        loadavg_start: loadavg(),
+        loadavg_end: String::new(),
         options: opts.clone(),
         cells: Vec::new(),
         goals: Vec::new(),
@@ -1050,6 +1062,7 @@ pub fn run(mut opts: Options, command: String) -> Result<bool, Error> {
         }
     }
     progress.end();
+    run.loadavg_end = loadavg();
     run.complete = !INTERRUPTED.load(Ordering::SeqCst);
     run.duration_s = progress.start.elapsed().as_secs_f64();
     run.goals = report::goals(&run.cells);
