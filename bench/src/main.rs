@@ -338,6 +338,10 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo(),
         Some("rootfs") => bench_rootfs(&args[1..]),
+        Some("storm") if args[1..].iter().any(|a| a == "-h" || a == "--help") => {
+            println!("usage: {}", storm::usage());
+            return ExitCode::SUCCESS;
+        }
         Some("storm") => {
             let r = if std::env::var_os(WORKER_ENV).is_some() {
                 storm_worker(&args[1..])
