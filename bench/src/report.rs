@@ -429,6 +429,8 @@ fn color(c: Config) -> &'static str {
         Config::Plain => "#7570b3",
         Config::Runc => "#e7298a",
         Config::Crun => "#a6761d",
+        Config::FdGroup => "#1f78b4",
+        Config::RuncGroup => "#666666",
     }
 }
 

@@ -48,16 +48,36 @@ pub enum Config {
     Plain,
     Runc,
     Crun,
+    /// `fd`, every container of a round in one shim (the runc shim's group
+    /// annotation, which idshift honours as runc's shim does).
+    FdGroup,
+    /// The runc shim with runc, every container of a round in one shim.
+    RuncGroup,
 }
 
+/// The OCI annotation that puts containers in one shim.
+const GROUP_ANNOTATION: &str = "io.containerd.runc.v2.group";
+
 impl Config {
-    pub const ALL: [Config; 6] = [
+    /// The issue's six configurations: the default sweep.
+    pub const DEFAULT: [Config; 6] = [
         Config::Fd,
         Config::Path,
         Config::PerLayer,
         Config::Plain,
         Config::Runc,
         Config::Crun,
+    ];
+    /// Every configuration (the grouped ones only when asked for).
+    pub const ALL: [Config; 8] = [
+        Config::Fd,
+        Config::Path,
+        Config::PerLayer,
+        Config::Plain,
+        Config::Runc,
+        Config::Crun,
+        Config::FdGroup,
+        Config::RuncGroup,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +88,8 @@ impl Config {
             Config::Plain => "plain",
             Config::Runc => "runc",
             Config::Crun => "crun",
+            Config::FdGroup => "fd-group",
+            Config::RuncGroup => "runc-group",
         }
     }
 
@@ -80,6 +102,8 @@ impl Config {
             Config::Plain => "idshift plain (no userns)",
             Config::Runc => "runc shim + runc (no userns)",
             Config::Crun => "runc shim + crun (no userns)",
+            Config::FdGroup => "idshift fd, one shim per round (group)",
+            Config::RuncGroup => "runc shim + runc, one shim per round (group)",
         }
     }
 
@@ -99,12 +123,16 @@ impl Config {
     /// The idshift `strategy` of an idshift configuration.
     fn strategy(self) -> Option<&'static str> {
         match self {
-            Config::Fd => Some("fd"),
+            Config::Fd | Config::FdGroup => Some("fd"),
             Config::Path => Some("path"),
             Config::PerLayer => Some("per-layer"),
             Config::Plain => Some("plain"),
-            Config::Runc | Config::Crun => None,
+            Config::Runc | Config::Crun | Config::RuncGroup => None,
         }
+    }
+
+    fn grouped(self) -> bool {
+        matches!(self, Config::FdGroup | Config::RuncGroup)
     }
 
     fn shim_binary(self) -> &'static str {
@@ -144,6 +172,7 @@ pub fn usage() -> &'static str {
      [--configs fd,path,per-layer,plain,runc,crun] [--min-samples 10] [--cpus LIST]\n    \
      [--json FILE] [--svg FILE] [--markdown FILE] [--address SOCK] [--strict]\n  \
      --quick: layers 1,10, containers 1,5, min-samples 3 (a CI smoke run, < 3 min)\n  \
+     --configs also takes fd-group and runc-group: every container of a round in one shim\n  \
      --address: use that containerd (the idshift shim must be on its PATH; crun is then skipped)\n  \
      --strict: exit 1 if an idshift launch failed or anything leaked (a CI smoke check; never timings)"
 }
@@ -161,7 +190,7 @@ impl Options {
         let mut o = Options {
             layers: vec![1, 10, 50, 100],
             containers: vec![1, 10, 50, 100, 200],
-            configs: Config::ALL.to_vec(),
+            configs: Config::DEFAULT.to_vec(),
             min_samples: 10,
             cpus: None,
             json: None,
@@ -447,7 +476,13 @@ fn ctr_error(what: &str, out: &CtrOutput) -> String {
     )
 }
 
-fn launch(t: &Target, cfg: Config, image: &str, id: &str) -> Result<(Duration, Duration), String> {
+fn launch(
+    t: &Target,
+    cfg: Config,
+    image: &str,
+    id: &str,
+    group: &str,
+) -> Result<(Duration, Duration), String> {
     let d = t.daemon(cfg);
     let mut create: Vec<&str> = vec!["containers", "create"];
     let config_file;
@@ -466,6 +501,10 @@ fn launch(t: &Target, cfg: Config, image: &str, id: &str) -> Result<(Duration, D
             ]);
         }
         None => create.extend(["--runtime", RUNC_RUNTIME]),
+    }
+    let annotation = format!("{GROUP_ANNOTATION}={group}");
+    if cfg.grouped() {
+        create.extend(["--annotation", &annotation]);
     }
     create.extend([image, id, "sleep", "100000"]);
     let t0 = Instant::now();
@@ -628,7 +667,7 @@ fn storm(t: &mut Target, cfg: Config, image: &str, n: usize, tag: &str) -> Resul
                 let (barrier, finished) = (&barrier, &finished);
                 s.spawn(move || {
                     barrier.wait();
-                    let result = launch(t_ref, cfg, image, id);
+                    let result = launch(t_ref, cfg, image, id, tag);
                     finished.fetch_add(1, Ordering::SeqCst);
                     Launch {
                         id: id.clone(),
