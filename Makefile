@@ -22,9 +22,12 @@ install: build
 # The test command (README, .ci/run): every crate's unit and kernel tests and
 # the end-to-end tests against a private containerd (which finds the shim
 # binary built here first on its PATH).
+# Then the launch-storm benchmark's smoke run (--quick: every configuration,
+# small N and L; --strict fails on a failed launch or a leak, never on timings).
 test:
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --all-targets --no-fail-fast
+	target/debug/idshift-bench storm --quick --strict --json $${TMPDIR:-/tmp}/idshift-bench-quick.json
 
 # Installs containerd and busybox-static if missing (Debian), builds and
 # installs the shim, then runs the demo on a private containerd.
@@ -34,8 +37,13 @@ demo: install
 	$(RELEASE)/idshift-bench demo
 	$(RELEASE)/idshift-demo
 
+# The full launch-storm sweep (N in 1,10,50,100,200; L in 1,10,50,100; every
+# configuration), then the rootfs construction micro-benchmark.
+BENCH_OUT ?= bench-results
 bench: build
-	$(RELEASE)/idshift-bench rootfs
+	mkdir -p $(BENCH_OUT)
+	$(RELEASE)/idshift-bench storm --json $(BENCH_OUT)/storm.json --svg $(BENCH_OUT)/storm.svg
+	$(RELEASE)/idshift-bench rootfs --json $(BENCH_OUT)/rootfs.json
 
 lint:
 	$(CARGO) fmt --all -- --check

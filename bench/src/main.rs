@@ -4,7 +4,13 @@
 //! with every strategy, interleaved so that machine noise hits all alike, and
 //! prints per strategy the mount syscalls, the construction time and the
 //! ratio against the per-layer construction (containerd 2.0's) measured in
-//! the same run. `idshift-bench demo` is README's demo.
+//! the same run. `idshift-bench storm` launches N containers at once from
+//! an image of L layers under every configuration (see `storm.rs`).
+//! `idshift-bench demo` is README's demo.
+
+mod host;
+mod report;
+mod storm;
 
 use rootfs::{BuildOptions, Idmap, KernelFeatures, MountOps, Strategy};
 use serde::Serialize;
@@ -23,9 +29,66 @@ const STRATEGIES: [Strategy; 4] = [
     Strategy::Plain,
 ];
 
-fn usage() -> &'static str {
-    "usage: idshift-bench demo\n       \
-     idshift-bench rootfs [--layers 1,10,50,100,200] [--iterations N] [--json FILE]"
+fn usage() -> String {
+    format!(
+        "usage: idshift-bench demo\n       \
+         idshift-bench rootfs [--layers 1,10,50,100,200] [--iterations N] [--json FILE]\n       \
+         {}",
+        storm::usage()
+    )
+}
+
+/// Set in the environment of the storm's worker process.
+const WORKER_ENV: &str = "IDSHIFT_BENCH_STORM_WORKER";
+
+/// `idshift-bench storm`: the storm runs in a worker process of its own
+/// process group, so that a Ctrl-C at the terminal reaches neither the
+/// containerd it starts nor its `ctr`s; this process forwards SIGINT and
+/// SIGTERM to the worker, which stops after its current round and cleans
+/// everything up.
+fn storm_supervise(args: &[String]) -> Result<ExitCode, Error> {
+    use std::os::unix::process::CommandExt;
+    use std::sync::atomic::{AtomicI32, Ordering};
+    static WORKER: AtomicI32 = AtomicI32::new(0);
+    let exe = std::env::current_exe()?;
+    let mut child = std::process::Command::new(exe)
+        .arg("storm")
+        .args(args)
+        .env(WORKER_ENV, "1")
+        .process_group(0)
+        .spawn()
+        .map_err(|e| format!("starting the storm worker: {e}"))?;
+    WORKER.store(i32::try_from(child.id()).unwrap_or(0), Ordering::SeqCst);
+    ctrlc::set_handler(|| {
+        if let Some(pid) = rustix::process::Pid::from_raw(WORKER.load(Ordering::SeqCst)) {
+            eprintln!("\nidshift-bench: interrupted: finishing the current round and cleaning up");
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::INT);
+        }
+    })
+    .map_err(|e| format!("installing the SIGINT handler: {e}"))?;
+    let status = child.wait()?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
+}
+
+fn storm_worker(args: &[String]) -> Result<ExitCode, Error> {
+    ctrlc::set_handler(|| storm::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst))
+        .map_err(|e| format!("installing the SIGINT handler: {e}"))?;
+    let opts = storm::Options::parse(args).map_err(|e| e.to_string())?;
+    let strict = opts.strict;
+    let command = std::iter::once("idshift-bench storm".to_string())
+        .chain(args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let clean = storm::run(opts, command).map_err(|e| e.to_string())?;
+    if strict && !clean {
+        eprintln!("idshift-bench: --strict: a launch failed or something leaked (see above)");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn mountinfo_lines() -> Result<usize, Error> {
@@ -275,6 +338,24 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("demo") => demo(),
         Some("rootfs") => bench_rootfs(&args[1..]),
+        Some("storm") if args[1..].iter().any(|a| a == "-h" || a == "--help") => {
+            println!("usage: {}", storm::usage());
+            return ExitCode::SUCCESS;
+        }
+        Some("storm") => {
+            let r = if std::env::var_os(WORKER_ENV).is_some() {
+                storm_worker(&args[1..])
+            } else {
+                storm_supervise(&args[1..])
+            };
+            return match r {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("idshift-bench: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         _ => {
             eprintln!("{}", usage());
             return ExitCode::from(2);
