@@ -10,6 +10,7 @@ mod container;
 mod init;
 mod metrics;
 mod process;
+mod seccomp;
 mod service;
 mod shim;
 mod stdio;
