@@ -9,11 +9,17 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 SHIM := containerd-shim-idshift-v2
 RELEASE := target/release
 
-.PHONY: all build install test demo bench lint clean
+.PHONY: all deps build install test demo bench lint clean
 
 all: build
 
-build:
+# The shim links the system libseccomp (seccomp profiles): installs
+# libseccomp-dev with apt when it is missing (Debian/Ubuntu).
+deps:
+	@dpkg -s libseccomp-dev >/dev/null 2>&1 || pkg-config --exists libseccomp 2>/dev/null || \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libseccomp-dev)
+
+build: deps
 	$(CARGO) build --release --workspace --bins
 
 install: build
@@ -22,7 +28,7 @@ install: build
 # The test command (README, .ci/run): every crate's unit and kernel tests and
 # the end-to-end tests against a private containerd (which finds the shim
 # binary built here first on its PATH).
-test:
+test: deps
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 
@@ -37,7 +43,7 @@ demo: install
 bench: build
 	$(RELEASE)/idshift-bench rootfs
 
-lint:
+lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
