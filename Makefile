@@ -9,11 +9,17 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 SHIM := containerd-shim-idshift-v2
 RELEASE := target/release
 
-.PHONY: all build install test demo bench lint clean
+.PHONY: all deps build install test demo bench lint clean
 
 all: build
 
-build:
+# The shim links the system libseccomp (seccomp profiles): installs
+# libseccomp-dev with apt when it is missing (Debian/Ubuntu).
+deps:
+	@dpkg -s libseccomp-dev >/dev/null 2>&1 || pkg-config --exists libseccomp 2>/dev/null || \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libseccomp-dev)
+
+build: deps
 	$(CARGO) build --release --workspace --bins
 
 install: build
@@ -24,7 +30,7 @@ install: build
 # binary built here first on its PATH).
 # Then the launch-storm benchmark's smoke run (--quick: every configuration,
 # small N and L; --strict fails on a failed launch or a leak, never on timings).
-test:
+test: deps
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 	target/debug/idshift-bench storm --quick --strict --json $${TMPDIR:-/tmp}/idshift-bench-quick.json
@@ -45,7 +51,7 @@ bench: build
 	$(RELEASE)/idshift-bench storm --json $(BENCH_OUT)/storm.json --svg $(BENCH_OUT)/storm.svg
 	$(RELEASE)/idshift-bench rootfs --json $(BENCH_OUT)/rootfs.json
 
-lint:
+lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 

@@ -3,7 +3,7 @@
 //! descriptors passed alongside (SCM_RIGHTS).
 
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
-use oci_spec::runtime::{Process, Spec};
+use oci_spec::runtime::{LinuxSeccomp, Process, Spec};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::io::{self, IoSlice, IoSliceMut, Read};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -22,8 +22,14 @@ pub const MAX_FDS: usize = 64;
 pub enum ToInit {
     /// Set up a new container (fds: the user namespace, the detached rootfs).
     Container(Box<ContainerInit>),
-    /// Join the container of `pid` and run `process` in it.
-    Exec { pid: i32, process: Box<Process> },
+    /// Join the container of `pid` and run `process` in it, under the
+    /// container's seccomp profile.
+    Exec {
+        pid: i32,
+        process: Box<Process>,
+        #[serde(default)]
+        seccomp: Option<Box<LinuxSeccomp>>,
+    },
     /// Exec the workload now.
     Start,
 }

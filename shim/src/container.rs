@@ -144,9 +144,6 @@ fn host_root(maps: &[IdMap], what: &str) -> Result<u32, String> {
 
 /// Security settings idshift cannot apply yet are refused, never ignored.
 pub fn refuse_unsupported(spec: &Spec) -> Result<(), String> {
-    if spec.linux().as_ref().is_some_and(|l| l.seccomp().is_some()) {
-        return Err("the spec has a seccomp profile (linux.seccomp), which idshift does not apply yet; refusing rather than running the container unfiltered".into());
-    }
     if let Some(p) = spec.process() {
         if p.apparmor_profile().as_ref().is_some_and(|a| !a.is_empty()) {
             return Err("the spec sets an AppArmor profile (process.apparmorProfile), which idshift does not apply".into());

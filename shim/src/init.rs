@@ -6,11 +6,11 @@
 //! processes take the same path into an existing container.
 
 use crate::channel::{Channel, ContainerInit, FromInit, ToInit};
-use crate::{mounts, sys};
+use crate::{mounts, seccomp, sys};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::unistd::{chdir, pivot_root, Gid, Uid};
-use oci_spec::runtime::{LinuxNamespaceType, Process};
+use oci_spec::runtime::{LinuxNamespaceType, LinuxSeccomp, Process};
 use std::ffi::CString;
 use std::fs;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -31,7 +31,14 @@ pub fn main() -> ! {
     let mut ch = Channel::from_stream(sock);
     let result = match ch.recv::<ToInit>() {
         Ok(Some((ToInit::Container(c), fds))) => container(&mut ch, *c, fds),
-        Ok(Some((ToInit::Exec { pid, process }, _))) => exec(&mut ch, pid, *process),
+        Ok(Some((
+            ToInit::Exec {
+                pid,
+                process,
+                seccomp,
+            },
+            _,
+        ))) => exec(&mut ch, pid, *process, seccomp.as_deref()),
         Ok(Some((ToInit::Start, _))) => Err("Start before set-up".into()),
         Ok(None) => std::process::exit(1),
         Err(e) => Err(format!("reading the set-up message: {e}")),
@@ -237,7 +244,7 @@ fn stage2(
         .map_err(|e| format!("making the rootfs read-only: {e}"))?;
     }
     let process = spec.process().clone().ok_or("the spec has no process")?;
-    run(ch, &process)
+    run(ch, &process, linux.seccomp().as_ref())
 }
 
 /// The namespace a sysctl belongs to, if it is one a container may set
@@ -313,8 +320,15 @@ fn set_personality(p: &oci_spec::runtime::LinuxPersonality) -> Result<()> {
 }
 
 /// Ready, wait for Start, then exec `process` (common to containers and execs).
-fn run(ch: &mut Channel, process: &Process) -> Result<()> {
+fn run(ch: &mut Channel, process: &Process, seccomp: Option<&LinuxSeccomp>) -> Result<()> {
     let path = lookup(process)?;
+    // Compiled before Ready, so that a bad profile fails create; loaded at
+    // Start, as late as the spec allows.
+    let filter = seccomp
+        .map(seccomp::Filter::from_spec)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let load_at = seccomp::LoadAt::for_no_new_privileges(process.no_new_privileges() == Some(true));
     let master = if process.terminal() == Some(true) {
         Some(setup_terminal()?)
     } else {
@@ -331,7 +345,12 @@ fn run(ch: &mut Channel, process: &Process) -> Result<()> {
         Ok(Some(_)) => return Err("unexpected message while waiting for Start".into()),
         Err(e) => return Err(format!("waiting for Start: {e}")),
     }
-    finalize(process)?;
+    finalize(
+        process,
+        filter
+            .as_ref()
+            .filter(|_| load_at == seccomp::LoadAt::BeforeCapabilities),
+    )?;
     let args: Vec<CString> = process
         .args()
         .clone()
@@ -348,6 +367,9 @@ fn run(ch: &mut Channel, process: &Process) -> Result<()> {
         .collect();
     let path = CString::new(path.into_os_string().into_encoded_bytes())
         .map_err(|_| "the executable path contains a NUL byte".to_string())?;
+    if let (Some(f), seccomp::LoadAt::BeforeExec) = (&filter, load_at) {
+        f.load().map_err(|e| e.to_string())?;
+    }
     let err = nix::unistd::execve(&path, &args, &env).err();
     Err(format!(
         "exec {:?}: {}",
@@ -418,8 +440,10 @@ fn setup_terminal() -> Result<OwnedFd> {
     Ok(master)
 }
 
-/// Credentials, capabilities and the rest of the process's own settings.
-fn finalize(process: &Process) -> Result<()> {
+/// Credentials, capabilities and the rest of the process's own settings;
+/// `filter` is a seccomp filter to load before capabilities and credentials
+/// change (without no_new_privs, loading needs CAP_SYS_ADMIN).
+fn finalize(process: &Process, filter: Option<&seccomp::Filter>) -> Result<()> {
     for r in process.rlimits().clone().unwrap_or_default() {
         let res = rlimit_resource(&format!("{:?}", r.typ()))
             .ok_or_else(|| format!("unknown rlimit {:?}", r.typ()))?;
@@ -446,6 +470,9 @@ fn finalize(process: &Process) -> Result<()> {
     }
     if let Some(io) = process.io_priority() {
         set_io_priority(io)?;
+    }
+    if let Some(f) = filter {
+        f.load().map_err(|e| e.to_string())?;
     }
     let user = process.user();
     let caps = process.capabilities().clone().unwrap_or_default();
@@ -550,7 +577,12 @@ fn rlimit_resource(name: &str) -> Option<rustix::process::Resource> {
 }
 
 /// An exec process: join every namespace of the container's init `pid`.
-fn exec(ch: &mut Channel, pid: i32, process: Process) -> Result<()> {
+fn exec(
+    ch: &mut Channel,
+    pid: i32,
+    process: Process,
+    seccomp: Option<&LinuxSeccomp>,
+) -> Result<()> {
     let proc = PathBuf::from(format!("/proc/{pid}/ns"));
     let open = |n: &str| {
         fs::File::open(proc.join(n)).map_err(|e| format!("opening {}/{n}: {e}", proc.display()))
@@ -586,5 +618,5 @@ fn exec(ch: &mut Channel, pid: i32, process: Process) -> Result<()> {
     for (f, flag) in &others {
         setns(f.as_fd(), *flag).map_err(|e| format!("joining {flag:?}: {e}"))?;
     }
-    fork_and_report(ch, |ch| run(ch, &process))
+    fork_and_report(ch, |ch| run(ch, &process, seccomp))
 }

@@ -11,6 +11,7 @@ mod init;
 mod metrics;
 mod mounts;
 mod process;
+mod seccomp;
 mod service;
 mod shim;
 mod stdio;

@@ -565,7 +565,7 @@ impl Task for TaskService {
     }
 
     async fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtResult<Empty> {
-        let (init_pid, namespace, cgroup) = {
+        let (init_pid, namespace, cgroup, bundle) = {
             let mut cs = self.inner.containers.lock().await;
             let c = get(&mut cs, &req.id)?;
             if c.execs.contains_key(&req.exec_id) {
@@ -581,7 +581,12 @@ impl Task for TaskService {
                     c.init.state.name()
                 )));
             }
-            (c.init.pid, self.inner.namespace.clone(), c.cgroup.clone())
+            (
+                c.init.pid,
+                self.inner.namespace.clone(),
+                c.cgroup.clone(),
+                c.bundle.clone(),
+            )
         };
         let spec = req.spec.as_ref().ok_or_else(|| {
             status(
@@ -600,11 +605,18 @@ impl Task for TaskService {
         let exec_id = req.exec_id.clone();
         let id = req.id.clone();
         let spawned = tokio::task::spawn_blocking(move || {
+            // An exec runs under the container's seccomp profile, as in runc.
+            let seccomp = crate::container::read_spec(&bundle)?
+                .linux()
+                .as_ref()
+                .and_then(|l| l.seccomp().clone())
+                .map(Box::new);
             let (stdio, io) = ProcessIo::prepare(&uris, &id, &namespace)
                 .map_err(|e| format!("setting up stdio: {e}"))?;
             let msg = crate::channel::ToInit::Exec {
                 pid: init_pid,
                 process: Box::new(process_spec),
+                seccomp,
             };
             let (mut p, pty) = process::spawn_blocking(
                 &exec_id,

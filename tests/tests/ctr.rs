@@ -606,17 +606,6 @@ fn a_killed_shim_is_cleaned_up_by_shim_delete() {
     assert_no_leaks(&c);
 }
 
-/// A seccomp profile idshift cannot apply yet is refused, not ignored.
-#[test]
-fn unsupported_security_settings_are_refused() {
-    let c = setup("", &[(IMG, 1)]);
-    let out = c.ctr(NS, &["run", "--rm", "--seccomp", RT, IMG, "sc1", "true"]);
-    assert_ne!(out.code, Some(0), "{out:?}");
-    assert!(out.stderr.contains("seccomp"), "{out:?}");
-    let _ = c.ctr(NS, &["containers", "rm", "sc1"]);
-    assert_no_leaks(&c);
-}
-
 /// A namespace given by path in the spec is joined (here: another
 /// container's network namespace), while the user namespace stays its own.
 #[test]
