@@ -478,8 +478,9 @@ fn finalize(process: &Process, filter: Option<&seccomp::Filter>) -> Result<()> {
     let caps = process.capabilities().clone().unwrap_or_default();
     // Bounding set first, while we still hold CAP_SETPCAP.
     if let Some(b) = caps.bounding() {
+        let keep = cap_set(b);
         for c in caps::all() {
-            if !b.iter().any(|x| x.to_string() == c.to_string()) {
+            if !keep.contains(&c) {
                 caps::drop(None, caps::CapSet::Bounding, c)
                     .map_err(|e| format!("dropping {c} from the bounding set: {e}"))?;
             }
@@ -498,13 +499,7 @@ fn finalize(process: &Process, filter: Option<&seccomp::Filter>) -> Result<()> {
     nix::sys::prctl::set_keepcaps(true).map_err(|e| format!("PR_SET_KEEPCAPS: {e}"))?;
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setresuid({uid}): {e}"))?;
     let to_set = |set: &Option<oci_spec::runtime::Capabilities>| -> caps::CapsHashSet {
-        set.as_ref()
-            .map(|s| {
-                s.iter()
-                    .filter_map(|c| c.to_string().parse::<caps::Capability>().ok())
-                    .collect()
-            })
-            .unwrap_or_default()
+        set.as_ref().map(cap_set).unwrap_or_default()
     };
     // Each capset must keep effective within permitted, and raising
     // inheritable needs CAP_SETPCAP, so: inheritable, effective, permitted.
@@ -528,6 +523,24 @@ fn finalize(process: &Process, filter: Option<&seccomp::Filter>) -> Result<()> {
         rustix::process::umask(rustix::fs::Mode::from_raw_mode(mask & 0o777));
     }
     Ok(())
+}
+
+/// The capabilities of an OCI set as the `caps` crate names them
+/// (oci-spec prints `CHOWN`, caps parses `CAP_CHOWN`). Capabilities this
+/// build does not know are left out, as runc does with ones the kernel
+/// lacks.
+fn cap_set(set: &oci_spec::runtime::Capabilities) -> caps::CapsHashSet {
+    set.iter()
+        .filter_map(|c| {
+            let name = c.to_string();
+            let name = if name.starts_with("CAP_") {
+                name
+            } else {
+                format!("CAP_{name}")
+            };
+            name.parse::<caps::Capability>().ok()
+        })
+        .collect()
 }
 
 /// `process.ioPriority`: the class and level (0-7) for ioprio_set.
@@ -619,4 +632,23 @@ fn exec(
         setns(f.as_fd(), *flag).map_err(|e| format!("joining {flag:?}: {e}"))?;
     }
     fork_and_report(ch, |ch| run(ch, &process, seccomp))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oci_capability_names_map_to_caps() {
+        let set: oci_spec::runtime::Capabilities = [
+            oci_spec::runtime::Capability::Chown,
+            oci_spec::runtime::Capability::NetRaw,
+        ]
+        .into_iter()
+        .collect();
+        let got = cap_set(&set);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(got.contains(&caps::Capability::CAP_CHOWN));
+        assert!(got.contains(&caps::Capability::CAP_NET_RAW));
+    }
 }
