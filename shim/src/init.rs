@@ -83,6 +83,10 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
     }
     let rootfs_fd = fds.pop().ok_or("no rootfs fd")?;
     let userns_fd = fds.pop();
+    // Bind sources are taken with the host's privileges, before the user
+    // namespace: its root may not be able to reach them (containerd's own
+    // directories, e.g. CRI's /etc/hosts and /dev/shm, are mode 0700).
+    let binds = clone_bind_sources(&c.spec.mounts().clone().unwrap_or_default())?;
     // Join namespaces given by path first, with the host's privileges.
     for ns in namespaces
         .iter()
@@ -108,7 +112,31 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
         flags |= ns_flag(ns.typ());
     }
     unshare(flags).map_err(|e| format!("unshare({flags:?}): {e}"))?;
-    fork_and_report(ch, |ch| stage2(ch, &c, rootfs_fd))
+    fork_and_report(ch, |ch| stage2(ch, &c, rootfs_fd, binds))
+}
+
+/// Detached clones (`open_tree(OPEN_TREE_CLONE)`, recursive for `rbind`) of
+/// the sources of the spec's bind mounts, by mount index.
+fn clone_bind_sources(mounts: &[Mount]) -> Result<Vec<Option<OwnedFd>>> {
+    mounts
+        .iter()
+        .map(|m| {
+            let (flags, _, _) = parse_options(&m.options().clone().unwrap_or_default());
+            let is_bind = flags.contains(MsFlags::MS_BIND) || m.typ().as_deref() == Some("bind");
+            let source = m.source().clone().unwrap_or_default();
+            if !is_bind || !source.is_absolute() {
+                return Ok(None);
+            }
+            let mut of = rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+                | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC;
+            if flags.contains(MsFlags::MS_REC) {
+                of |= rustix::mount::OpenTreeFlags::AT_RECURSIVE;
+            }
+            rustix::mount::open_tree(rustix::fs::CWD, &source, of)
+                .map(Some)
+                .map_err(|e| format!("opening bind mount source {}: {e}", source.display()))
+        })
+        .collect()
 }
 
 /// Forks (the child enters a new pid namespace, if one was unshared, as its
@@ -143,7 +171,12 @@ fn fork_and_report(ch: &mut Channel, child: impl FnOnce(&mut Channel) -> Result<
     }
 }
 
-fn stage2(ch: &mut Channel, c: &ContainerInit, rootfs_fd: OwnedFd) -> Result<()> {
+fn stage2(
+    ch: &mut Channel,
+    c: &ContainerInit,
+    rootfs_fd: OwnedFd,
+    mut binds: Vec<Option<OwnedFd>>,
+) -> Result<()> {
     let spec = &c.spec;
     let target = &c.rootfs_target;
     mount(
@@ -158,11 +191,11 @@ fn stage2(ch: &mut Channel, c: &ContainerInit, rootfs_fd: OwnedFd) -> Result<()>
         .map_err(|e| format!("attaching the rootfs at {}: {e}", target.display()))?;
     drop(rootfs_fd);
     let mut dev_tmpfs = false;
-    for m in spec.mounts().clone().unwrap_or_default() {
+    for (i, m) in spec.mounts().clone().unwrap_or_default().iter().enumerate() {
         if m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs") {
             dev_tmpfs = true;
         }
-        mount_one(target, &m)?;
+        mount_one(target, m, binds.get_mut(i).and_then(Option::take))?;
     }
     if dev_tmpfs {
         default_devices(target)?;
@@ -501,7 +534,9 @@ fn parse_options(opts: &[String]) -> (MsFlags, MsFlags, Vec<String>) {
     (flags, propagation, data)
 }
 
-fn mount_one(root: &Path, m: &Mount) -> Result<()> {
+/// Does mount `m` under `root`; a bind mount attaches `bind_src` (its
+/// source's detached clone) when given.
+fn mount_one(root: &Path, m: &Mount, bind_src: Option<OwnedFd>) -> Result<()> {
     let dest = inside(root, m.destination())?;
     let typ = m.typ().clone().unwrap_or_default();
     let (flags, propagation, data) = parse_options(&m.options().clone().unwrap_or_default());
@@ -509,7 +544,13 @@ fn mount_one(root: &Path, m: &Mount) -> Result<()> {
     let is_bind = flags.contains(MsFlags::MS_BIND) || typ == "bind";
     let source = m.source().clone().unwrap_or_default();
     // Create the mount point: a file for a bind of a non-directory.
-    let file_target = is_bind && fs::metadata(&source).is_ok_and(|md| !md.is_dir());
+    let file_target = is_bind
+        && match &bind_src {
+            Some(fd) => rustix::fs::fstat(fd).is_ok_and(|st| {
+                rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Directory
+            }),
+            None => fs::metadata(&source).is_ok_and(|md| !md.is_dir()),
+        };
     if file_target {
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).map_err(|e| format!("mkdir {}: {e}", parent.display()))?;
@@ -524,13 +565,17 @@ fn mount_one(root: &Path, m: &Mount) -> Result<()> {
     let data_opt = (!data.is_empty()).then_some(data.as_str());
     if is_bind {
         let rec = flags & MsFlags::MS_REC;
-        mount(
-            Some(&source),
-            &dest,
-            None::<&str>,
-            MsFlags::MS_BIND | rec,
-            None::<&str>,
-        )
+        match bind_src {
+            Some(fd) => rootfs::attach_mount(fd.as_fd(), &dest)
+                .map_err(|e| nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))),
+            None => mount(
+                Some(&source),
+                &dest,
+                None::<&str>,
+                MsFlags::MS_BIND | rec,
+                None::<&str>,
+            ),
+        }
         .map_err(|e| {
             format!(
                 "bind mount {} on {}: {e}",
@@ -713,13 +758,17 @@ fn exec(ch: &mut Channel, pid: i32, process: Process) -> Result<()> {
             others.push((f, flag));
         }
     }
+    // The others first, with the host's privileges: some may be owned by
+    // the host's user namespace rather than the container's (a CRI pod's
+    // network namespace, which containerd made), and could not be joined
+    // from inside the container's.
+    for (f, flag) in &others {
+        setns(f.as_fd(), *flag).map_err(|e| format!("joining {flag:?}: {e}"))?;
+    }
     if !same("user", &user) {
         setns(user.as_fd(), CloneFlags::CLONE_NEWUSER)
             .map_err(|e| format!("joining the user namespace: {e}"))?;
         become_ns_root()?;
-    }
-    for (f, flag) in &others {
-        setns(f.as_fd(), *flag).map_err(|e| format!("joining {flag:?}: {e}"))?;
     }
     fork_and_report(ch, |ch| run(ch, &process))
 }
