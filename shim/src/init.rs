@@ -605,7 +605,10 @@ fn mount_one(root: &Path, m: &Mount, bind_src: Option<OwnedFd>) -> Result<()> {
             (Ok(()), _) => {}
             // Without a network (or cgroup, ipc) namespace of our own the
             // kernel refuses a new instance: bind the host's, read-only.
-            (Err(nix::errno::Errno::EPERM), "sysfs" | "cgroup" | "cgroup2" | "mqueue") => {
+            // A v1 "cgroup" of every controller is busy on a v1 host (runc
+            // mounts each hierarchy): the host's, read-only, too.
+            (Err(nix::errno::Errno::EPERM), "sysfs" | "cgroup" | "cgroup2" | "mqueue")
+            | (Err(nix::errno::Errno::EBUSY), "cgroup") => {
                 let host = match typ.as_str() {
                     "sysfs" => "/sys",
                     "mqueue" => "/dev/mqueue",
@@ -744,6 +747,7 @@ fn exec(ch: &mut Channel, pid: i32, process: Process) -> Result<()> {
         let theirs = f.metadata().map(|m| (m.dev(), m.ino()));
         matches!((own, theirs), (Ok(a), Ok(b)) if a == b)
     };
+    let join_user = !same("user", &user);
     let mut others = Vec::new();
     for (n, flag) in [
         ("ipc", CloneFlags::CLONE_NEWIPC),
@@ -761,11 +765,12 @@ fn exec(ch: &mut Channel, pid: i32, process: Process) -> Result<()> {
     // The others first, with the host's privileges: some may be owned by
     // the host's user namespace rather than the container's (a CRI pod's
     // network namespace, which containerd made), and could not be joined
-    // from inside the container's.
+    // from inside the container's. (Every comparison with our own is made
+    // before: /proc/self is not ours inside the container's mounts.)
     for (f, flag) in &others {
         setns(f.as_fd(), *flag).map_err(|e| format!("joining {flag:?}: {e}"))?;
     }
-    if !same("user", &user) {
+    if join_user {
         setns(user.as_fd(), CloneFlags::CLONE_NEWUSER)
             .map_err(|e| format!("joining the user namespace: {e}"))?;
         become_ns_root()?;

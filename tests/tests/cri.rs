@@ -73,6 +73,11 @@ struct Env {
 }
 
 fn setup(cni: bool, images: &[(&str, usize)]) -> Env {
+    setup_with(cni, images, "")
+}
+
+/// [`setup`] with `idshift_toml` added to idshift's config.
+fn setup_with(cni: bool, images: &[(&str, usize)], idshift_toml: &str) -> Env {
     let (toml, handler) = readme_cri();
     let net = cni.then(|| CniNetwork::new().expect("a CNI network"));
     let c = Containerd::start(ContainerdOptions {
@@ -81,7 +86,7 @@ fn setup(cni: bool, images: &[(&str, usize)]) -> Env {
         extra_config: toml,
         sandbox_image: Some(PAUSE_IMAGE.into()),
         cni_conflist: net.as_ref().map(CniNetwork::conflist),
-        ..Default::default()
+        idshift_toml: idshift_toml.to_string(),
     })
     .expect("start containerd with the CRI plugin");
     import_pause_image(&c).expect("import the pause image");
@@ -508,4 +513,102 @@ fn cni_pods_share_localhost_reach_each_other_and_have_disjoint_ranges() {
         !Path::new("/sys/class/net").join(&bridge).exists(),
         "the test bridge {bridge} is removed"
     );
+}
+
+/// Processes whose real uid is in `[base, base + size)` (host IDs of a range).
+fn processes_in_range(base: u64, size: u64) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
+        let uid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|u| u.parse::<u64>().ok());
+        if uid.is_some_and(|u| u >= base && u < base + size) {
+            found.push(format!(
+                "{}: {}",
+                e.file_name().to_string_lossy(),
+                status.lines().next().unwrap_or_default()
+            ));
+        }
+    }
+    found
+}
+
+/// The pod's shim is SIGKILLed: containerd runs `shim delete` for each of
+/// the pod's tasks, which kills the pod's processes and releases its range
+/// (the sandbox's first killing the other containers); CRI then stops and
+/// removes the pod and nothing is left.
+#[test]
+fn a_killed_pod_shim_is_cleaned_up() {
+    let env = setup(false, &[(IMG, 1)]);
+    let cri = &env.cri;
+    let name = idshift_tests::unique("pod");
+    let pc = pod_config(&name, &env.log_dir(&name), true, false);
+    let pod = cri
+        .run_pod(&pc, &env.handler)
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", env.c.log_tail(100)));
+    let mut ids = Vec::new();
+    for n in ["a", "b"] {
+        let id = cri
+            .create_container(&pod, &pc, &container_config(n, IMG, &SLEEPER, &pc))
+            .expect("CreateContainer");
+        cri.start_container(&id).expect("StartContainer");
+        ids.push(id);
+    }
+    let (_, host, size) = uid_map(&env.exec_out(&ids[0], &["cat", "/proc/self/uid_map"]));
+    assert!(!processes_in_range(host, size).is_empty());
+    let shims = env.shims();
+    assert_eq!(shims.len(), 1, "{shims:?}");
+    let pid = rustix::process::Pid::from_raw(shims[0].0 as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).expect("kill the shim");
+    for id in &ids {
+        cri.wait_exited(id, Duration::from_secs(30))
+            .unwrap_or_else(|e| panic!("{e}\n{}", env.c.log_tail(100)));
+    }
+    wait_for("the pod's range released", Duration::from_secs(30), || {
+        let left = processes_in_range(host, size);
+        if env.c.live_ranges() == 0 && left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} ranges, processes {left:?}",
+                env.c.live_ranges()
+            ))
+        }
+    });
+    for id in &ids {
+        cri.remove_container(id).expect("RemoveContainer");
+    }
+    cri.stop_pod(&pod).expect("StopPodSandbox");
+    cri.remove_pod(&pod).expect("RemovePodSandbox");
+    env.assert_no_leaks();
+}
+
+/// `userns = "when-requested"`: a pod containerd asks no user namespace for
+/// runs on the host's IDs, with no range allocated.
+#[test]
+fn when_requested_pods_without_mappings_run_without_a_user_namespace() {
+    let env = setup_with(false, &[(IMG, 1)], "userns = \"when-requested\"");
+    let cri = &env.cri;
+    let name = idshift_tests::unique("pod");
+    let pc = pod_config(&name, &env.log_dir(&name), true, false);
+    let pod = cri
+        .run_pod(&pc, &env.handler)
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", env.c.log_tail(100)));
+    let id = cri
+        .create_container(&pod, &pc, &container_config("a", IMG, &SLEEPER, &pc))
+        .expect("CreateContainer");
+    cri.start_container(&id).expect("StartContainer");
+    let m = env.exec_out(&id, &["cat", "/proc/self/uid_map"]);
+    assert_eq!(uid_map(&m), (0, 0, 4294967295), "the host's IDs: {m}");
+    assert_eq!(env.c.live_ranges(), 0);
+    cri.stop_container(&id, 10).expect("StopContainer");
+    cri.remove_container(&id).expect("RemoveContainer");
+    cri.stop_pod(&pod).expect("StopPodSandbox");
+    cri.remove_pod(&pod).expect("RemovePodSandbox");
+    env.assert_no_leaks();
 }
