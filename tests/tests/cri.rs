@@ -328,6 +328,21 @@ fn host_network_pod_of_three_containers_one_shim_one_range() {
         "layer 60\n"
     );
 
+    // The 60-layer rootfs cost the mount syscalls the 1-layer one did
+    // (the idmapped construction is constant in layers).
+    let log = env.c.log();
+    let cost = |id: &str| {
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("created {id} ")))
+            .unwrap_or_else(|| panic!("the shim logs the create of {id}"));
+        let from = line.find("strategy, ").expect("strategy in the create log") + 10;
+        // fsconfig (one per layer) is no mount-table operation.
+        let to = line[from..].find("; fsconfig").expect("mount syscalls") + from;
+        line[from..to].to_string()
+    };
+    assert_eq!(cost(stubborn_id), cost(app_id), "constant in layers");
+
     // ExecSync: output, exit code, timeout.
     let r = cri
         .exec_sync(
