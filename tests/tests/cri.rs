@@ -627,3 +627,45 @@ fn when_requested_pods_without_mappings_run_without_a_user_namespace() {
     cri.remove_pod(&pod).expect("RemovePodSandbox");
     env.assert_no_leaks();
 }
+
+/// The pod's pause process dies: CRI deletes the sandbox's task at once,
+/// while the pod's containers run. Their processes are killed before the
+/// pod's range is released (none may run on in a range another pod can
+/// get); the shim serves their tasks until they are deleted, then exits.
+#[test]
+fn a_dead_sandbox_takes_its_containers_before_its_range_goes() {
+    let env = setup(false, &[(IMG, 1)]);
+    let cri = &env.cri;
+    let name = idshift_tests::unique("pod");
+    let pc = pod_config(&name, &env.log_dir(&name), true, false);
+    let pod = cri
+        .run_pod(&pc, &env.handler)
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", env.c.log_tail(100)));
+    let id = cri
+        .create_container(&pod, &pc, &container_config("a", IMG, &SLEEPER, &pc))
+        .expect("CreateContainer");
+    cri.start_container(&id).expect("StartContainer");
+    let (_, host, size) = uid_map(&env.exec_out(&id, &["cat", "/proc/self/uid_map"]));
+    let pause = rustix::process::Pid::from_raw(sandbox_pid(cri, &pod) as i32).expect("pid");
+    rustix::process::kill_process(pause, rustix::process::Signal::KILL).expect("kill pause");
+    let s = cri
+        .wait_exited(&id, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", env.c.log_tail(100)));
+    assert_eq!(s.exit_code, 137, "{s:?}");
+    wait_for("the pod's range released", Duration::from_secs(30), || {
+        let left = processes_in_range(host, size);
+        if env.c.live_ranges() == 0 && left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} ranges, processes {left:?}",
+                env.c.live_ranges()
+            ))
+        }
+    });
+    cri.remove_container(&id).expect("RemoveContainer");
+    cri.stop_pod(&pod).expect("StopPodSandbox");
+    cri.remove_pod(&pod).expect("RemovePodSandbox");
+    env.assert_no_leaks();
+    assert!(env.shims().is_empty());
+}
