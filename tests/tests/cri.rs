@@ -186,6 +186,28 @@ fn sandbox_pid(cri: &Cri, pod: &str) -> u32 {
     info["pid"].as_u64().expect("pid in the pod's info") as u32
 }
 
+/// The network namespace path of a CNI pod (from its sandbox's spec in the
+/// verbose status).
+fn sandbox_netns(cri: &Cri, pod: &str) -> String {
+    let r = cri
+        .block_on(
+            cri.runtime()
+                .pod_sandbox_status(k8s_cri::v1::PodSandboxStatusRequest {
+                    pod_sandbox_id: pod.to_string(),
+                    verbose: true,
+                }),
+        )
+        .expect("verbose pod status");
+    let info: serde_json::Value =
+        serde_json::from_str(r.info.get("info").expect("info")).expect("info JSON");
+    info["runtimeSpec"]["linux"]["namespaces"]
+        .as_array()
+        .and_then(|nss| nss.iter().find(|n| n["type"] == "network"))
+        .and_then(|n| n["path"].as_str())
+        .expect("a CNI pod's network namespace path")
+        .to_string()
+}
+
 /// The CRI log lines of a container: `<RFC 3339 time> <stream> <P|F> <text>`.
 fn cri_log(path: &Path) -> Vec<(String, String, String)> {
     std::fs::read_to_string(path)
@@ -447,6 +469,7 @@ fn cni_pods_share_localhost_reach_each_other_and_have_disjoint_ranges() {
         format!("mkdir -p /www && echo {text} > /www/index.html && exec httpd -f -p 8080 -h /www")
     };
     let mut pods = Vec::new();
+    let mut netnses = Vec::new();
     for (i, share_pid) in [(0, false), (1, true)] {
         let name = idshift_tests::unique(&format!("pod{i}"));
         let pc = pod_config(&name, &env.log_dir(&name), false, share_pid);
@@ -472,6 +495,9 @@ fn cni_pods_share_localhost_reach_each_other_and_have_disjoint_ranges() {
             .map(|n| n.ip.clone())
             .expect("a CNI pod has an IP");
         assert!(ip.starts_with("10.234."), "{ip} is on the test subnet");
+        let netns = sandbox_netns(cri, &pod);
+        assert!(Path::new(&netns).exists(), "{netns}");
+        netnses.push(netns);
         pods.push((pod, cs, ip, share_pid));
     }
     assert_eq!(env.shims().len(), 2, "one shim per pod");
@@ -523,6 +549,9 @@ fn cni_pods_share_localhost_reach_each_other_and_have_disjoint_ranges() {
     }
     env.assert_no_leaks();
     assert!(env.shims().is_empty());
+    for netns in &netnses {
+        assert!(!Path::new(netns).exists(), "{netns} is removed");
+    }
     drop(env);
     assert!(
         !Path::new("/sys/class/net").join(&bridge).exists(),
