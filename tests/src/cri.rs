@@ -225,6 +225,98 @@ impl Cri {
     }
 }
 
+/// What a streaming exec gave.
+#[derive(Debug, Default)]
+pub struct StreamedExec {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub exit_code: i32,
+}
+
+/// The remotecommand channels of the websocket protocol.
+const CH_STDIN: u8 = 0;
+const CH_STDOUT: u8 = 1;
+const CH_STDERR: u8 = 2;
+const CH_ERROR: u8 = 3;
+
+impl Cri {
+    /// The streaming Exec, as `crictl exec` does it: the CRI `Exec` call
+    /// gives a URL of containerd's streaming server, spoken to over a
+    /// websocket with Kubernetes' `v4.channel.k8s.io` protocol (one byte of
+    /// channel, then data; the error channel ends with a JSON status whose
+    /// causes carry the exit code). `stdin`, when given, is sent as one
+    /// message (v4 cannot close stdin: the command must stop reading by
+    /// itself).
+    pub fn exec_stream(
+        &self,
+        id: &str,
+        cmd: &[&str],
+        stdin: Option<&[u8]>,
+    ) -> Result<StreamedExec, Error> {
+        use tungstenite::client::IntoClientRequest;
+        use tungstenite::Message;
+        let r = self.block_on(self.runtime().exec(ExecRequest {
+            container_id: id.to_string(),
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            tty: false,
+            stdin: stdin.is_some(),
+            stdout: true,
+            stderr: true,
+        }))?;
+        let url = r
+            .url
+            .strip_prefix("http://")
+            .map(|rest| format!("ws://{rest}"))
+            .ok_or_else(|| format!("the streaming server's URL is not http: {}", r.url))?;
+        let mut req = url.as_str().into_client_request()?;
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", "v4.channel.k8s.io".parse()?);
+        let (mut ws, _) = tungstenite::connect(req)?;
+        if let tungstenite::stream::MaybeTlsStream::Plain(s) = ws.get_mut() {
+            s.set_read_timeout(Some(CALL_TIMEOUT))?;
+        }
+        if let Some(data) = stdin {
+            let mut m = vec![CH_STDIN];
+            m.extend_from_slice(data);
+            ws.send(Message::binary(m))?;
+        }
+        let mut out = StreamedExec::default();
+        let mut error = Vec::new();
+        loop {
+            match ws.read() {
+                Ok(Message::Binary(b)) => match b.split_first() {
+                    Some((&CH_STDOUT, d)) => out.stdout.extend_from_slice(d),
+                    Some((&CH_STDERR, d)) => out.stderr.extend_from_slice(d),
+                    Some((&CH_ERROR, d)) => error.extend_from_slice(d),
+                    _ => {}
+                },
+                Ok(Message::Close(_))
+                | Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    break
+                }
+                Ok(_) => {}
+                Err(e) => return Err(format!("the exec stream: {e}").into()),
+            }
+        }
+        // v4: a metav1.Status, Success or Failure with an ExitCode cause.
+        let status: serde_json::Value = serde_json::from_slice(&error).map_err(|e| {
+            format!(
+                "the exec's status {:?}: {e}",
+                String::from_utf8_lossy(&error)
+            )
+        })?;
+        if status["status"] != "Success" {
+            out.exit_code = status["details"]["causes"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["reason"] == "ExitCode"))
+                .and_then(|c| c["message"].as_str())
+                .and_then(|m| m.parse().ok())
+                .ok_or_else(|| format!("the exec failed: {status}"))?;
+        }
+        Ok(out)
+    }
+}
+
 impl Drop for Cri {
     fn drop(&mut self) {
         let pods: Vec<String> = self

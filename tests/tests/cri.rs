@@ -4,10 +4,9 @@
 //! containers, exec, logs, stop and removal; host network and CNI pods
 //! (bridge + host-local + loopback on a private bridge). Root needed.
 //!
-//! Exec streaming (the CRI `Exec`/`Attach` calls) is not tested: they only
-//! return a URL of containerd's streaming server, which speaks SPDY or
-//! websocket remotecommand; no Rust client of it is practical here. The
-//! shim side of it is the task API's Exec, which ExecSync uses too.
+//! The streaming Exec is driven as `crictl exec` does, over a websocket to
+//! containerd's streaming server (Kubernetes' `v4.channel.k8s.io`); Attach
+//! and PortForward are not tested.
 
 use idshift_tests::cri::{
     container_config, import_pause_image, pod_config, Cri, K8S_NAMESPACE, PAUSE_IMAGE,
@@ -390,6 +389,24 @@ fn host_network_pod_of_three_containers_one_shim_one_range() {
     );
     let e = r.expect_err("ExecSync past its timeout fails");
     assert!(e.message().contains("timeout"), "{e:?}");
+
+    // The streaming Exec (crictl exec): output, exit code, stdin.
+    let r = cri
+        .exec_stream(
+            app_id,
+            &["/bin/sh", "-c", "echo out; echo err >&2; exit 6"],
+            None,
+        )
+        .unwrap_or_else(|e| panic!("streaming Exec: {e}\n{}", env.c.log_tail(60)));
+    assert_eq!(
+        (r.stdout.as_slice(), r.stderr.as_slice(), r.exit_code),
+        (&b"out\n"[..], &b"err\n"[..], 6),
+        "{r:?}"
+    );
+    let r = cri
+        .exec_stream(app_id, &["head", "-n", "1"], Some(b"via-stdin\n"))
+        .expect("streaming Exec with stdin");
+    assert_eq!((r.stdout.as_slice(), r.exit_code), (&b"via-stdin\n"[..], 0));
 
     // Logs, in the CRI format, at the CRI log path.
     let app_log = log_dir.join("app.log");
