@@ -21,7 +21,24 @@ pub struct Config {
     pub run_dir: PathBuf,
     /// `error`, `warn`, `info`, `debug` or `trace`.
     pub log_level: String,
+    /// Whether a container (a pod, under CRI) whose spec asks for no user
+    /// namespace still gets one over a range of its own.
+    pub userns: UsernsMode,
     pub pool: Pool,
+}
+
+/// `userns = "always" | "when-requested"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UsernsMode {
+    /// Every container or pod gets a user namespace: the spec's (a path or
+    /// mappings, as containerd 2.x passes for `hostUsers: false`), else one
+    /// over a host ID range idshift allocates.
+    #[default]
+    Always,
+    /// Only a spec that asks for a user namespace gets one; the others run
+    /// as host root with a plain overlay rootfs (the `plain` strategy).
+    WhenRequested,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -50,6 +67,7 @@ impl Default for Config {
             state_dir: PathBuf::from("/var/lib/idshift"),
             run_dir: PathBuf::from("/run/idshift"),
             log_level: "info".into(),
+            userns: UsernsMode::Always,
             pool: Pool::default(),
         }
     }
@@ -124,6 +142,11 @@ mod tests {
         assert_eq!(c.strategy, Strategy::PerLayer);
         assert_eq!(c.allocator().pool_start, 200000);
         assert_eq!(c.log_filter(), log::LevelFilter::Debug);
+        assert_eq!(c.userns, UsernsMode::Always);
+        let c = Config::parse("userns = \"when-requested\"").expect("userns");
+        assert_eq!(c.userns, UsernsMode::WhenRequested);
+        let e = Config::parse("userns = \"never\"").expect_err("bad userns");
+        assert!(e.contains("never"), "{e}");
         let e = Config::parse("strategy = \"fast\"").expect_err("bad strategy");
         assert!(e.contains("fast"), "{e}");
         let e = Config::parse("stratgy = \"fd\"").expect_err("typo");

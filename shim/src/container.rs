@@ -4,7 +4,7 @@
 
 use crate::cgroup::{Cgroup, Hierarchy, Resources};
 use crate::channel::{ContainerInit, ToInit};
-use crate::config::Config;
+use crate::config::{Config, UsernsMode};
 use crate::process::{self, Process};
 use crate::stdio::{ProcessIo, StdioUris};
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
@@ -26,6 +26,56 @@ pub struct Persisted {
     pub pool_size: u32,
     pub range_size: u32,
     pub cgroup: Option<String>,
+    /// The CRI pod (sandbox id) the container belongs to, sandbox included.
+    #[serde(default)]
+    pub pod: Option<String>,
+}
+
+/// A container's place in a CRI pod (containerd's CRI annotations).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PodRole {
+    /// Not a CRI container.
+    None,
+    /// The pod's sandbox (`io.kubernetes.cri.container-type=sandbox`): it
+    /// makes the pod's user namespace (and allocates the pod's range).
+    Sandbox(String),
+    /// A container of the pod whose sandbox id is given: it joins the
+    /// pod's user namespace.
+    Member(String),
+}
+
+const CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+const CRI_SANDBOX_ID: &str = "io.kubernetes.cri.sandbox-id";
+
+pub fn pod_role(id: &str, spec: &Spec) -> PodRole {
+    let ann = spec.annotations().clone().unwrap_or_default();
+    let sandbox = ann.get(CRI_SANDBOX_ID).filter(|s| !s.is_empty()).cloned();
+    match ann.get(CRI_CONTAINER_TYPE).map(String::as_str) {
+        Some("sandbox") => PodRole::Sandbox(sandbox.unwrap_or_else(|| id.to_string())),
+        Some("container") => sandbox.map_or(PodRole::None, PodRole::Member),
+        _ => PodRole::None,
+    }
+}
+
+/// A pod's user namespace, kept by the shim while the pod's sandbox lives,
+/// for the pod's containers to join.
+pub struct PodUserns {
+    pub userns: UserNamespace,
+    /// The host IDs of the pod's root (uid, gid).
+    pub root: (u32, u32),
+    /// The range idshift allocated for the pod (none when containerd passed
+    /// the mappings).
+    pub range: Option<userns::IdRange>,
+}
+
+impl PodUserns {
+    pub fn try_clone(&self) -> Result<PodUserns, String> {
+        Ok(PodUserns {
+            userns: self.userns.try_clone().map_err(|e| e.to_string())?,
+            root: self.root,
+            range: self.range,
+        })
+    }
 }
 
 pub struct Container {
@@ -38,6 +88,9 @@ pub struct Container {
     pub persisted: Persisted,
     /// OOM kills already reported as TaskOOM (by the watcher or at exit).
     pub oom_reported: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub role: PodRole,
+    /// A sandbox's user namespace, for the service to keep for the pod.
+    pub pod_userns: Option<PodUserns>,
 }
 
 /// What Create was asked.
@@ -48,6 +101,8 @@ pub struct CreateRequest {
     pub rootfs: Vec<rootfs::MountSpec>,
     pub uris: StdioUris,
     pub config: Config,
+    /// A pod member: the user namespace of its pod, to join.
+    pub pod: Option<PodUserns>,
 }
 
 /// Per-phase timings and counts of a create, for the log.
@@ -196,7 +251,8 @@ impl Container {
         refuse_unsupported(&spec)?;
         let features = rootfs::probe_cached(&cfg.state_dir, &cfg.run_dir.join("probe.json"))
             .map_err(|e| format!("probing the kernel: {e}"))?;
-        let strategy = features.resolve(cfg.strategy).map_err(|e| e.to_string())?;
+        let mut strategy = features.resolve(cfg.strategy).map_err(|e| e.to_string())?;
+        let role = pod_role(&req.id, &spec);
         report.strategy = strategy.to_string();
         let mut undo = Undo {
             alloc: None,
@@ -209,6 +265,10 @@ impl Container {
             pool_start: cfg.pool.start,
             pool_size: cfg.pool.size,
             range_size: cfg.pool.range_size,
+            pod: match &role {
+                PodRole::Sandbox(p) | PodRole::Member(p) => Some(p.clone()),
+                PodRole::None => None,
+            },
             ..Default::default()
         };
 
@@ -223,6 +283,11 @@ impl Container {
         namespaces.retain(|n| n.typ() != LinuxNamespaceType::User);
         let uid_maps = to_maps(&linux.uid_mappings().clone().unwrap_or_default());
         let gid_maps = to_maps(&linux.gid_mappings().clone().unwrap_or_default());
+        let requested = user.is_some() || !uid_maps.is_empty() || !gid_maps.is_empty();
+        if !requested && req.pod.is_none() && cfg.userns == UsernsMode::WhenRequested {
+            strategy = rootfs::Strategy::Plain;
+            report.strategy = strategy.to_string();
+        }
         let ns = if strategy == rootfs::Strategy::Plain {
             if user.is_some() {
                 return Err("rootfs strategy \"plain\" runs containers without a user namespace, but the spec asks for one".into());
@@ -236,6 +301,21 @@ impl Container {
             let ns = UserNamespace::create(&uid_maps, &gid_maps).map_err(|e| e.to_string())?;
             let root = (host_root(&uid_maps, "uid")?, host_root(&gid_maps, "gid")?);
             Some((ns, root))
+        } else if let Some(pod) = &req.pod {
+            // A container of a pod: the pod's user namespace and range.
+            let ns = pod.userns.try_clone().map_err(|e| e.to_string())?;
+            if let Some(range) = pod.range {
+                let map = range.to_map();
+                linux.set_uid_mappings(Some(vec![id_mapping(&map)?]));
+                linux.set_gid_mappings(Some(vec![id_mapping(&map)?]));
+                report.range = Some(range);
+            }
+            Some((ns, pod.root))
+        } else if let PodRole::Member(pod) = &role {
+            return Err(format!(
+                "container {} of pod {pod}: this shim does not serve the pod's sandbox, whose user namespace it must join",
+                req.id
+            ));
         } else {
             let alloc = Allocator::open(cfg.allocator()).map_err(|e| e.to_string())?;
             let owner = format!("{}/{}", req.namespace, req.id).replace('/', ":");
@@ -350,7 +430,15 @@ impl Container {
         undo.pid = Some(init.pid);
         drop(built);
         drop(idmapped_fds);
-        drop(ns);
+        // A sandbox's user namespace is kept for the pod's containers.
+        let pod_userns = match (&role, ns) {
+            (PodRole::Sandbox(_), Some((userns, root))) => Some(PodUserns {
+                userns,
+                root,
+                range: report.range,
+            }),
+            _ => None,
+        };
         if let Some(master) = pty {
             init.io
                 .attach_pty(&req.uris, master)
@@ -376,6 +464,8 @@ impl Container {
                 run_dir,
                 persisted,
                 oom_reported: Default::default(),
+                role,
+                pod_userns,
             },
             report,
         ))
@@ -485,6 +575,9 @@ pub fn cleanup_persisted(p: &Persisted, run_dir: &Path) {
             Err(e) => log::error!("finding the cgroup hierarchy: {e}"),
         }
     }
+    if let (Some(pod), Some(_)) = (&p.pod, &p.range_owner) {
+        kill_pod_members(pod, run_dir);
+    }
     if let Some(owner) = &p.range_owner {
         let cfg = userns::AllocatorConfig {
             state_dir: p.state_dir.clone(),
@@ -503,4 +596,35 @@ pub fn cleanup_persisted(p: &Persisted, run_dir: &Path) {
 pub fn read_persisted(run_dir: &Path) -> Option<Persisted> {
     let text = std::fs::read(run_dir.join("state.json")).ok()?;
     serde_json::from_slice(&text).ok()
+}
+
+/// Before a pod's range is released (its sandbox deleted, or cleaned up
+/// after a dead shim), every process of the pod's other containers is
+/// killed: none may run on in a range that can be handed to another pod.
+/// Their own delete removes the rest.
+fn kill_pod_members(pod: &str, sandbox_run_dir: &Path) {
+    let Some(ns_dir) = sandbox_run_dir.parent() else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(ns_dir) else {
+        return;
+    };
+    for dir in entries.flatten().map(|e| e.path()) {
+        if dir == sandbox_run_dir {
+            continue;
+        }
+        let Some(m) = read_persisted(&dir).filter(|m| m.pod.as_deref() == Some(pod)) else {
+            continue;
+        };
+        if let Some(path) = &m.cgroup {
+            if let Ok(h) = Hierarchy::detect() {
+                let _ = Cgroup::open(&h, path).kill_all(libc::SIGKILL);
+            }
+        } else if m.pid > 0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(m.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
 }

@@ -92,6 +92,16 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
     let idmapped = fds.split_off(want - c.idmapped_mounts.len());
     let rootfs_fd = fds.pop().ok_or("no rootfs fd")?;
     let userns_fd = fds.pop();
+    // Bind sources are taken with the host's privileges, before the user
+    // namespace: its root may not be able to reach them (containerd's own
+    // directories, e.g. CRI's /etc/hosts and /dev/shm, are mode 0700).
+    let spec_mounts = c.spec.mounts().clone().unwrap_or_default();
+    let mut premade = mounts::clone_bind_sources(&spec_mounts, &c.idmapped_mounts)?;
+    for (i, tree) in c.idmapped_mounts.iter().zip(idmapped) {
+        if let Some(slot) = premade.get_mut(*i) {
+            *slot = Some(mounts::Premade::Idmapped(tree));
+        }
+    }
     // Join namespaces given by path first, with the host's privileges.
     for ns in namespaces
         .iter()
@@ -117,7 +127,7 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
         flags |= ns_flag(ns.typ());
     }
     unshare(flags).map_err(|e| format!("unshare({flags:?}): {e}"))?;
-    fork_and_report(ch, |ch| stage2(ch, &c, rootfs_fd, idmapped))
+    fork_and_report(ch, |ch| stage2(ch, &c, rootfs_fd, premade))
 }
 
 /// Forks (the child enters a new pid namespace, if one was unshared, as its
@@ -156,7 +166,7 @@ fn stage2(
     ch: &mut Channel,
     c: &ContainerInit,
     rootfs_fd: OwnedFd,
-    idmapped: Vec<OwnedFd>,
+    mut premade: Vec<Option<mounts::Premade>>,
 ) -> Result<()> {
     let spec = &c.spec;
     let target = &c.rootfs_target;
@@ -180,14 +190,17 @@ fn stage2(
         fd: root_dir.as_fd(),
         path: target,
     };
-    let mut idmapped: std::collections::HashMap<usize, OwnedFd> =
-        c.idmapped_mounts.iter().copied().zip(idmapped).collect();
     let mut dev_tmpfs = false;
     for (i, m) in spec.mounts().clone().unwrap_or_default().iter().enumerate() {
         if m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs") {
             dev_tmpfs = true;
         }
-        mounts::mount_one(&root, m, idmapped.remove(&i), &c.cgroups)?;
+        mounts::mount_one(
+            &root,
+            m,
+            premade.get_mut(i).and_then(Option::take),
+            &c.cgroups,
+        )?;
     }
     if dev_tmpfs {
         mounts::default_devices(&root)?;
@@ -609,6 +622,7 @@ fn exec(
         let theirs = f.metadata().map(|m| (m.dev(), m.ino()));
         matches!((own, theirs), (Ok(a), Ok(b)) if a == b)
     };
+    let join_user = !same("user", &user);
     let mut others = Vec::new();
     for (n, flag) in [
         ("ipc", CloneFlags::CLONE_NEWIPC),
@@ -623,13 +637,18 @@ fn exec(
             others.push((f, flag));
         }
     }
-    if !same("user", &user) {
+    // The others first, with the host's privileges: some may be owned by
+    // the host's user namespace rather than the container's (a CRI pod's
+    // network namespace, which containerd made), and could not be joined
+    // from inside the container's. (Every comparison with our own is made
+    // before: /proc/self is not ours inside the container's mounts.)
+    for (f, flag) in &others {
+        setns(f.as_fd(), *flag).map_err(|e| format!("joining {flag:?}: {e}"))?;
+    }
+    if join_user {
         setns(user.as_fd(), CloneFlags::CLONE_NEWUSER)
             .map_err(|e| format!("joining the user namespace: {e}"))?;
         become_ns_root()?;
-    }
-    for (f, flag) in &others {
-        setns(f.as_fd(), *flag).map_err(|e| format!("joining {flag:?}: {e}"))?;
     }
     fork_and_report(ch, |ch| run(ch, &process, seccomp))
 }

@@ -398,21 +398,65 @@ fn kind_of(md: &fs::Metadata) -> Kind {
     }
 }
 
-/// Mounts one spec mount inside `root`. `idmapped` is the detached,
-/// idmapped clone the shim built for it, if it asked for one.
+/// A spec mount made before the container's process entered its user
+/// namespace, detached, to be attached at its destination.
+pub enum Premade {
+    /// The idmapped clone the shim built (its attributes already set).
+    Idmapped(OwnedFd),
+    /// A clone of a bind mount's source taken with the host's privileges:
+    /// the container's root may not reach the source itself (containerd's
+    /// own directories, e.g. CRI's /etc/hosts and /dev/shm, are mode 0700).
+    Bind(OwnedFd),
+}
+
+/// Detached clones (`open_tree(OPEN_TREE_CLONE)`, recursive for `rbind`)
+/// of the sources of the spec's bind mounts, by mount index; none for the
+/// mounts in `skip` (the idmapped ones, built by the shim) and for other
+/// types.
+pub fn clone_bind_sources(mounts: &[Mount], skip: &[usize]) -> Result<Vec<Option<Premade>>> {
+    mounts
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let o = parse_options(&m.options().clone().unwrap_or_default());
+            let source = m.source().clone().unwrap_or_default();
+            if skip.contains(&i)
+                || !(o.is_bind() || m.typ().as_deref() == Some("bind"))
+                || !source.is_absolute()
+            {
+                return Ok(None);
+            }
+            let mut of = rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+                | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC;
+            if o.flags.contains(MsFlags::MS_REC) {
+                of |= rustix::mount::OpenTreeFlags::AT_RECURSIVE;
+            }
+            rustix::mount::open_tree(rustix::fs::CWD, &source, of)
+                .map(|fd| Some(Premade::Bind(fd)))
+                .map_err(|e| format!("opening bind mount source {}: {e}", source.display()))
+        })
+        .collect()
+}
+
+/// Mounts one spec mount inside `root`, attaching `premade` where the
+/// mount was made beforehand.
 pub fn mount_one(
     root: &Root<'_>,
     m: &Mount,
-    idmapped: Option<OwnedFd>,
+    premade: Option<Premade>,
     cgroups: &CgroupView,
 ) -> Result<()> {
     let dest = m.destination();
     let typ = m.typ().clone().unwrap_or_default();
     let o = parse_options(&m.options().clone().unwrap_or_default());
     let source = m.source().clone().unwrap_or_default();
-    if let Some(tree) = idmapped {
+    if let Some(premade) = premade {
+        let (tree, set_flags) = match premade {
+            Premade::Idmapped(t) => (t, false),
+            Premade::Bind(t) => (t, true),
+        };
         let st = rustix::fs::fstat(&tree)
-            .map_err(|e| format!("stat of the idmapped mount for {}: {e}", dest.display()))?;
+            .map_err(|e| format!("stat of the mount for {}: {e}", dest.display()))?;
         let kind =
             if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory {
                 Kind::Dir
@@ -430,11 +474,16 @@ pub fn mount_one(
         )
         .map_err(|e| {
             format!(
-                "attaching the idmapped mount of {} on {}: {e}",
+                "attaching the mount of {} on {}: {e}",
                 source.display(),
                 dest.display()
             )
         })?;
+        let extra = o.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
+        if set_flags && !extra.is_empty() {
+            let mounted = root.open(dest, None)?;
+            remount_bind(&fd_path(&mounted), extra, dest)?;
+        }
         return set_propagation(root, dest, o.propagation);
     }
     if o.is_bind() || typ == "bind" {

@@ -2,7 +2,7 @@
 //! over the containers this shim serves.
 
 use crate::config::Config;
-use crate::container::{Container, CreateRequest};
+use crate::container::{Container, CreateRequest, PodRole, PodUserns};
 use crate::process::{self, Event, Process, State};
 use crate::stdio::{ProcessIo, StdioUris};
 use async_trait::async_trait;
@@ -41,6 +41,9 @@ fn ts(t: SystemTime) -> MessageField<Timestamp> {
 pub struct Inner {
     pub namespace: String,
     pub containers: Mutex<HashMap<String, Container>>,
+    /// The user namespaces of the CRI pods served here, by sandbox id, kept
+    /// from the sandbox's create to its delete for the pod's containers.
+    pods: Mutex<HashMap<String, PodUserns>>,
     /// Exits of pids not (yet) known to any process: a fast exit can beat
     /// the registration of its pid.
     unclaimed: Mutex<HashMap<i32, i32>>,
@@ -63,6 +66,7 @@ impl TaskService {
             inner: Arc::new(Inner {
                 namespace: namespace.to_string(),
                 containers: Mutex::new(HashMap::new()),
+                pods: Mutex::new(HashMap::new()),
                 unclaimed: Mutex::new(HashMap::new()),
                 publisher,
                 exit,
@@ -229,6 +233,51 @@ impl TaskService {
 }
 
 impl TaskService {
+    /// A sandbox's delete ends its pod: the pod's user namespace is no
+    /// longer handed out, and the processes of the pod's other containers
+    /// (CRI stops them first; this is for a forced delete) are killed and
+    /// waited for before the sandbox's cleanup releases the pod's range.
+    async fn end_pod_if_sandbox(&self, id: &str) {
+        let mut watches = Vec::new();
+        let sandbox = {
+            let cs = self.inner.containers.lock().await;
+            let Some(PodRole::Sandbox(sandbox)) = cs.get(id).map(|c| c.role.clone()) else {
+                return;
+            };
+            for c in cs.values() {
+                if c.id == id || c.role != PodRole::Member(sandbox.clone()) {
+                    continue;
+                }
+                if c.init.exit().is_none() {
+                    log::warn!(
+                        "pod {sandbox}: its sandbox is deleted while container {} runs: killing it",
+                        c.id
+                    );
+                    if let Some(cg) = &c.cgroup {
+                        let _ = cg.kill_all(libc::SIGKILL);
+                    }
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(c.init.pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    watches.push(c.init.exit_watch());
+                }
+            }
+            sandbox
+        };
+        for mut rx in watches {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+                while rx.borrow_and_update().is_none() {
+                    if rx.changed().await.is_err() {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }
+        self.inner.pods.lock().await.remove(&sandbox);
+    }
+
     /// Pause (freeze the cgroup) or resume (thaw it), and say so.
     async fn set_paused(&self, id: &str, pause: bool) -> TtResult<Empty> {
         let event = if pause { Event::Pause } else { Event::Resume };
@@ -343,6 +392,22 @@ impl Task for TaskService {
             ));
         }
         let config = self.config(&req.options).await?;
+        // A container of a CRI pod joins the user namespace its sandbox made.
+        let role = crate::container::read_spec(std::path::Path::new(&req.bundle))
+            .map(|spec| crate::container::pod_role(&req.id, &spec))
+            .unwrap_or(PodRole::None);
+        let pod = match &role {
+            PodRole::Member(sandbox) => match self.inner.pods.lock().await.get(sandbox) {
+                Some(p) => Some(p.try_clone().map_err(|e| {
+                    status(
+                        Code::INTERNAL,
+                        format!("the user namespace of pod {sandbox}: {e}"),
+                    )
+                })?),
+                None => None,
+            },
+            _ => None,
+        };
         let creq = CreateRequest {
             id: req.id.clone(),
             namespace: self.inner.namespace.clone(),
@@ -364,8 +429,9 @@ impl Task for TaskService {
                 terminal: req.terminal,
             },
             config,
+            pod,
         };
-        let (c, report) = tokio::task::spawn_blocking(move || Container::create(creq))
+        let (mut c, report) = tokio::task::spawn_blocking(move || Container::create(creq))
             .await
             .map_err(|e| status(Code::INTERNAL, format!("create task panicked: {e}")))?
             .map_err(|e| {
@@ -404,6 +470,9 @@ impl Task for TaskService {
             }
             Some(Err(e)) => log::warn!("{}: OOM events unavailable: {e}", req.id),
             _ => {}
+        }
+        if let (PodRole::Sandbox(sandbox), Some(userns)) = (&c.role, c.pod_userns.take()) {
+            self.inner.pods.lock().await.insert(sandbox.clone(), userns);
         }
         self.inner.containers.lock().await.insert(req.id.clone(), c);
         self.claim(pid).await;
@@ -764,6 +833,7 @@ impl Task for TaskService {
         if waited.is_err() {
             log::warn!("the init of {} did not exit within 10 s of SIGKILL", req.id);
         }
+        self.end_pod_if_sandbox(&req.id).await;
         let mut c = {
             let mut cs = self.inner.containers.lock().await;
             cs.remove(&req.id)

@@ -279,4 +279,32 @@ mod tests {
         assert_eq!(grouping("c1", Some(&spec)), "pod1");
         assert_eq!(grouping("c1", None), "c1");
     }
+
+    #[test]
+    fn pod_roles_follow_cri_annotations() {
+        use crate::container::{pod_role, PodRole};
+        let mut spec = oci_spec::runtime::Spec::default();
+        assert_eq!(pod_role("c1", &spec), PodRole::None);
+        let ann = |pairs: &[(&str, &str)]| {
+            Some(
+                pairs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            )
+        };
+        spec.set_annotations(ann(&[
+            ("io.kubernetes.cri.container-type", "sandbox"),
+            ("io.kubernetes.cri.sandbox-id", "pod1"),
+        ]));
+        assert_eq!(pod_role("pod1", &spec), PodRole::Sandbox("pod1".into()));
+        spec.set_annotations(ann(&[
+            ("io.kubernetes.cri.container-type", "container"),
+            ("io.kubernetes.cri.sandbox-id", "pod1"),
+        ]));
+        assert_eq!(pod_role("c1", &spec), PodRole::Member("pod1".into()));
+        // A container without its sandbox's id is no pod's.
+        spec.set_annotations(ann(&[("io.kubernetes.cri.container-type", "container")]));
+        assert_eq!(pod_role("c1", &spec), PodRole::None);
+    }
 }

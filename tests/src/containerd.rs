@@ -38,13 +38,22 @@ pub struct ContainerdOptions {
     /// TOML appended verbatim to containerd's config. It must not repeat a
     /// table the harness writes (`[grpc]`, `[ttrpc]`, `[debug]`,
     /// `[plugins."io.containerd.internal.v1.opt"]` and, with `cri`,
-    /// `[plugins."io.containerd.grpc.v1.cri"]` and its `.cni`); other
+    /// `[plugins."io.containerd.grpc.v1.cri"]`, its `.cni` and its runc
+    /// runtime, the default, which a config naming any runtime must
+    /// repeat); other
     /// sub-tables of them are fine, e.g. a CRI runtime.
     pub extra_config: String,
     /// TOML appended to this instance's idshift config file (whose path the
     /// shims get in `IDSHIFT_CONFIG`; it always sets a private `state_dir`
     /// and `run_dir`).
     pub idshift_toml: String,
+    /// With `cri`: the CRI plugin's `sandbox_image` (the pause image; import
+    /// it into the `k8s.io` namespace under this name).
+    pub sandbox_image: Option<String>,
+    /// With `cri`: a CNI conflist written to [`Containerd::cni_conf_dir`]
+    /// before containerd starts (the plugins are the host's,
+    /// [`crate::cni_bin_dir`]).
+    pub cni_conflist: Option<String>,
 }
 
 impl ContainerdOptions {
@@ -122,6 +131,10 @@ impl Containerd {
         };
         // From here on, a failure is cleaned up by Drop.
         std::fs::write(&c.config, c.containerd_toml(&opts))?;
+        if let Some(conflist) = &opts.cni_conflist {
+            std::fs::create_dir_all(c.cni_conf_dir())?;
+            std::fs::write(c.cni_conf_dir().join("10-idshift-test.conflist"), conflist)?;
+        }
         std::fs::write(
             &c.idshift_config,
             format!(
@@ -237,11 +250,19 @@ impl Containerd {
             p(&self.base.join("opt"))
         ));
         if opts.cri {
+            let sandbox_image = opts
+                .sandbox_image
+                .as_deref()
+                .map(|i| format!("  sandbox_image = {}\n", toml_str(i)))
+                .unwrap_or_default();
             t.push_str(&format!(
-                "\n[plugins.{cri}]\n  restrict_oom_score_adj = true\n\
-                 [plugins.{cri}.cni]\n  conf_dir = {conf}\n",
+                "\n[plugins.{cri}]\n  restrict_oom_score_adj = true\n{sandbox_image}\
+                 [plugins.{cri}.cni]\n  conf_dir = {conf}\n  bin_dir = {bin}\n\
+                 [plugins.{cri}.containerd.runtimes.runc]\n  \
+                 runtime_type = \"io.containerd.runc.v2\"\n",
                 cri = toml_str(CRI_PLUGIN),
                 conf = p(&self.cni_conf_dir()),
+                bin = p(&crate::cni_bin_dir()),
             ));
         }
         if !opts.extra_config.is_empty() {
@@ -279,7 +300,7 @@ impl Containerd {
 
     /// The CNI config dir of the CRI plugin (`[plugins."io.containerd.grpc.v1.cri".cni]
     /// conf_dir`, watched: a conflist written there is taken); the CNI
-    /// plugins are the host's (/opt/cni/bin).
+    /// plugins are the host's ([`crate::cni_bin_dir`]).
     pub fn cni_conf_dir(&self) -> PathBuf {
         self.base.join("cni").join("net.d")
     }

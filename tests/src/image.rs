@@ -140,6 +140,17 @@ fn small_layer(i: usize) -> Result<Vec<u8>, Error> {
 /// file owned by 0:0 and mtime 0, so the same arguments give the same
 /// archive bytes (its file name is unique).
 pub fn build_image(dir: &Path, name: &str, layers: usize) -> Result<PathBuf, Error> {
+    build_image_with_cmd(dir, name, layers, &["/bin/sh"])
+}
+
+/// [`build_image`] with the image config's `Cmd` given (e.g. a pause
+/// image's).
+pub fn build_image_with_cmd(
+    dir: &Path,
+    name: &str,
+    layers: usize,
+    cmd: &[&str],
+) -> Result<PathBuf, Error> {
     if layers == 0 {
         return Err("an image needs at least one layer".into());
     }
@@ -167,7 +178,7 @@ pub fn build_image(dir: &Path, name: &str, layers: usize) -> Result<PathBuf, Err
         "os": "linux",
         "created": "1970-01-01T00:00:00Z",
         "config": {
-            "Cmd": ["/bin/sh"],
+            "Cmd": cmd,
             "Env": [IMAGE_PATH],
             "WorkingDir": "/",
         },

@@ -4,12 +4,17 @@
 //!
 //! Everything here needs root.
 
+mod cni;
 mod containerd;
+pub mod cri;
 mod image;
 mod process;
 
+pub use cni::{cni_bin_dir, CniNetwork};
 pub use containerd::{Containerd, ContainerdOptions};
-pub use image::{build_image, busybox_path, import_image, oci_arch, IMAGE_PATH};
+pub use image::{
+    build_image, build_image_with_cmd, busybox_path, import_image, oci_arch, IMAGE_PATH,
+};
 pub use process::{
     descendants_of, host_mountinfo, kill_processes_matching, mount_point, mounts_under,
     processes_matching, run_with_timeout, unmount_under, CtrOutput,
