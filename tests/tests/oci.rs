@@ -1,0 +1,327 @@
+//! OCI runtime completeness under a real containerd 1.6: whole specs
+//! (`ctr run --config`) run by idshift and, where runc can run the same
+//! spec, by containerd's own runc shim side by side. Root needed.
+
+use idshift_tests::{busybox_path, unique, Containerd, CtrOutput};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const NS: &str = "oci";
+const IDSHIFT: &str = "--runtime=io.containerd.idshift.v2";
+const RUNC: &str = "--runtime=io.containerd.runc.v2";
+
+const APPLETS: [&str; 18] = [
+    "sh", "cat", "grep", "stat", "touch", "hostname", "ping", "sleep", "ls", "sort", "cut", "wc",
+    "echo", "mkdir", "id", "head", "awk", "seq",
+];
+
+fn assert_no_leaks(c: &Containerd) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let leaks = c.leaks();
+        if leaks.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "leaks: {leaks:#?}\n{}", c.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A root directory with busybox and its applets.
+fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let root = dir.join(unique("rootfs"));
+    for d in ["bin", "dev", "proc", "sys", "tmp", "etc", "run"] {
+        std::fs::create_dir_all(root.join(d)).expect("mkdir rootfs");
+    }
+    std::fs::copy(busybox_path().expect("busybox"), root.join("bin/busybox"))
+        .expect("copy busybox");
+    for a in APPLETS {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).expect("symlink");
+    }
+    root
+}
+
+/// ctr's default spec (`ctr oci spec`) for `rootfs`, running `script`.
+fn spec(c: &Containerd, rootfs: &Path, script: &str) -> serde_json::Value {
+    let out = c.ctr(NS, &["oci", "spec"]);
+    let mut spec: serde_json::Value =
+        serde_json::from_str(&out.ok().stdout).expect("ctr oci spec is JSON");
+    spec["process"]["args"] = serde_json::json!(["/bin/sh", "-c", script]);
+    spec["process"]["env"] = serde_json::json!(["PATH=/bin"]);
+    spec["process"]["terminal"] = serde_json::json!(false);
+    spec["root"] = serde_json::json!({"path": rootfs, "readonly": false});
+    spec
+}
+
+/// `ctr run --rm --config <spec>` under `runtime`.
+fn run(c: &Containerd, runtime: &str, spec: &serde_json::Value) -> CtrOutput {
+    let id = unique("o");
+    let mut spec = spec.clone();
+    spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{NS}/{id}"));
+    let path = c.base().join(format!("{id}.json"));
+    std::fs::write(&path, spec.to_string()).expect("write spec");
+    let p = path.display().to_string();
+    c.ctr(NS, &["run", "--rm", "--config", &p, runtime, &id])
+}
+
+/// The same spec under idshift and runc: the same exit code and output.
+fn same_under_both(c: &Containerd, spec: &serde_json::Value) -> CtrOutput {
+    let ours = run(c, IDSHIFT, spec);
+    let runc = run(c, RUNC, spec);
+    assert_eq!(
+        (ours.code, &ours.stdout, &ours.stderr),
+        (runc.code, &runc.stdout, &runc.stderr),
+        "idshift (left) and runc (right) differ\n{}",
+        c.log_tail(40)
+    );
+    ours
+}
+
+/// Capabilities, no_new_privs, hostname and domainname, a namespaced
+/// sysctl, rlimits, umask, a read-only rootfs, masked and read-only paths,
+/// a raw socket refused without CAP_NET_RAW, and the mount points (modulo
+/// the cgroup hierarchies, see README): the same under idshift and runc.
+#[test]
+fn process_and_security_settings_match_runc() {
+    let c = Containerd::start("").expect("start containerd");
+    let rootfs = busybox_rootfs(c.base());
+    let script = "grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs):' /proc/self/status; \
+        hostname; cat /proc/sys/kernel/shmmni; \
+        ulimit -n; umask; \
+        touch /x 2>&1; echo touch=$?; \
+        wc -c < /proc/version; ls /proc/acpi | wc -l; \
+        echo 1 > /proc/sys/kernel/ns_last_pid 2>&1; echo sysrw=$?; \
+        ping -c 1 -W 1 127.0.0.1 >/dev/null 2>&1; echo ping=$?; \
+        cut -d' ' -f5 /proc/self/mountinfo | grep -v '^/sys/fs/cgroup/' \
+        | grep -vE '^/dev/(null|zero|full|random|urandom|tty)$' | sort";
+    let mut s = spec(&c, &rootfs, script);
+    s["hostname"] = serde_json::json!("oci-host");
+    s["domainname"] = serde_json::json!("oci.example");
+    s["linux"]["sysctl"] = serde_json::json!({"kernel.shmmni": "1234"});
+    s["root"]["readonly"] = serde_json::json!(true);
+    s["process"]["rlimits"] =
+        serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 321, "hard": 654}]);
+    s["process"]["user"]["umask"] = serde_json::json!(0o027);
+    s["linux"]["maskedPaths"] = serde_json::json!(["/proc/version", "/proc/acpi"]);
+    s["linux"]["readonlyPaths"] = serde_json::json!(["/proc/sys"]);
+    // Drop CAP_NET_RAW everywhere.
+    for set in ["bounding", "effective", "permitted"] {
+        if let Some(caps) = s["process"]["capabilities"][set].as_array_mut() {
+            caps.retain(|c| c != "CAP_NET_RAW");
+        }
+    }
+    let ns = s["linux"]["namespaces"].as_array_mut().expect("namespaces");
+    if !ns.iter().any(|n| n["type"] == "uts") {
+        ns.push(serde_json::json!({"type": "uts"}));
+    }
+    let out = same_under_both(&c, &s);
+    let text = out.ok().stdout.clone();
+    for want in [
+        "CapBnd:\t00000000a80405fb",
+        "oci-host",
+        "1234",
+        "321",
+        "0027",
+        "touch=1",
+        "sysrw=1",
+        "ping=1",
+        "/proc/version",
+    ] {
+        assert!(text.contains(want), "{want:?} missing in:\n{text}");
+    }
+    // The masked /proc/version reads empty, /proc/acpi lists nothing.
+    let lines: Vec<&str> = text.lines().collect();
+    let i = lines
+        .iter()
+        .position(|l| *l == "touch=1")
+        .expect("touch line");
+    assert_eq!(&lines[i + 1..i + 3], ["0", "0"], "{text}");
+    // domainname: runc 1.1 leaves it unset; idshift sets it.
+    let mut d = spec(&c, &rootfs, "cat /proc/sys/kernel/domainname");
+    d["domainname"] = serde_json::json!("oci.example");
+    let ns = d["linux"]["namespaces"].as_array_mut().expect("namespaces");
+    if !ns.iter().any(|n| n["type"] == "uts") {
+        ns.push(serde_json::json!({"type": "uts"}));
+    }
+    assert_eq!(run(&c, IDSHIFT, &d).ok().stdout, "oci.example\n");
+    assert_no_leaks(&c);
+}
+
+/// A symlink in the image that points outside the rootfs (absolute, and
+/// relative climbing out) cannot take a mount out of it: the mount lands
+/// inside the container's own /etc, the host's /etc is untouched. runc
+/// does the same.
+#[test]
+fn a_symlink_in_the_image_does_not_let_a_mount_escape() {
+    let c = Containerd::start("").expect("start containerd");
+    let rootfs = busybox_rootfs(c.base());
+    std::os::unix::fs::symlink("/etc", rootfs.join("abs")).expect("symlink");
+    std::os::unix::fs::symlink("../../../../../../../../etc", rootfs.join("rel")).expect("symlink");
+    let name = unique("idshift-escape");
+    let script = format!(
+        "grep -c ' /etc/{name}-[ab] ' /proc/self/mountinfo; ls -d /etc/{name}-a /etc/{name}-b"
+    );
+    let mut s = spec(&c, &rootfs, &script);
+    let mounts = s["mounts"].as_array_mut().expect("mounts");
+    for (link, suffix) in [("abs", "a"), ("rel", "b")] {
+        mounts.push(serde_json::json!({
+            "destination": format!("/{link}/{name}-{suffix}"),
+            "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nodev"],
+        }));
+    }
+    let out = same_under_both(&c, &s);
+    assert_eq!(
+        out.ok().stdout,
+        format!("2\n/etc/{name}-a\n/etc/{name}-b\n"),
+        "both mounts inside the container's /etc"
+    );
+    for suffix in ["a", "b"] {
+        let host = Path::new("/etc").join(format!("{name}-{suffix}"));
+        assert!(!host.exists(), "{} was made on the host", host.display());
+        assert!(rootfs.join("etc").join(format!("{name}-{suffix}")).is_dir());
+    }
+    assert_no_leaks(&c);
+}
+
+/// A bind mount with `idmap` shows the host's root-owned files as owned by
+/// the container's root (and readable by it at mode 0600), what the
+/// container writes there lands as host root on disk; the same directory
+/// bound without idmap shows them as the overflow ID, unreadable. Not
+/// compared with runc 1.1, which has no idmapped mounts.
+#[test]
+fn an_idmap_bind_mount_shows_host_files_as_the_containers_root() {
+    let c = Containerd::start("").expect("start containerd");
+    let rootfs = busybox_rootfs(c.base());
+    let data = c.base().join(unique("data"));
+    std::fs::create_dir(&data).expect("mkdir data");
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(data.join("secret"), "host root's\n").expect("write");
+    std::fs::set_permissions(data.join("secret"), std::fs::Permissions::from_mode(0o600))
+        .expect("chmod");
+    let script = "stat -c %u:%g /data/secret; cat /data/secret; echo hi > /data/new; \
+        stat -c %u:%g /plain/secret; cat /plain/secret 2>/dev/null; echo cat=$?; \
+        stat -c %u /proc/self/uid_map >/dev/null; cat /proc/self/uid_map";
+    let mut s = spec(&c, &rootfs, script);
+    let mounts = s["mounts"].as_array_mut().expect("mounts");
+    mounts.push(serde_json::json!({
+        "destination": "/data", "type": "bind", "source": data,
+        "options": ["rbind", "rw", "idmap"],
+    }));
+    mounts.push(serde_json::json!({
+        "destination": "/plain", "type": "bind", "source": data, "options": ["rbind", "ro"],
+    }));
+    let out = run(&c, IDSHIFT, &s);
+    let text = out.ok().stdout.clone();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        &lines[..5],
+        ["0:0", "host root's", "65534:65534", "cat=1", lines[4]],
+        "{text}"
+    );
+    assert!(lines[4].trim_start().starts_with('0'), "uid_map: {text}");
+    let md = std::fs::metadata(data.join("new")).expect("written through idmap");
+    assert_eq!((md.uid(), md.gid()), (0, 0), "on disk as host root");
+    // Mappings of the mount's own are honoured too.
+    let mut s2 = spec(&c, &rootfs, "stat -c %u:%g /data/secret");
+    s2["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(serde_json::json!({
+            "destination": "/data", "type": "bind", "source": data, "options": ["rbind"],
+            "uidMappings": [{"containerID": 0, "hostID": 1879048192u32, "size": 65536}],
+            "gidMappings": [{"containerID": 0, "hostID": 1879048192u32, "size": 65536}],
+        }));
+    let out = run(&c, IDSHIFT, &s2);
+    let stat = out.ok().stdout.trim().to_string();
+    assert!(
+        stat == "0:0" || stat == "65534:65534",
+        "a mount idmapped with its own mappings: {stat}"
+    );
+    // A non-bind mount cannot be idmapped: a clear error, nothing left.
+    let mut bad = spec(&c, &rootfs, "true");
+    bad["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(serde_json::json!({
+            "destination": "/t", "type": "tmpfs", "source": "tmpfs", "options": ["idmap"],
+        }));
+    let out = run(&c, IDSHIFT, &bad);
+    assert_ne!(out.code, Some(0));
+    assert!(
+        out.stderr.contains("only supported for bind mounts"),
+        "{out:?}"
+    );
+    assert_no_leaks(&c);
+}
+
+/// A pids limit stops a fork bomb (bounded by the test); `ctr task update`
+/// changes the memory limit live; the cgroup is v1's here.
+#[test]
+fn pids_limit_and_live_memory_update() {
+    let c = Containerd::start("").expect("start containerd");
+    let rootfs = busybox_rootfs(c.base());
+    let mut s = spec(
+        &c,
+        &rootfs,
+        "for i in $(seq 1 40); do sleep 3 & done; wait; exit 0",
+    );
+    s["linux"]["resources"]["pids"] = serde_json::json!({"limit": 10});
+    let out = run(&c, IDSHIFT, &s);
+    assert!(
+        out.stderr.contains("fork") || out.stderr.contains("Resource temporarily unavailable"),
+        "the fork bomb hit the pids limit: {out:?}"
+    );
+    // Live update of the memory limit.
+    let id = unique("upd");
+    let mut s = spec(&c, &rootfs, "sleep 1000");
+    s["linux"]["cgroupsPath"] = serde_json::json!(format!("/{NS}/{id}"));
+    s["linux"]["resources"]["memory"] = serde_json::json!({"limit": 64 << 20});
+    let path = c.base().join(format!("{id}.json"));
+    std::fs::write(&path, s.to_string()).expect("write spec");
+    let p = path.display().to_string();
+    c.ctr(NS, &["run", "-d", "--config", &p, IDSHIFT, &id]).ok();
+    let limit_file = PathBuf::from("/sys/fs/cgroup/memory")
+        .join(NS)
+        .join(&id)
+        .join("memory.limit_in_bytes");
+    let read = || {
+        std::fs::read_to_string(&limit_file)
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    };
+    if Path::new("/sys/fs/cgroup/memory").is_dir() {
+        assert_eq!(read(), (64u64 << 20).to_string());
+    }
+    // ctr 1.6 has no `task update`: containerd's Update request, sent to
+    // the task's shim as containerd sends it.
+    let address = std::fs::read_to_string(
+        c.containerd_state()
+            .join("io.containerd.runtime.v2.task")
+            .join(NS)
+            .join(&id)
+            .join("address"),
+    )
+    .expect("the task's shim address");
+    let client = containerd_shim_protos::ttrpc::Client::connect(address.trim()).expect("connect");
+    let task = containerd_shim_protos::shim::shim_ttrpc::TaskClient::new(client);
+    let mut req = containerd_shim_protos::api::UpdateTaskRequest::new();
+    req.id = id.clone();
+    let mut any = containerd_shim_protos::protobuf::well_known_types::any::Any::new();
+    any.type_url = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources".into();
+    any.value = serde_json::json!({"memory": {"limit": 96u64 << 20}})
+        .to_string()
+        .into_bytes();
+    req.resources = containerd_shim_protos::protobuf::MessageField::some(any);
+    task.update(
+        containerd_shim_protos::ttrpc::context::with_timeout(5_000_000_000),
+        &req,
+    )
+    .expect("Update");
+    if Path::new("/sys/fs/cgroup/memory").is_dir() {
+        assert_eq!(read(), (96u64 << 20).to_string());
+    }
+    c.kill_and_remove(NS, &[&id]).expect("remove");
+    assert_no_leaks(&c);
+}
