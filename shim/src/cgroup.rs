@@ -212,6 +212,58 @@ pub struct Resources {
     pub pids_limit: Option<i64>,
     /// 10..=1000.
     pub blkio_weight: Option<u16>,
+    /// hugetlb limits: page size (`2MB`, `1GB`) and bytes.
+    pub hugetlb: Vec<(String, u64)>,
+    /// The device allow-list, in order (`linux.resources.devices`).
+    pub devices: Vec<DeviceRule>,
+}
+
+/// One `linux.resources.devices` rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceRule {
+    pub allow: bool,
+    /// `a` (all), `c` or `b`.
+    pub kind: char,
+    pub major: Option<i64>,
+    pub minor: Option<i64>,
+    /// Some of `r`, `w`, `m`.
+    pub access: String,
+}
+
+impl DeviceRule {
+    /// The rule as cgroup v1's devices.allow/deny take it: `c 1:3 rwm`.
+    pub fn v1_text(&self) -> Result<String> {
+        if !matches!(self.kind, 'a' | 'c' | 'b') {
+            return Err(CgroupError::Invalid(format!(
+                "device rule type {:?} is not a, c or b",
+                self.kind
+            )));
+        }
+        if self.access.is_empty() || !self.access.chars().all(|c| "rwm".contains(c)) {
+            return Err(CgroupError::Invalid(format!(
+                "device rule access {:?} is not made of r, w and m",
+                self.access
+            )));
+        }
+        let num = |n: Option<i64>| match n {
+            None | Some(-1) => Ok("*".to_string()),
+            Some(n) if n >= 0 => Ok(n.to_string()),
+            Some(n) => Err(CgroupError::Invalid(format!(
+                "device number {n} is negative"
+            ))),
+        };
+        Ok(if self.kind == 'a' {
+            "a".to_string()
+        } else {
+            format!(
+                "{} {}:{} {}",
+                self.kind,
+                num(self.major)?,
+                num(self.minor)?,
+                self.access
+            )
+        })
+    }
 }
 
 /// Statistics of a cgroup; missing files count as 0, "max" as `u64::MAX`.
@@ -865,6 +917,37 @@ impl Cgroup {
         if let Some(v) = &r.cpuset_mems {
             self.set("cpuset", "cpuset.mems", v)?;
         }
+        for (size, limit) in &r.hugetlb {
+            if size.is_empty() || !size.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return Err(CgroupError::Invalid(format!(
+                    "hugetlb page size {size:?} is not a size such as 2MB"
+                )));
+            }
+            let name = match self.h.version {
+                Version::V1 => format!("hugetlb.{size}.limit_in_bytes"),
+                Version::V2 => format!("hugetlb.{size}.max"),
+            };
+            self.set("hugetlb", &name, &limit.to_string())?;
+        }
+        if !r.devices.is_empty() {
+            match self.h.version {
+                Version::V1 => {
+                    for rule in &r.devices {
+                        let file = if rule.allow {
+                            "devices.allow"
+                        } else {
+                            "devices.deny"
+                        };
+                        self.set("devices", file, &rule.v1_text()?)?;
+                    }
+                }
+                // Documented limit (README): v2 needs an eBPF device program.
+                Version::V2 => log::info!(
+                    "cgroup {}: the device allow-list is not enforced on cgroup v2 (the container's user namespace cannot create device nodes)",
+                    self.path
+                ),
+            }
+        }
         if let Some(v) = r.pids_limit {
             let max = if v <= 0 { "max".into() } else { v.to_string() };
             self.set("pids", "pids.max", &max)?;
@@ -1415,6 +1498,36 @@ mod tests {
         ));
         // This machine's.
         Hierarchy::detect().expect("detect");
+    }
+
+    #[test]
+    fn device_rules_as_v1_text() {
+        let rule = |allow, kind, major, minor, access: &str| DeviceRule {
+            allow,
+            kind,
+            major,
+            minor,
+            access: access.into(),
+        };
+        assert_eq!(
+            rule(false, 'a', None, None, "rwm").v1_text().expect("all"),
+            "a"
+        );
+        assert_eq!(
+            rule(true, 'c', Some(1), Some(3), "rwm")
+                .v1_text()
+                .expect("null"),
+            "c 1:3 rwm"
+        );
+        assert_eq!(
+            rule(true, 'c', Some(136), None, "rw")
+                .v1_text()
+                .expect("pts"),
+            "c 136:* rw"
+        );
+        assert!(rule(true, 'x', None, None, "r").v1_text().is_err());
+        assert!(rule(true, 'c', Some(1), Some(3), "rwx").v1_text().is_err());
+        assert!(rule(true, 'c', Some(-5), Some(3), "r").v1_text().is_err());
     }
 
     #[test]

@@ -238,6 +238,45 @@ pub fn resources_of_spec(spec: &Spec) -> Resources {
     if let Some(b) = res.block_io() {
         r.blkio_weight = b.weight();
     }
+    for h in res.hugepage_limits().iter().flatten() {
+        r.hugetlb
+            .push((h.page_size().clone(), h.limit().max(0) as u64));
+    }
+    for d in res.devices().iter().flatten() {
+        r.devices.push(crate::cgroup::DeviceRule {
+            allow: d.allow(),
+            kind: d
+                .typ()
+                .map(|t| t.as_str().chars().next().unwrap_or('a'))
+                .unwrap_or('a'),
+            major: d.major(),
+            minor: d.minor(),
+            access: d.access().clone().unwrap_or_else(|| "rwm".into()),
+        });
+    }
+    if !r.devices.is_empty() {
+        // As runc does: after the spec's rules, the devices every container
+        // has (those bound on its /dev, the pty ones and tun) stay usable.
+        for (kind, major, minor) in [
+            ('c', 1, Some(3)),
+            ('c', 1, Some(5)),
+            ('c', 1, Some(7)),
+            ('c', 1, Some(8)),
+            ('c', 1, Some(9)),
+            ('c', 5, Some(0)),
+            ('c', 5, Some(2)),
+            ('c', 136, None),
+            ('c', 10, Some(200)),
+        ] {
+            r.devices.push(crate::cgroup::DeviceRule {
+                allow: true,
+                kind,
+                major: Some(major),
+                minor,
+                access: "rwm".into(),
+            });
+        }
+    }
     r
 }
 
