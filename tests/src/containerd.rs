@@ -439,6 +439,25 @@ impl Containerd {
         leaks
     }
 
+    /// Panics, with the leaks and containerd's log, unless [`Containerd::leaks`]
+    /// finds nothing within `within` (shims exit asynchronously after the
+    /// last delete).
+    pub fn assert_no_leaks(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let leaks = self.leaks();
+            if leaks.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "leaks: {leaks:#?}\n{}",
+                self.log_tail(200)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// What the command line of a process of this instance contains: the
     /// base directory and a slash (containerd's `--config`, the shims'
     /// `-address`).

@@ -286,6 +286,21 @@ pub fn import_image(
     Ok(())
 }
 
+/// A root directory (for a spec's `root.path`) in a fresh directory under
+/// `dir`, with the host's busybox-static at /bin/busybox and `applets`
+/// linked to it.
+pub fn busybox_rootfs(dir: &Path, applets: &[&str]) -> Result<PathBuf, Error> {
+    let root = dir.join(crate::unique("rootfs"));
+    for d in ["bin", "dev", "proc", "sys", "tmp", "etc", "run"] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    std::fs::copy(busybox_path()?, root.join("bin/busybox"))?;
+    for a in applets {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(a))?;
+    }
+    Ok(root)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,8 @@ mod process;
 pub use cni::{cni_bin_dir, CniNetwork};
 pub use containerd::{Containerd, ContainerdOptions};
 pub use image::{
-    build_image, build_image_with_cmd, busybox_path, import_image, oci_arch, IMAGE_PATH,
+    build_image, build_image_with_cmd, busybox_path, busybox_rootfs, import_image, oci_arch,
+    IMAGE_PATH,
 };
 pub use process::{
     descendants_of, host_mountinfo, kill_processes_matching, mount_point, mounts_under,

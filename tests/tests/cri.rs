@@ -142,19 +142,7 @@ impl Env {
     }
 
     fn assert_no_leaks(&self) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let leaks = self.c.leaks();
-            if leaks.is_empty() {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "leaks: {leaks:#?}\n{}",
-                self.c.log_tail(100)
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.c.assert_no_leaks(Duration::from_secs(15));
     }
 }
 

@@ -18,19 +18,6 @@ fn setup(config: &str, images: &[(&str, usize)]) -> Containerd {
     c
 }
 
-fn assert_no_leaks(c: &Containerd) {
-    // Shims exit asynchronously after the last delete.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let leaks = c.leaks();
-        if leaks.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "leaks: {leaks:#?}\n{}", c.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn uid_map_of(out: &str) -> (u64, u64, u64) {
     let f: Vec<u64> = out
         .split_whitespace()
@@ -71,7 +58,7 @@ fn run_rm_output_exit_code_identity_and_no_leaks() {
     let (inside, host, size) = uid_map_of(lines[5]);
     assert_eq!((inside, size), (0, 65536));
     assert!(host >= 0x7000_0000, "the default pool: {host}");
-    assert_no_leaks(&c);
+    c.assert_no_leaks(Duration::from_secs(10));
 }
 
 #[test]
@@ -144,7 +131,7 @@ fn concurrent_containers_get_disjoint_ranges_and_no_host_mounts() {
     want.sort_unstable();
     assert_eq!(owners, want, "upper-dir owners vs ranges");
     c.kill_and_remove(NS, &["a", "b"]).expect("remove");
-    assert_no_leaks(&c);
+    c.assert_no_leaks(Duration::from_secs(10));
 }
 
 #[test]
@@ -194,7 +181,7 @@ fn kill_pause_resume_ps_metrics_delete() {
     );
     c.ctr(NS, &["task", "kill", "-s", "SIGKILL", "k2"]).ok();
     assert_eq!(child.wait().expect("wait").code(), Some(137));
-    assert_no_leaks(&c);
+    c.assert_no_leaks(Duration::from_secs(10));
 }
 
 #[test]
@@ -241,7 +228,7 @@ fn exec_with_and_without_tty_and_task_delete() {
         "{tty:?}"
     );
     c.kill_and_remove(NS, &["x1"]).expect("task delete");
-    assert_no_leaks(&c);
+    c.assert_no_leaks(Duration::from_secs(10));
 }
 
 /// Runs ctr on a pty of 30x100, types `input`, returns (exit code, output).
@@ -336,7 +323,7 @@ fn run_with_a_terminal() {
     assert!(out.contains("/dev/pts/0"), "{out}");
     assert!(out.contains("30 100"), "window size: {out}");
     assert!(out.contains("42"), "{out}");
-    assert_no_leaks(&c);
+    c.assert_no_leaks(Duration::from_secs(10));
 }
 
 #[test]
@@ -346,7 +333,7 @@ fn nonexistent_command_is_a_clear_error_and_leaks_nothing() {
     assert_ne!(out.code, Some(0));
     assert!(out.stderr.contains("/no/such/binary"), "{out:?}");
     let _ = c.ctr(NS, &["containers", "rm", "n1"]);
-    assert_no_leaks(&c);
+    c.assert_no_leaks(Duration::from_secs(10));
 }
 
 /// Every strategy builds a working 60-layer rootfs under containerd.
@@ -382,7 +369,7 @@ fn every_strategy_runs_a_60_layer_image() {
             c.log().contains(&format!("{strategy} strategy")),
             "{strategy}: the create log names the strategy"
         );
-        assert_no_leaks(&c);
+        c.assert_no_leaks(Duration::from_secs(10));
     }
 }
 
@@ -440,7 +427,7 @@ fn oom_kill_is_reported_as_a_task_oom_event() {
     let _ = events.kill();
     let _ = events.wait();
     assert!(ooms >= 1, "no TaskOOM event: {text}");
-    assert_no_leaks(&c);
+    c.assert_no_leaks(Duration::from_secs(10));
 }
 
 #[test]
@@ -542,7 +529,7 @@ fn stdin_file_and_binary_log_uris() {
     assert_eq!(read("out"), "bout\n");
     assert_eq!(read("err"), "berr\n");
     assert_eq!(read("id"), format!("{NS}/b1\n"));
-    assert_no_leaks(&c);
+    c.assert_no_leaks(Duration::from_secs(10));
 }
 
 /// A shim killed with SIGKILL: containerd runs `shim delete`, which kills
@@ -592,7 +579,7 @@ fn a_killed_shim_is_cleaned_up_by_shim_delete() {
     }
     let _ = c.ctr(NS, &["task", "rm", "-f", "d1"]);
     let _ = c.ctr(NS, &["containers", "rm", "d1"]);
-    assert_no_leaks(&c);
+    c.assert_no_leaks(Duration::from_secs(10));
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::path::Path::new(&format!("/proc/{init_pid}")).exists() {
         assert!(
@@ -603,7 +590,7 @@ fn a_killed_shim_is_cleaned_up_by_shim_delete() {
     }
     // The same id can be used again.
     c.ctr(NS, &["run", "--rm", RT, IMG, "d1", "true"]).ok();
-    assert_no_leaks(&c);
+    c.assert_no_leaks(Duration::from_secs(10));
 }
 
 /// A namespace given by path in the spec is joined (here: another
@@ -658,5 +645,5 @@ fn namespaces_given_by_path_are_joined() {
     assert_eq!(a[0], b[0], "the same network namespace");
     assert_ne!(a[1], b[1], "different user namespaces");
     c.kill_and_remove(NS, &["ns-a"]).expect("remove");
-    assert_no_leaks(&c);
+    c.assert_no_leaks(Duration::from_secs(10));
 }

@@ -2,10 +2,10 @@
 //! (`ctr run --config`) run by idshift and, where runc can run the same
 //! spec, by containerd's own runc shim side by side. Root needed.
 
-use idshift_tests::{busybox_path, unique, Containerd, CtrOutput};
+use idshift_tests::{busybox_rootfs, unique, Containerd, CtrOutput};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const NS: &str = "oci";
 const IDSHIFT: &str = "--runtime=io.containerd.idshift.v2";
@@ -15,32 +15,6 @@ const APPLETS: [&str; 18] = [
     "sh", "cat", "grep", "stat", "touch", "hostname", "ping", "sleep", "ls", "sort", "cut", "wc",
     "echo", "mkdir", "id", "head", "awk", "seq",
 ];
-
-fn assert_no_leaks(c: &Containerd) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let leaks = c.leaks();
-        if leaks.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "leaks: {leaks:#?}\n{}", c.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A root directory with busybox and its applets.
-fn busybox_rootfs(dir: &Path) -> PathBuf {
-    let root = dir.join(unique("rootfs"));
-    for d in ["bin", "dev", "proc", "sys", "tmp", "etc", "run"] {
-        std::fs::create_dir_all(root.join(d)).expect("mkdir rootfs");
-    }
-    std::fs::copy(busybox_path().expect("busybox"), root.join("bin/busybox"))
-        .expect("copy busybox");
-    for a in APPLETS {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).expect("symlink");
-    }
-    root
-}
 
 /// ctr's default spec (`ctr oci spec`) for `rootfs`, running `script`.
 fn spec(c: &Containerd, rootfs: &Path, script: &str) -> serde_json::Value {
@@ -85,7 +59,7 @@ fn same_under_both(c: &Containerd, spec: &serde_json::Value) -> CtrOutput {
 #[test]
 fn process_and_security_settings_match_runc() {
     let c = Containerd::start("").expect("start containerd");
-    let rootfs = busybox_rootfs(c.base());
+    let rootfs = busybox_rootfs(c.base(), &APPLETS).expect("busybox rootfs");
     let script = "grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs):' /proc/self/status; \
         hostname; cat /proc/sys/kernel/shmmni; \
         ulimit -n; umask; \
@@ -145,7 +119,7 @@ fn process_and_security_settings_match_runc() {
         ns.push(serde_json::json!({"type": "uts"}));
     }
     assert_eq!(run(&c, IDSHIFT, &d).ok().stdout, "oci.example\n");
-    assert_no_leaks(&c);
+    c.assert_no_leaks(Duration::from_secs(10));
 }
 
 /// A symlink in the image that points outside the rootfs (absolute, and
@@ -155,7 +129,7 @@ fn process_and_security_settings_match_runc() {
 #[test]
 fn a_symlink_in_the_image_does_not_let_a_mount_escape() {
     let c = Containerd::start("").expect("start containerd");
-    let rootfs = busybox_rootfs(c.base());
+    let rootfs = busybox_rootfs(c.base(), &APPLETS).expect("busybox rootfs");
     std::os::unix::fs::symlink("/etc", rootfs.join("abs")).expect("symlink");
     std::os::unix::fs::symlink("../../../../../../../../etc", rootfs.join("rel")).expect("symlink");
     let name = unique("idshift-escape");
@@ -181,7 +155,7 @@ fn a_symlink_in_the_image_does_not_let_a_mount_escape() {
         assert!(!host.exists(), "{} was made on the host", host.display());
         assert!(rootfs.join("etc").join(format!("{name}-{suffix}")).is_dir());
     }
-    assert_no_leaks(&c);
+    c.assert_no_leaks(Duration::from_secs(10));
 }
 
 /// A bind mount with `idmap` shows the host's root-owned files as owned by
@@ -192,7 +166,7 @@ fn a_symlink_in_the_image_does_not_let_a_mount_escape() {
 #[test]
 fn an_idmap_bind_mount_shows_host_files_as_the_containers_root() {
     let c = Containerd::start("").expect("start containerd");
-    let rootfs = busybox_rootfs(c.base());
+    let rootfs = busybox_rootfs(c.base(), &APPLETS).expect("busybox rootfs");
     let data = c.base().join(unique("data"));
     std::fs::create_dir(&data).expect("mkdir data");
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -252,7 +226,7 @@ fn an_idmap_bind_mount_shows_host_files_as_the_containers_root() {
         out.stderr.contains("only supported for bind mounts"),
         "{out:?}"
     );
-    assert_no_leaks(&c);
+    c.assert_no_leaks(Duration::from_secs(10));
 }
 
 /// A pids limit stops a fork bomb (bounded by the test); `ctr task update`
@@ -260,7 +234,7 @@ fn an_idmap_bind_mount_shows_host_files_as_the_containers_root() {
 #[test]
 fn pids_limit_and_live_memory_update() {
     let c = Containerd::start("").expect("start containerd");
-    let rootfs = busybox_rootfs(c.base());
+    let rootfs = busybox_rootfs(c.base(), &APPLETS).expect("busybox rootfs");
     let mut s = spec(
         &c,
         &rootfs,
@@ -323,5 +297,5 @@ fn pids_limit_and_live_memory_update() {
         assert_eq!(read(), (96u64 << 20).to_string());
     }
     c.kill_and_remove(NS, &[&id]).expect("remove");
-    assert_no_leaks(&c);
+    c.assert_no_leaks(Duration::from_secs(10));
 }

@@ -3,9 +3,9 @@
 //! by idshift and by containerd's own runc shim side by side, which must
 //! behave the same. Root needed.
 
-use idshift_tests::{busybox_path, unique, Containerd, CtrOutput};
+use idshift_tests::{busybox_rootfs, unique, Containerd, CtrOutput};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const NS: &str = "seccomp";
 const IDSHIFT: &str = "--runtime=io.containerd.idshift.v2";
@@ -16,18 +16,6 @@ fn setup() -> Containerd {
     let c = Containerd::start("").expect("start containerd");
     c.import_image(NS, IMG, 1).expect("import image");
     c
-}
-
-fn assert_no_leaks(c: &Containerd) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let leaks = c.leaks();
-        if leaks.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "leaks: {leaks:#?}\n{}", c.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Writes `profile` (a `linux.seccomp` object) to a file of the test's.
@@ -144,7 +132,7 @@ fn a_profile_blocking_mkdir_fails_it_with_the_configured_errno_as_under_runc() {
         );
         c.kill_and_remove(NS, &[&id]).expect("remove");
     }
-    assert_no_leaks(&c);
+    c.assert_no_leaks(Duration::from_secs(10));
 }
 
 #[test]
@@ -225,7 +213,7 @@ fn argument_conditions_and_log_behave_as_under_runc() {
         "kill -0 $$ && echo alive; kill -USR1 $$ 2>/dev/null; echo usr1=$?",
     );
     assert_eq!(out.ok().stdout, "alive\nusr1=1\n");
-    assert_no_leaks(&c);
+    c.assert_no_leaks(Duration::from_secs(10));
 }
 
 #[test]
@@ -253,21 +241,7 @@ fn containerd_default_profile_behaves_as_under_runc() {
         out.ok().stdout,
         "hi\nlisted\nunshare: unshare(0x10000000): Operation not permitted\nrc=1\nSeccomp:\t2\n"
     );
-    assert_no_leaks(&c);
-}
-
-/// A root directory with busybox and the applets the tests use.
-fn busybox_rootfs(dir: &Path) -> PathBuf {
-    let root = dir.join(unique("rootfs"));
-    for d in ["bin", "dev", "proc", "sys", "tmp", "etc", "run"] {
-        std::fs::create_dir_all(root.join(d)).expect("mkdir rootfs");
-    }
-    std::fs::copy(busybox_path().expect("busybox"), root.join("bin/busybox"))
-        .expect("copy busybox");
-    for a in ["sh", "mkdir", "grep", "echo", "cat", "true"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(a)).expect("symlink");
-    }
-    root
+    c.assert_no_leaks(Duration::from_secs(10));
 }
 
 /// Without no_new_privs the filter is loaded while the container's root
@@ -278,7 +252,8 @@ fn busybox_rootfs(dir: &Path) -> PathBuf {
 fn with_and_without_no_new_privileges() {
     let c = setup();
     let base = ctr_default_spec(&c);
-    let rootfs = busybox_rootfs(c.base());
+    let rootfs = busybox_rootfs(c.base(), &["sh", "mkdir", "grep", "echo", "cat", "true"])
+        .expect("busybox rootfs");
     let profile = serde_json::json!({
         "defaultAction": "SCMP_ACT_ALLOW",
         "architectures": arches(),
@@ -316,7 +291,7 @@ fn with_and_without_no_new_privileges() {
         );
         assert_eq!(outs[0].ok().stdout, want, "nnp {nnp}");
     }
-    assert_no_leaks(&c);
+    c.assert_no_leaks(Duration::from_secs(10));
 }
 
 /// ctr's default spec (`ctr oci spec`), as JSON.
@@ -359,5 +334,5 @@ fn unsupported_or_bad_profiles_are_refused_at_create() {
     for id in left.lines() {
         let _ = c.ctr(NS, &["containers", "rm", id]);
     }
-    assert_no_leaks(&c);
+    c.assert_no_leaks(Duration::from_secs(10));
 }
