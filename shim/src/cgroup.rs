@@ -872,6 +872,11 @@ impl Cgroup {
         Ok(view)
     }
 
+    /// The cgroup version of its hierarchy.
+    pub fn version(&self) -> Version {
+        self.h.version
+    }
+
     /// The cgroupsPath this cgroup was made or opened with.
     pub fn path(&self) -> &str {
         &self.path

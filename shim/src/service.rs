@@ -923,12 +923,19 @@ impl Task for TaskService {
         let s = cg
             .stats()
             .map_err(|e| status(Code::INTERNAL, e.to_string()))?;
-        let metrics = crate::metrics::v1(&s);
         let mut any = Any::new();
-        any.type_url = "io.containerd.cgroups.v1.Metrics".into();
-        any.value = metrics
-            .write_to_bytes()
-            .map_err(|e| status(Code::INTERNAL, format!("encoding metrics: {e}")))?;
+        let encoded = match cg.version() {
+            crate::cgroup::Version::V1 => {
+                any.type_url = "io.containerd.cgroups.v1.Metrics".into();
+                crate::metrics::v1(&s).write_to_bytes()
+            }
+            crate::cgroup::Version::V2 => {
+                any.type_url = "io.containerd.cgroups.v2.Metrics".into();
+                crate::metrics::v2(&s).write_to_bytes()
+            }
+        };
+        any.value =
+            encoded.map_err(|e| status(Code::INTERNAL, format!("encoding metrics: {e}")))?;
         Ok(api::StatsResponse {
             stats: MessageField::some(any),
             ..Default::default()
