@@ -157,8 +157,8 @@ fn uid_map(text: &str) -> (u64, u64, u64) {
     (f[0], f[1], f[2])
 }
 
-/// The pid of a pod's sandbox (from the verbose status containerd gives).
-fn sandbox_pid(cri: &Cri, pod: &str) -> u32 {
+/// The `info` containerd's verbose PodSandboxStatus gives, as JSON.
+fn sandbox_info(cri: &Cri, pod: &str) -> serde_json::Value {
     let r = cri
         .block_on(
             cri.runtime()
@@ -170,23 +170,19 @@ fn sandbox_pid(cri: &Cri, pod: &str) -> u32 {
         .expect("verbose pod status");
     let info: serde_json::Value =
         serde_json::from_str(r.info.get("info").expect("info")).expect("info JSON");
+    info
+}
+
+/// The pid of a pod's sandbox (from the verbose status containerd gives).
+fn sandbox_pid(cri: &Cri, pod: &str) -> u32 {
+    let info = sandbox_info(cri, pod);
     info["pid"].as_u64().expect("pid in the pod's info") as u32
 }
 
 /// The network namespace path of a CNI pod (from its sandbox's spec in the
 /// verbose status).
 fn sandbox_netns(cri: &Cri, pod: &str) -> String {
-    let r = cri
-        .block_on(
-            cri.runtime()
-                .pod_sandbox_status(k8s_cri::v1::PodSandboxStatusRequest {
-                    pod_sandbox_id: pod.to_string(),
-                    verbose: true,
-                }),
-        )
-        .expect("verbose pod status");
-    let info: serde_json::Value =
-        serde_json::from_str(r.info.get("info").expect("info")).expect("info JSON");
+    let info = sandbox_info(cri, pod);
     info["runtimeSpec"]["linux"]["namespaces"]
         .as_array()
         .and_then(|nss| nss.iter().find(|n| n["type"] == "network"))
