@@ -113,6 +113,23 @@ fn setup_with(cni: bool, images: &[(&str, usize)], idshift_toml: &str) -> Env {
 }
 
 impl Env {
+    /// A pod named after `prefix` (unique), its sandbox running: its
+    /// config and id.
+    fn run_pod(
+        &self,
+        prefix: &str,
+        host_network: bool,
+        share_pid: bool,
+    ) -> (k8s_cri::v1::PodSandboxConfig, String) {
+        let name = idshift_tests::unique(prefix);
+        let pc = pod_config(&name, &self.log_dir(&name), host_network, share_pid);
+        let pod = self
+            .cri
+            .run_pod(&pc, &self.handler)
+            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", self.c.log_tail(100)));
+        (pc, pod)
+    }
+
     fn log_dir(&self, pod: &str) -> PathBuf {
         let d = self.c.base().join("pod-logs").join(pod);
         std::fs::create_dir_all(&d).expect("log dir");
@@ -472,11 +489,7 @@ fn cni_pods_share_localhost_reach_each_other_and_have_disjoint_ranges() {
     let mut pods = Vec::new();
     let mut netnses = Vec::new();
     for (i, share_pid) in [(0, false), (1, true)] {
-        let name = idshift_tests::unique(&format!("pod{i}"));
-        let pc = pod_config(&name, &env.log_dir(&name), false, share_pid);
-        let pod = cri
-            .run_pod(&pc, &env.handler)
-            .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", env.c.log_tail(100)));
+        let (pc, pod) = env.run_pod(&format!("pod{i}"), false, share_pid);
         let cmd = server_cmd(&format!("pong-{i}"));
         let server = container_config("server", IMG, &["/bin/sh", "-c", &cmd], &pc);
         let client = container_config("client", IMG, &SLEEPER, &pc);
@@ -591,11 +604,7 @@ fn processes_in_range(base: u64, size: u64) -> Vec<String> {
 fn a_killed_pod_shim_is_cleaned_up() {
     let env = setup(false, &[(IMG, 1)]);
     let cri = &env.cri;
-    let name = idshift_tests::unique("pod");
-    let pc = pod_config(&name, &env.log_dir(&name), true, false);
-    let pod = cri
-        .run_pod(&pc, &env.handler)
-        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", env.c.log_tail(100)));
+    let (pc, pod) = env.run_pod("pod", true, false);
     let mut ids = Vec::new();
     for n in ["a", "b"] {
         let id = cri
@@ -639,11 +648,7 @@ fn a_killed_pod_shim_is_cleaned_up() {
 fn when_requested_pods_without_mappings_run_without_a_user_namespace() {
     let env = setup_with(false, &[(IMG, 1)], "userns = \"when-requested\"");
     let cri = &env.cri;
-    let name = idshift_tests::unique("pod");
-    let pc = pod_config(&name, &env.log_dir(&name), true, false);
-    let pod = cri
-        .run_pod(&pc, &env.handler)
-        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", env.c.log_tail(100)));
+    let (pc, pod) = env.run_pod("pod", true, false);
     let id = cri
         .create_container(&pod, &pc, &container_config("a", IMG, &SLEEPER, &pc))
         .expect("CreateContainer");
@@ -666,11 +671,7 @@ fn when_requested_pods_without_mappings_run_without_a_user_namespace() {
 fn a_dead_sandbox_takes_its_containers_before_its_range_goes() {
     let env = setup(false, &[(IMG, 1)]);
     let cri = &env.cri;
-    let name = idshift_tests::unique("pod");
-    let pc = pod_config(&name, &env.log_dir(&name), true, false);
-    let pod = cri
-        .run_pod(&pc, &env.handler)
-        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", env.c.log_tail(100)));
+    let (pc, pod) = env.run_pod("pod", true, false);
     let id = cri
         .create_container(&pod, &pc, &container_config("a", IMG, &SLEEPER, &pc))
         .expect("CreateContainer");
