@@ -439,6 +439,21 @@ impl Containerd {
         leaks
     }
 
+    /// Runs `run` with idshift's `ctr --runtime` flag, then with the runc
+    /// shim's ([`crate::IDSHIFT_RUNTIME`], [`crate::RUNC_RUNTIME`]); both
+    /// must give the same exit code and output. Returns idshift's.
+    pub fn same_under_idshift_and_runc(&self, run: impl Fn(&str) -> CtrOutput) -> CtrOutput {
+        let ours = run(crate::IDSHIFT_RUNTIME);
+        let runc = run(crate::RUNC_RUNTIME);
+        assert_eq!(
+            (ours.code, &ours.stdout, &ours.stderr),
+            (runc.code, &runc.stdout, &runc.stderr),
+            "idshift (left) and runc (right) differ\n{}",
+            self.log_tail(40)
+        );
+        ours
+    }
+
     /// Panics, with the leaks and containerd's log, unless [`Containerd::leaks`]
     /// finds nothing within `within` (shims exit asynchronously after the
     /// last delete).

@@ -26,6 +26,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// `ctr run`'s flag for idshift.
+pub const IDSHIFT_RUNTIME: &str = "--runtime=io.containerd.idshift.v2";
+/// `ctr run`'s flag for containerd's own runc shim.
+pub const RUNC_RUNTIME: &str = "--runtime=io.containerd.runc.v2";
+
 /// The shim's binary name (containerd finds it on its PATH).
 pub const SHIM_BINARY: &str = "containerd-shim-idshift-v2";
 

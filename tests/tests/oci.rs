@@ -2,14 +2,12 @@
 //! (`ctr run --config`) run by idshift and, where runc can run the same
 //! spec, by containerd's own runc shim side by side. Root needed.
 
-use idshift_tests::{busybox_rootfs, unique, Containerd, CtrOutput};
+use idshift_tests::{busybox_rootfs, unique, Containerd, CtrOutput, IDSHIFT_RUNTIME as IDSHIFT};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const NS: &str = "oci";
-const IDSHIFT: &str = "--runtime=io.containerd.idshift.v2";
-const RUNC: &str = "--runtime=io.containerd.runc.v2";
 
 const APPLETS: [&str; 18] = [
     "sh", "cat", "grep", "stat", "touch", "hostname", "ping", "sleep", "ls", "sort", "cut", "wc",
@@ -41,15 +39,7 @@ fn run(c: &Containerd, runtime: &str, spec: &serde_json::Value) -> CtrOutput {
 
 /// The same spec under idshift and runc: the same exit code and output.
 fn same_under_both(c: &Containerd, spec: &serde_json::Value) -> CtrOutput {
-    let ours = run(c, IDSHIFT, spec);
-    let runc = run(c, RUNC, spec);
-    assert_eq!(
-        (ours.code, &ours.stdout, &ours.stderr),
-        (runc.code, &runc.stdout, &runc.stderr),
-        "idshift (left) and runc (right) differ\n{}",
-        c.log_tail(40)
-    );
-    ours
+    c.same_under_idshift_and_runc(|runtime| run(c, runtime, spec))
 }
 
 /// Capabilities, no_new_privs, hostname and domainname, a namespaced

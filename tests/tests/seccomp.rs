@@ -3,13 +3,13 @@
 //! by idshift and by containerd's own runc shim side by side, which must
 //! behave the same. Root needed.
 
-use idshift_tests::{busybox_rootfs, unique, Containerd, CtrOutput};
+use idshift_tests::{
+    busybox_rootfs, unique, Containerd, CtrOutput, IDSHIFT_RUNTIME as IDSHIFT, RUNC_RUNTIME as RUNC,
+};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 const NS: &str = "seccomp";
-const IDSHIFT: &str = "--runtime=io.containerd.idshift.v2";
-const RUNC: &str = "--runtime=io.containerd.runc.v2";
 const IMG: &str = "docker.io/library/idshift-busybox:1";
 
 fn setup() -> Containerd {
@@ -44,15 +44,7 @@ fn run(c: &Containerd, runtime: &str, profile: Option<&Path>, script: &str) -> C
 /// Runs `script` under idshift and under runc with the same profile; both
 /// must give the same exit code and output, which is returned.
 fn same_under_both(c: &Containerd, profile: Option<&Path>, script: &str) -> CtrOutput {
-    let ours = run(c, IDSHIFT, profile, script);
-    let runc = run(c, RUNC, profile, script);
-    assert_eq!(
-        (ours.code, &ours.stdout, &ours.stderr),
-        (runc.code, &runc.stdout, &runc.stderr),
-        "idshift (left) and runc (right) differ\n{}",
-        c.log_tail(40)
-    );
-    ours
+    c.same_under_idshift_and_runc(|runtime| run(c, runtime, profile, script))
 }
 
 #[test]
