@@ -164,13 +164,66 @@ impl Drop for Undo {
 }
 
 pub fn remove_run_dir(d: &Path) {
+    remove_scratch(&d.join(SCRATCH));
     let _ = std::fs::remove_dir(d.join("rootfs"));
-    let _ = std::fs::remove_file(d.join("state.json"));
+    let _ = std::fs::remove_file(d.join(STATE_TMP));
+    let _ = std::fs::remove_file(d.join(STATE));
     if let Err(e) = std::fs::remove_dir(d) {
         if e.kind() != std::io::ErrorKind::NotFound {
             log::error!("removing run dir {}: {e}", d.display());
         }
     }
+}
+
+/// A container's scratch dir for temporary mounts, in its run dir.
+const SCRATCH: &str = "tmp";
+const STATE: &str = "state.json";
+const STATE_TMP: &str = "state.json.tmp";
+
+/// Temporary mounts a rootfs build left in `scratch` (a shim killed while
+/// building: `<scratch>/mnt-*/<mount point>`) detached, and the directories
+/// removed.
+fn remove_scratch(scratch: &Path) {
+    let Ok(builds) = std::fs::read_dir(scratch) else {
+        return;
+    };
+    for build in builds.flatten().map(|e| e.path()) {
+        for point in std::fs::read_dir(&build).into_iter().flatten().flatten() {
+            let point = point.path();
+            // EINVAL: not a mount point (any more).
+            match nix::mount::umount2(&point, nix::mount::MntFlags::MNT_DETACH) {
+                Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+                Err(e) => log::error!("detaching {}: {e}", point.display()),
+            }
+            if let Err(e) = std::fs::remove_dir(&point) {
+                log::error!("removing {}: {e}", point.display());
+            }
+        }
+        if let Err(e) = std::fs::remove_dir(&build) {
+            log::error!("removing {}: {e}", build.display());
+        }
+    }
+    if let Err(e) = std::fs::remove_dir(scratch) {
+        log::error!("removing {}: {e}", scratch.display());
+    }
+}
+
+/// The allocator's owner name of a container's range.
+pub fn range_owner(namespace: &str, id: &str) -> String {
+    format!("{namespace}/{id}").replace('/', ":")
+}
+
+/// Writes `<run_dir>/state.json` atomically (a temporary file renamed over
+/// it): `shim delete` finds the old record or the new one, never a torn one.
+pub fn write_persisted(run_dir: &Path, p: &Persisted) -> Result<(), String> {
+    let state = serde_json::to_vec(p).map_err(|e| format!("serialising the state: {e}"))?;
+    let tmp = run_dir.join(STATE_TMP);
+    let path = run_dir.join(STATE);
+    let written = std::fs::write(&tmp, state).and_then(|_| std::fs::rename(&tmp, &path));
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("writing {}: {e}", path.display())
+    })
 }
 
 fn mkdir_mode(p: &Path, mode: u32) -> Result<(), String> {
@@ -311,6 +364,24 @@ impl Container {
             ..Default::default()
         };
 
+        // 0. The run dir and state.json first: from here on, whatever create
+        // acquires is recorded (before it is acquired) so that `shim delete`
+        // can undo it if the shim dies part-way.
+        let run_dir = run_dir(cfg, &req.namespace, &req.id);
+        for d in [&cfg.run_dir, &cfg.run_dir.join(&req.namespace)] {
+            mkdir_mode(d, 0o711)?;
+        }
+        if run_dir.exists() {
+            return Err(format!(
+                "container {} already has a run dir {}",
+                req.id,
+                run_dir.display()
+            ));
+        }
+        mkdir_mode(&run_dir, 0o711)?;
+        undo.run_dir = Some(run_dir.clone());
+        write_persisted(&run_dir, &persisted)?;
+
         // 1. The user namespace and the host root it maps.
         let t = Instant::now();
         let mut linux = spec.linux().clone().unwrap_or_default();
@@ -357,12 +428,20 @@ impl Container {
             ));
         } else {
             let alloc = Allocator::open(cfg.allocator()).map_err(|e| e.to_string())?;
-            let owner = format!("{}/{}", req.namespace, req.id).replace('/', ":");
-            let range = alloc
-                .allocate(&owner)
-                .map_err(|e| format!("allocating a host ID range: {e}"))?;
+            let owner = range_owner(&req.namespace, &req.id);
+            // Recorded before it is allocated: releasing an owner that holds
+            // nothing is harmless, a range allocated and not recorded leaks.
+            persisted.range_owner = Some(owner.clone());
+            write_persisted(&run_dir, &persisted)?;
+            let range = alloc.allocate(&owner).map_err(|e| {
+                format!(
+                    "allocating a host ID range (pool {}+{} in {}): {e}",
+                    cfg.pool.start,
+                    cfg.pool.size,
+                    cfg.state_dir.display()
+                )
+            })?;
             undo.alloc = Some((alloc, owner.clone()));
-            persisted.range_owner = Some(owner);
             report.range = Some(range);
             let ns = UserNamespace::for_range(range).map_err(|e| e.to_string())?;
             let map = range.to_map();
@@ -370,6 +449,7 @@ impl Container {
             linux.set_gid_mappings(Some(vec![id_mapping(&map)?]));
             Some((ns, (range.base, range.base)))
         };
+        crate::faultpoint::pause("userns", &cfg.run_dir, &req.id);
         linux.set_namespaces(Some(namespaces));
         spec.set_linux(Some(linux));
         report.userns_ms = ms(t);
@@ -395,24 +475,14 @@ impl Container {
         } else {
             rootfs::plan(&req.rootfs, &req.bundle).map_err(|e| e.to_string())?
         };
-        let run_dir = run_dir(cfg, &req.namespace, &req.id);
-        for d in [&cfg.run_dir, &cfg.run_dir.join(&req.namespace)] {
-            mkdir_mode(d, 0o711)?;
-        }
-        if run_dir.exists() {
-            return Err(format!(
-                "container {} already has a run dir {}",
-                req.id,
-                run_dir.display()
-            ));
-        }
-        mkdir_mode(&run_dir, 0o711)?;
-        undo.run_dir = Some(run_dir.clone());
         let target = run_dir.join("rootfs");
         mkdir_mode(&target, 0o755)?;
-        let scratch = cfg.run_dir.join("tmp");
+        // The container's own scratch dir: temporary mounts a dead shim
+        // left there are detached by its cleanup (`remove_run_dir`).
+        let scratch = run_dir.join(SCRATCH);
         mkdir_mode(&scratch, 0o700)?;
-        let built = rootfs::build(
+        let built = rootfs::build_with(
+            &crate::faultpoint::PausingSys::new(&cfg.run_dir, &req.id),
             &plan,
             &rootfs::BuildOptions {
                 strategy,
@@ -431,8 +501,9 @@ impl Container {
         let (idmapped_mounts, idmapped_fds) =
             idmapped_mounts(&spec, ns.as_ref().map(|(ns, _)| ns))?;
         report.rootfs_ms = ms(t);
+        crate::faultpoint::pause("rootfs", &cfg.run_dir, &req.id);
 
-        // 3. The cgroup.
+        // 3. The cgroup (recorded before it is made).
         let cg_path = spec
             .linux()
             .as_ref()
@@ -440,9 +511,10 @@ impl Container {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| format!("/idshift/{}/{}", req.namespace, req.id));
         let h = Hierarchy::detect().map_err(|e| e.to_string())?;
+        persisted.cgroup = Some(cg_path.clone());
+        write_persisted(&run_dir, &persisted)?;
+        undo.cgroup = Some(Cgroup::open(&h, &cg_path));
         let cgroup = Cgroup::create(&h, &cg_path).map_err(|e| e.to_string())?;
-        persisted.cgroup = Some(cg_path);
-        undo.cgroup = Some(Cgroup::open(&h, cgroup.path()));
         cgroup
             .apply(&resources_of_spec(&spec))
             .map_err(|e| e.to_string())?;
@@ -467,6 +539,9 @@ impl Container {
         let (mut init, pty) =
             process::spawn_blocking("", &msg, &fds, stdio, req.uris.clone(), io, Some(&cgroup))?;
         undo.pid = Some(init.pid);
+        // The init is in the cgroup already (killed with it); its pid too.
+        persisted.pid = init.pid;
+        write_persisted(&run_dir, &persisted)?;
         drop(built);
         drop(idmapped_fds);
         // A sandbox's user namespace is kept for the pod's containers.
@@ -483,11 +558,8 @@ impl Container {
                 .attach_pty(&req.uris, master)
                 .map_err(|e| format!("connecting the terminal: {e}"))?;
         }
-        persisted.pid = init.pid;
-        let state = serde_json::to_vec(&persisted).map_err(|e| e.to_string())?;
-        std::fs::write(run_dir.join("state.json"), state)
-            .map_err(|e| format!("writing {}: {e}", run_dir.join("state.json").display()))?;
         report.init_ms = ms(t);
+        crate::faultpoint::pause("init", &cfg.run_dir, &req.id);
         // Success: nothing to undo.
         undo.alloc = None;
         undo.cgroup = None;

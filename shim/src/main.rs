@@ -7,6 +7,7 @@ mod cgroup;
 mod channel;
 mod config;
 mod container;
+mod faultpoint;
 mod init;
 mod metrics;
 mod mounts;

@@ -842,6 +842,10 @@ impl Task for TaskService {
         let pid = c.init.pid;
         let exit = c.init.exit();
         tokio::task::spawn_blocking(move || {
+            // The run dir is <run_dir>/<namespace>/<id>.
+            if let Some(run_root) = c.run_dir.parent().and_then(|p| p.parent()) {
+                crate::faultpoint::pause("delete", run_root, &c.id);
+            }
             c.cleanup();
         })
         .await
