@@ -2,7 +2,7 @@
 //! group's), `delete` (clean up after a dead shim), and serving.
 
 use crate::config::Config;
-use crate::container::{cleanup_persisted, read_persisted, read_spec, run_dir};
+use crate::container::{cleanup_persisted, read_persisted, read_spec, run_dir, Persisted};
 use crate::service::TaskService;
 use async_trait::async_trait;
 use containerd_shim::asynchronous::publisher::RemotePublisher;
@@ -195,18 +195,29 @@ impl Shim for IdshiftShim {
         let config = Config::load(None).map_err(Error::InvalidArgument)?;
         let dir = run_dir(&config, &self.namespace, &self.id);
         let mut resp = DeleteResponse::new();
-        if let Some(p) = read_persisted(&dir) {
-            if p.pid > 0 {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(p.pid),
-                    nix::sys::signal::Signal::SIGKILL,
+        let p = match read_persisted(&dir) {
+            Some(p) => p,
+            None => {
+                // No (readable) state.json: the shim died before writing
+                // it, or it is lost. What the container may hold is found
+                // from the config, the allocator and the bundle (the cwd).
+                log::warn!(
+                    "{}: no readable {}/state.json; cleaning up by the config and the bundle",
+                    self.id,
+                    dir.display()
                 );
+                fallback_persisted(&config, &self.namespace, &self.id)
             }
-            resp.pid = p.pid as u32;
-            cleanup_persisted(&p, &dir);
-        } else {
-            crate::container::remove_run_dir(&dir);
+        };
+        if p.pid > 0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(p.pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
+        resp.pid = p.pid.max(0) as u32;
+        cleanup_persisted(&p, &dir);
+        remove_dead_socket();
         resp.exit_status = 128 + libc::SIGKILL as u32;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -224,6 +235,57 @@ impl Shim for IdshiftShim {
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
         TaskService::new(&self.namespace, publisher, self.exit.clone())
+    }
+}
+
+/// What `shim delete` cleans up without a state.json: the range the
+/// allocator holds for the container (if any) and the cgroup its spec names
+/// (or idshift's default).
+fn fallback_persisted(config: &Config, namespace: &str, id: &str) -> Persisted {
+    let owner = crate::container::range_owner(namespace, id);
+    let held = userns::Allocator::open(config.allocator())
+        .and_then(|a| a.lookup(&owner))
+        .map_err(|e| log::error!("looking up the ID range of {owner}: {e}"))
+        .ok()
+        .flatten();
+    let cgroup = std::env::current_dir()
+        .ok()
+        .and_then(|bundle| read_spec(&bundle).ok())
+        .and_then(|spec| spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| format!("/idshift/{namespace}/{id}"));
+    Persisted {
+        pid: 0,
+        range_owner: held.map(|_| owner),
+        state_dir: config.state_dir.clone(),
+        pool_start: config.pool.start,
+        pool_size: config.pool.size,
+        range_size: config.pool.range_size,
+        cgroup: Some(cgroup),
+        pod: None,
+    }
+}
+
+/// The serving shim's socket (named in the bundle's `address` file, the
+/// cwd of `shim delete`) removed if nobody listens on it any more: a
+/// SIGKILLed shim cannot remove it itself. A socket still served (another
+/// container of a live group shim) stays.
+fn remove_dead_socket() {
+    let Ok(address) = std::fs::read_to_string("address") else {
+        return;
+    };
+    let path = address.trim().trim_start_matches("unix://");
+    if path.is_empty() || !path.starts_with('/') {
+        return;
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => {}
+        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+            if let Err(e) = std::fs::remove_file(path) {
+                log::error!("removing the dead shim's socket {path}: {e}");
+            }
+        }
+        Err(_) => {}
     }
 }
 
