@@ -359,12 +359,18 @@ impl Allocator {
             .custom_flags(libc::O_CLOEXEC)
             .open(&self.tmp_path)
             .map_err(io_err("creating", &self.tmp_path))?;
-        f.write_all(&text)
-            .and_then(|_| f.sync_all())
-            .map_err(io_err("writing", &self.tmp_path))?;
+        // A failed write (ENOSPC) leaves the old state in place and no
+        // partial temporary file taking space.
+        if let Err(e) = f.write_all(&text).and_then(|_| f.sync_all()) {
+            drop(f);
+            let _ = fs::remove_file(&self.tmp_path);
+            return Err(io_err("writing", &self.tmp_path)(e));
+        }
         drop(f);
-        fs::rename(&self.tmp_path, &self.state_path)
-            .map_err(io_err("renaming into place", &self.state_path))?;
+        if let Err(e) = fs::rename(&self.tmp_path, &self.state_path) {
+            let _ = fs::remove_file(&self.tmp_path);
+            return Err(io_err("renaming into place", &self.state_path)(e));
+        }
         File::open(&self.cfg.state_dir)
             .and_then(|d| d.sync_all())
             .map_err(io_err("syncing", &self.cfg.state_dir))
