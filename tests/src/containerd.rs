@@ -54,6 +54,9 @@ pub struct ContainerdOptions {
     /// before containerd starts (the plugins are the host's,
     /// [`crate::cni_bin_dir`]).
     pub cni_conflist: Option<String>,
+    /// Extra environment of the containerd process (and so of the shims it
+    /// starts), e.g. the shim's test-only `IDSHIFT_TEST_PAUSE`.
+    pub env: Vec<(String, String)>,
 }
 
 impl ContainerdOptions {
@@ -94,6 +97,8 @@ pub struct Containerd {
     config: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
+    /// The environment containerd is started with (again on a restart).
+    daemon_env: Vec<(String, String)>,
     /// The idshift config file the shims of this containerd read.
     pub idshift_config: PathBuf,
 }
@@ -128,6 +133,7 @@ impl Containerd {
             idshift_config: base.join("idshift.toml"),
             base,
             child: None,
+            daemon_env: Vec::new(),
         };
         // From here on, a failure is cleaned up by Drop.
         std::fs::write(&c.config, c.containerd_toml(&opts))?;
@@ -144,7 +150,6 @@ impl Containerd {
                 opts.idshift_toml
             ),
         )?;
-        let log = std::fs::File::create(&c.log_path)?;
         // The caller's PATH, and the usual directories it may lack (runc is
         // in /usr/sbin).
         let mut system_path = std::env::var("PATH").unwrap_or_default();
@@ -167,12 +172,31 @@ impl Containerd {
             Some(dir) => format!("{}:{system_path}", dir.display()),
             None => system_path,
         };
+        c.daemon_env = vec![
+            ("PATH".into(), path),
+            (
+                "IDSHIFT_CONFIG".into(),
+                c.idshift_config.display().to_string(),
+            ),
+        ];
+        c.daemon_env.extend(opts.env.iter().cloned());
+        c.spawn_daemon()?;
+        Ok(c)
+    }
+
+    /// Starts the containerd process (its log appended to) and waits until
+    /// `ctr version` gets an answer.
+    fn spawn_daemon(&mut self) -> Result<(), Error> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        let c = self;
         c.child = Some(
             Command::new("containerd")
                 .arg("--config")
                 .arg(&c.config)
-                .env("PATH", path)
-                .env("IDSHIFT_CONFIG", &c.idshift_config)
+                .envs(c.daemon_env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)
@@ -204,7 +228,7 @@ impl Containerd {
                 }
             };
             if probe.success() {
-                return Ok(c);
+                return Ok(());
             }
             if Instant::now() > deadline {
                 return Err(format!(
@@ -217,6 +241,79 @@ impl Containerd {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Stops the containerd process with `signal` (e.g. `SIGTERM` for a
+    /// graceful stop, `SIGKILL`) and waits (10 s at most) for it to exit; the
+    /// shims and their tasks are left running. [`Containerd::start_again`]
+    /// starts it again; until then `ctr` cannot reach it.
+    pub fn stop_with(&mut self, signal: rustix::process::Signal) -> Result<(), Error> {
+        let mut child = self.child.take().ok_or("containerd is not running")?;
+        let pid = i32::try_from(child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .ok_or("containerd's pid")?;
+        rustix::process::kill_process(pid, signal)
+            .map_err(|e| format!("signalling containerd: {e}"))?;
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if child.try_wait()?.is_some() {
+                // Its sockets are in the base dir; a killed one leaves them.
+                for sock in [&self.address, &self.ttrpc_address] {
+                    let _ = std::fs::remove_file(sock);
+                }
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        Err(format!("containerd did not exit within {STOP_TIMEOUT:?} of {signal:?}").into())
+    }
+
+    /// Starts containerd again after [`Containerd::stop_with`]: same config,
+    /// root, state, sockets and environment (it finds the running shims in
+    /// its state dir).
+    pub fn start_again(&mut self) -> Result<(), Error> {
+        if self.daemon_running() {
+            return Err("containerd is still running".into());
+        }
+        self.spawn_daemon()
+    }
+
+    /// [`Containerd::stop_with`] then [`Containerd::start_again`].
+    pub fn restart(&mut self, signal: rustix::process::Signal) -> Result<(), Error> {
+        self.stop_with(signal)?;
+        self.start_again()
+    }
+
+    /// A containerd namespace of this instance alone (its base dir's name):
+    /// [`Containerd::leaks`] also looks for cgroups left in it.
+    pub fn namespace(&self) -> String {
+        self.base
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "idshift-e2e".into())
+    }
+
+    /// Cgroups left in [`Containerd::namespace`]: sub-directories of
+    /// `<controller root>/<ns>` and `<controller root>/idshift/<ns>` (ctr's
+    /// default `cgroupsPath` is `/<ns>/<id>`, idshift's `/idshift/<ns>/<id>`;
+    /// the namespace directory itself is left, as runc leaves it).
+    pub fn cgroup_leaks(&self) -> Vec<String> {
+        let ns = self.namespace();
+        let roots = crate::process::cgroup_roots();
+        let mut leaks = Vec::new();
+        for root in roots {
+            for dir in [root.join(&ns), root.join("idshift").join(&ns)] {
+                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    if e.path().is_dir() {
+                        leaks.push(format!("cgroup {}", e.path().display()));
+                    }
+                }
+            }
+        }
+        leaks
     }
 
     fn containerd_toml(&self, opts: &ContainerdOptions) -> String {
@@ -436,6 +533,7 @@ impl Containerd {
                 }
             }
         }
+        leaks.extend(self.cgroup_leaks());
         leaks
     }
 
@@ -651,7 +749,43 @@ impl Drop for Containerd {
             Vec::new()
         };
         self.stop_daemon(&mut problems);
-        let cgroups = self.leftover_cgroups();
+        let mut cgroups = self.leftover_cgroups();
+        // Anything left in this instance's own namespace, then the
+        // namespace's directories themselves.
+        let ns = PathBuf::from(self.namespace());
+        for root in crate::process::cgroup_roots() {
+            for dir in [ns.clone(), Path::new("idshift").join(&ns)] {
+                for e in std::fs::read_dir(root.join(&dir))
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    if e.path().is_dir() {
+                        cgroups.push(dir.join(e.file_name()));
+                    }
+                }
+            }
+        }
+        cgroups.sort();
+        cgroups.dedup();
+        // Processes left in them (a shim killed and never cleaned up after).
+        for root in crate::process::cgroup_roots() {
+            for cg in &cgroups {
+                let procs = std::fs::read_to_string(root.join(cg).join("cgroup.procs"));
+                for pid in procs.iter().flat_map(|p| p.lines()) {
+                    if let Some(pid) = pid
+                        .trim()
+                        .parse()
+                        .ok()
+                        .and_then(rustix::process::Pid::from_raw)
+                    {
+                        let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                    }
+                }
+            }
+        }
+        cgroups.push(ns.clone());
+        cgroups.push(Path::new("idshift").join(&ns));
         // Shims (their -address is in the base dir) and anything else of ours.
         let needle = self.needle();
         let left = kill_processes_matching(&needle, Duration::from_secs(5));

@@ -166,7 +166,7 @@ pub fn unmount_under(dir: &Path) -> Vec<String> {
 /// The cgroup hierarchies of the host: every directory in /sys/fs/cgroup
 /// (v1 controllers and a hybrid `unified`), or /sys/fs/cgroup itself
 /// (cgroup v2).
-fn cgroup_roots() -> Vec<PathBuf> {
+pub(crate) fn cgroup_roots() -> Vec<PathBuf> {
     let top = Path::new("/sys/fs/cgroup");
     if top.join("cgroup.controllers").exists() {
         return vec![top.to_path_buf()];

@@ -86,6 +86,7 @@ fn setup_with(cni: bool, images: &[(&str, usize)], idshift_toml: &str) -> Env {
         sandbox_image: Some(PAUSE_IMAGE.into()),
         cni_conflist: net.as_ref().map(CniNetwork::conflist),
         idshift_toml: idshift_toml.to_string(),
+        ..Default::default()
     })
     .expect("start containerd with the CRI plugin");
     import_pause_image(&c).expect("import the pause image");
