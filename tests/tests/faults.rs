@@ -306,11 +306,24 @@ fn restart_under_running_containers(signal: Signal) {
         "while [ ! -e /tmp/go ]; do sleep 0.1; done; exit 7",
     );
     run_detached(&c, &ns, IMG, "b", "sleep 100000");
+    // d exits 5 on SIGTERM, sent while containerd is down.
+    run_detached(
+        &c,
+        &ns,
+        IMG,
+        "d",
+        "trap 'exit 5' TERM; while :; do sleep 0.1; done",
+    );
     let pid_a = wait_status(&c, &ns, "a", "RUNNING", Duration::from_secs(30));
     let pid_b = wait_status(&c, &ns, "b", "RUNNING", Duration::from_secs(30));
+    let pid_d = wait_status(&c, &ns, "d", "RUNNING", Duration::from_secs(30));
     let (shim_a, shim_b) = (shim_pid(&c, "a"), shim_pid(&c, "b"));
 
-    c.restart(signal).expect("restart containerd");
+    c.stop_with(signal).expect("stop containerd");
+    let pid = rustix::process::Pid::from_raw(pid_d as i32).expect("d's pid");
+    rustix::process::kill_process(pid, Signal::TERM).expect("SIGTERM d");
+    wait_for("d to exit", &c, Duration::from_secs(10), || !alive(pid_d));
+    c.start_again().expect("start containerd again");
     // The shims and their tasks ran on, and containerd found them again.
     assert!(
         alive(shim_a) && alive(shim_b),
@@ -318,6 +331,16 @@ fn restart_under_running_containers(signal: Signal) {
     );
     assert_eq!(task(&c, &ns, "a"), Some((pid_a, "RUNNING".into())));
     assert_eq!(task(&c, &ns, "b"), Some((pid_b, "RUNNING".into())));
+    // The exit while containerd was down is the task's state.
+    wait_status(&c, &ns, "d", "STOPPED", Duration::from_secs(10));
+    let out = c.ctr(&ns, &["task", "rm", "d"]);
+    assert_eq!(
+        rm_exit_code(&out),
+        Some(5),
+        "d's exit code: {out:?}\n{}",
+        c.log_tail(60)
+    );
+    assert!(c.ctr(&ns, &["c", "rm", "d"]).success());
 
     // An exit after the restart reaches containerd: as an event, and as the
     // task's state and exit code.
@@ -412,30 +435,49 @@ fn shim_sigkilled_while_idle_is_cleaned_up_by_shim_delete() {
 }
 
 #[test]
-fn shim_dead_while_containerd_down_with_a_torn_state_json() {
+fn shim_dead_while_containerd_down_with_a_torn_or_missing_state_json() {
     let (mut c, ns) = setup("", &[], &[(IMG, 1)]);
-    run_detached(&c, &ns, IMG, "torn", "sleep 100000");
-    let init = wait_status(&c, &ns, "torn", "RUNNING", Duration::from_secs(30));
-    let shim = shim_pid(&c, "torn");
+    let ids = ["torn", "gone"];
+    let mut inits = Vec::new();
+    let mut shims = Vec::new();
+    for id in ids {
+        run_detached(&c, &ns, IMG, id, "sleep 100000");
+        inits.push(wait_status(&c, &ns, id, "RUNNING", Duration::from_secs(30)));
+        shims.push(shim_pid(&c, id));
+    }
     c.stop_with(Signal::KILL).expect("SIGKILL containerd");
-    sigkill(shim);
-    wait_for("the shim to die", &c, Duration::from_secs(10), || {
-        !alive(shim)
+    for shim in &shims {
+        sigkill(*shim);
+    }
+    wait_for("the shims to die", &c, Duration::from_secs(10), || {
+        shims.iter().all(|p| !alive(*p))
     });
-    // The record shim delete needs is lost (truncated mid-write by
-    // something other than idshift, which renames whole files into place).
-    let state = container_run_dir(&c, &ns, "torn").join("state.json");
-    std::fs::write(&state, "{\"pid\": 12").expect("tear state.json");
-    assert!(alive(init), "the container outlives its shim");
-    // containerd finds the shim dead on start and runs `shim delete`, which
+    // The record shim delete needs is lost: truncated (by something other
+    // than idshift, which renames whole files into place), or removed.
+    let state = |id| container_run_dir(&c, &ns, id).join("state.json");
+    std::fs::write(state("torn"), "{\"pid\": 12").expect("tear state.json");
+    std::fs::remove_file(state("gone")).expect("remove state.json");
+    assert!(
+        inits.iter().all(|p| alive(*p)),
+        "the containers outlive their shims"
+    );
+    assert_eq!(c.live_ranges(), 2);
+    // containerd finds the shims dead on start and runs `shim delete`, which
     // cleans up by the allocator and the bundle's spec.
     c.start_again().expect("start containerd again");
-    wait_for("the init to be killed", &c, Duration::from_secs(20), || {
-        !alive(init)
-    });
-    remove(&c, &ns, "torn");
+    wait_for(
+        "the inits to be killed",
+        &c,
+        Duration::from_secs(20),
+        || inits.iter().all(|p| !alive(*p)),
+    );
+    for id in ids {
+        remove(&c, &ns, id);
+    }
     c.assert_no_leaks(Duration::from_secs(20));
-    same_id_works(&c, &ns, "torn");
+    for id in ids {
+        same_id_works(&c, &ns, id);
+    }
     c.assert_no_leaks(Duration::from_secs(10));
 }
 
@@ -471,13 +513,29 @@ fn shim_sigkilled_at_each_create_phase_leaks_nothing() {
         &[("IDSHIFT_TEST_PAUSE", &ALL_PHASES.join(","))],
         &[(IMG3, 3), (IMG, 1)],
     );
+    create_phases(&c, &ns, &CREATE_PHASES);
+}
+
+#[test]
+fn shim_sigkilled_with_a_temporary_mount_per_layer_leaks_nothing() {
+    let (c, ns) = setup(
+        "strategy = \"per-layer\"\n",
+        &[("IDSHIFT_TEST_PAUSE", &ALL_PHASES.join(","))],
+        &[(IMG3, 3), (IMG, 1)],
+    );
+    create_phases(&c, &ns, &["rootfs-mount"]);
+}
+
+/// For each phase of `phases`: `ctr run` paused there, the shim SIGKILLed,
+/// then nothing left and the same id runs.
+fn create_phases(c: &Containerd, ns: &str, phases: &[&str]) {
     std::fs::create_dir_all(c.run_dir()).expect("run dir");
-    for phase in CREATE_PHASES {
+    for &phase in phases {
         let id = format!("create-{phase}");
-        let marker = only_pause_at(&c, phase, &id);
+        let marker = only_pause_at(c, phase, &id);
         let run = Bg::spawn(
-            &c,
-            &ns,
+            c,
+            ns,
             &[
                 "run",
                 "-d",
@@ -491,15 +549,15 @@ fn shim_sigkilled_at_each_create_phase_leaks_nothing() {
         );
         wait_for(
             &format!("the shim to pause at {phase}"),
-            &c,
+            c,
             Duration::from_secs(30),
             || marker.exists(),
         );
         // What the phase has acquired is on record.
-        let st = state_json(&c, &ns, &id);
+        let st = state_json(c, ns, &id);
         assert_eq!(c.live_ranges(), 1, "{phase}: the range is allocated");
         assert!(st["range_owner"].is_string(), "{phase}: {st}");
-        let dir = container_run_dir(&c, &ns, &id);
+        let dir = container_run_dir(c, ns, &id);
         match phase {
             "rootfs-mount" => {
                 let tmp = dir.join("tmp").display().to_string();
@@ -516,26 +574,26 @@ fn shim_sigkilled_at_each_create_phase_leaks_nothing() {
             _ => {}
         }
         let init = st["pid"].as_u64().unwrap_or(0) as u32;
-        sigkill(shim_pid(&c, &id));
+        sigkill(shim_pid(c, &id));
         let out = run.finish(Duration::from_secs(60));
         assert!(!out.success(), "{phase}: ctr run succeeded: {out:?}");
         if init > 0 {
-            wait_for("the init to be killed", &c, Duration::from_secs(20), || {
+            wait_for("the init to be killed", c, Duration::from_secs(20), || {
                 !alive(init)
             });
         }
         // ctr run cleaned up the container it made, or left it to us.
-        let listed = c.ctr(&ns, &["c", "ls", "-q"]).stdout;
+        let listed = c.ctr(ns, &["c", "ls", "-q"]).stdout;
         if listed.lines().any(|l| l.trim() == id) {
-            remove(&c, &ns, &id);
+            remove(c, ns, &id);
         }
         wait_for(
             &format!("{phase}: no leaks"),
-            &c,
+            c,
             Duration::from_secs(20),
             || c.leaks().is_empty(),
         );
-        same_id_works(&c, &ns, &id);
+        same_id_works(c, ns, &id);
         c.assert_no_leaks(Duration::from_secs(10));
     }
 }
