@@ -440,10 +440,12 @@ fn shim_dead_while_containerd_down_with_a_torn_or_missing_state_json() {
     let ids = ["torn", "gone"];
     let mut inits = Vec::new();
     let mut shims = Vec::new();
+    let mut sockets = Vec::new();
     for id in ids {
         run_detached(&c, &ns, IMG, id, "sleep 100000");
         inits.push(wait_status(&c, &ns, id, "RUNNING", Duration::from_secs(30)));
         shims.push(shim_pid(&c, id));
+        sockets.push(shim_socket(&c, &ns, id));
     }
     c.stop_with(Signal::KILL).expect("SIGKILL containerd");
     for shim in &shims {
@@ -475,6 +477,13 @@ fn shim_dead_while_containerd_down_with_a_torn_or_missing_state_json() {
         remove(&c, &ns, id);
     }
     c.assert_no_leaks(Duration::from_secs(20));
+    for s in &sockets {
+        assert!(
+            !s.exists(),
+            "the dead shim's socket {} is left",
+            s.display()
+        );
+    }
     for id in ids {
         same_id_works(&c, &ns, id);
     }
@@ -574,6 +583,7 @@ fn create_phases(c: &Containerd, ns: &str, phases: &[&str]) {
             _ => {}
         }
         let init = st["pid"].as_u64().unwrap_or(0) as u32;
+        let socket = shim_socket(c, ns, &id);
         sigkill(shim_pid(c, &id));
         let out = run.finish(Duration::from_secs(60));
         assert!(!out.success(), "{phase}: ctr run succeeded: {out:?}");
@@ -592,6 +602,11 @@ fn create_phases(c: &Containerd, ns: &str, phases: &[&str]) {
             c,
             Duration::from_secs(20),
             || c.leaks().is_empty(),
+        );
+        assert!(
+            !socket.exists(),
+            "{phase}: the dead shim's socket {} is left",
+            socket.display()
         );
         same_id_works(c, ns, &id);
         c.assert_no_leaks(Duration::from_secs(10));
