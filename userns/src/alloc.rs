@@ -351,6 +351,23 @@ impl Allocator {
             path: self.state_path.clone(),
             reason: format!("cannot serialise: {e}"),
         })?;
+        match self.store_by_rename(&text) {
+            Err(AllocError::Io { source, .. }) if is_full(&source) => {
+                self.store_in_place(&text).map_err(|e| {
+                    log::debug!("{}: in place: {e}", self.state_path.display());
+                    AllocError::Io {
+                        op: "writing",
+                        path: self.tmp_path.clone(),
+                        source,
+                    }
+                })
+            }
+            other => other,
+        }
+    }
+
+    /// The atomic way: a temporary file renamed over the state.
+    fn store_by_rename(&self, text: &[u8]) -> Result<(), AllocError> {
         let mut f = OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -361,7 +378,7 @@ impl Allocator {
             .map_err(io_err("creating", &self.tmp_path))?;
         // A failed write (ENOSPC) leaves the old state in place and no
         // partial temporary file taking space.
-        if let Err(e) = f.write_all(&text).and_then(|_| f.sync_all()) {
+        if let Err(e) = f.write_all(text).and_then(|_| f.sync_all()) {
             drop(f);
             let _ = fs::remove_file(&self.tmp_path);
             return Err(io_err("writing", &self.tmp_path)(e));
@@ -375,6 +392,35 @@ impl Allocator {
             .and_then(|d| d.sync_all())
             .map_err(io_err("syncing", &self.cfg.state_dir))
     }
+
+    /// On a full file system, a state no longer than the current one (a
+    /// release always is) is written over it in place, padded with
+    /// whitespace (valid JSON) to the old length: the file's blocks exist
+    /// already, so a release still succeeds when nothing can be allocated.
+    /// One `write` of a few hundred bytes under the lock; only a crash of
+    /// the machine in the middle of it could tear it.
+    fn store_in_place(&self, text: &[u8]) -> std::io::Result<()> {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(&self.state_path)?;
+        let old_len = usize::try_from(f.metadata()?.len()).unwrap_or(usize::MAX);
+        if text.len() > old_len {
+            return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        let mut padded = text.to_vec();
+        padded.resize(old_len, b' ');
+        if let Some(last) = padded.last_mut().filter(|_| old_len > text.len()) {
+            *last = b'\n';
+        }
+        f.write_all(&padded)?;
+        f.sync_all()
+    }
+}
+
+/// ENOSPC or EDQUOT.
+fn is_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 fn check_owner(owner: &str) -> Result<(), AllocError> {
@@ -447,6 +493,28 @@ mod tests {
             pool_size: ranges * 1000,
             range_size: 1000,
         }
+    }
+
+    #[test]
+    fn a_shorter_state_written_in_place_is_read_back() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let a = Allocator::open(cfg(d.path(), 3)).expect("open");
+        a.allocate("c1").expect("c1");
+        let r2 = a.allocate("c2").expect("c2");
+        let before = fs::metadata(&a.state_path).expect("state").len();
+        let mut st = a.load().expect("load");
+        let e = st.owners.remove("c1").expect("c1's entry");
+        st.free.insert(e.slot);
+        let text = serde_json::to_vec_pretty(&st).expect("json");
+        a.store_in_place(&text).expect("in place");
+        assert_eq!(fs::metadata(&a.state_path).expect("state").len(), before);
+        assert_eq!(a.live().expect("live"), vec![("c2".to_string(), r2)]);
+        // A longer one is refused (it would need new blocks).
+        st.owners.insert("a-much-longer-owner-name".into(), e);
+        st.free.clear();
+        let text = serde_json::to_vec_pretty(&st).expect("json");
+        assert!(a.store_in_place(&text).is_err());
+        assert_eq!(a.live().expect("live"), vec![("c2".to_string(), r2)]);
     }
 
     #[test]
