@@ -5,7 +5,11 @@
 //! an exclusive `flock` of `<state_dir>/ranges.lock` (released by the kernel if
 //! the holder dies). A new state is written to `ranges.json.tmp`, fsynced, and
 //! renamed over the old one, then the directory is fsynced: a crash at any
-//! instant leaves the old or the new state, never a torn one.
+//! instant leaves the old or the new state, never a torn one. When the
+//! file system is full, a state no longer than the current one (a release)
+//! is written over it in place instead (one small `write` under the lock;
+//! only a machine crash during it could tear it), so that ranges can still
+//! be released.
 //!
 //! The pool is cut into slots of `range_size` IDs; slot `i` is
 //! `pool_start + i * range_size`. Allocation takes the smallest released slot
