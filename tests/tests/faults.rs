@@ -490,6 +490,60 @@ fn shim_dead_while_containerd_down_with_a_torn_or_missing_state_json() {
     c.assert_no_leaks(Duration::from_secs(10));
 }
 
+#[test]
+fn group_shim_sigkilled_cleans_up_every_container_it_served() {
+    let (c, ns) = setup("", &[], &[(IMG, 1)]);
+    let group = "--annotation=io.containerd.runc.v2.group=g1";
+    let ids = ["ga", "gb"];
+    let mut inits = Vec::new();
+    for id in ids {
+        let out = c.ctr(
+            &ns,
+            &[
+                "run",
+                "-d",
+                IDSHIFT_RUNTIME,
+                group,
+                IMG,
+                id,
+                "sleep",
+                "100000",
+            ],
+        );
+        assert!(out.success(), "ctr run {id}: {out:?}\n{}", c.log_tail(60));
+        inits.push(wait_status(&c, &ns, id, "RUNNING", Duration::from_secs(30)));
+    }
+    // One shim (started for the first, serving both) and its socket.
+    let shim = shim_pid(&c, "ga");
+    let socket = shim_socket(&c, &ns, "gb");
+    assert_eq!(
+        socket,
+        shim_socket(&c, &ns, "ga"),
+        "one socket for the group"
+    );
+    assert_eq!(c.live_ranges(), 2);
+    sigkill(shim);
+    wait_for(
+        "both inits to be killed",
+        &c,
+        Duration::from_secs(20),
+        || inits.iter().all(|p| !alive(*p)),
+    );
+    for id in ids {
+        remove(&c, &ns, id);
+    }
+    c.assert_no_leaks(Duration::from_secs(20));
+    assert!(
+        !socket.exists(),
+        "the dead shim's socket {} is left",
+        socket.display()
+    );
+    for id in ids {
+        same_id_works(&c, &ns, id);
+    }
+    c.assert_no_leaks(Duration::from_secs(10));
+}
+
 /// The run dir of container `id`.
 fn container_run_dir(c: &Containerd, ns: &str, id: &str) -> PathBuf {
     c.run_dir().join(ns).join(id)
