@@ -209,7 +209,10 @@ impl Shim for IdshiftShim {
                 fallback_persisted(&config, &self.namespace, &self.id)
             }
         };
-        if p.pid > 0 {
+        // With a cgroup on record, its cleanup kills every process in it
+        // (the init is put there before it runs); a bare pid is signalled
+        // only without one (it may have been reused since the shim died).
+        if p.pid > 0 && p.cgroup.is_none() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(p.pid),
                 nix::sys::signal::Signal::SIGKILL,
