@@ -36,7 +36,22 @@ fn maps_seen_inside(ns: &UserNamespace) -> (Vec<IdMap>, Vec<IdMap>) {
     (lines.clone(), lines)
 }
 
+/// Zombie children of this test process that stay unreaped. Tests run in
+/// parallel threads, so another test's child can be a zombie for the moment
+/// between its exit and its own thread's wait: only zombies that are still
+/// there after a few seconds are leaks.
 fn zombie_children() -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let z = zombies_now();
+        if z.is_empty() || std::time::Instant::now() > deadline {
+            return z;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+fn zombies_now() -> Vec<String> {
     let me = std::process::id().to_string();
     let mut z = Vec::new();
     for e in std::fs::read_dir("/proc").expect("ls /proc").flatten() {
@@ -62,7 +77,8 @@ fn single_range_namespace() {
     let ns = UserNamespace::for_range(r).expect("create");
     let (seen, _) = maps_seen_inside(&ns);
     assert_eq!(seen, vec![r.to_map(), r.to_map()], "uid_map then gid_map");
-    assert!(zombie_children().is_empty(), "{:?}", zombie_children());
+    let z = zombie_children();
+    assert!(z.is_empty(), "{z:?}");
 }
 
 #[test]
@@ -126,7 +142,8 @@ fn invalid_mappings_fail_before_any_process() {
     let many: Vec<IdMap> = (0..341).map(|i| m(i, 100 + i, 1)).collect();
     let e = UserNamespace::create(&many, &many).expect_err("341");
     assert!(e.to_string().contains("341 uid mapping extents"), "{e}");
-    assert!(zombie_children().is_empty());
+    let z = zombie_children();
+    assert!(z.is_empty(), "{z:?}");
 }
 
 #[test]
@@ -170,5 +187,6 @@ fn many_namespaces_leave_no_process_behind() {
         .expect("create");
         drop(ns);
     }
-    assert!(zombie_children().is_empty(), "{:?}", zombie_children());
+    let z = zombie_children();
+    assert!(z.is_empty(), "{z:?}");
 }
