@@ -9,6 +9,7 @@ mod config;
 mod container;
 mod faultpoint;
 mod init;
+mod logger;
 mod metrics;
 mod mounts;
 mod process;
@@ -145,8 +146,21 @@ fn serve() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The serving shim logs through our own logger (one write a line); the
+    // level is the config's once Create has read it (service.rs).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if logger::is_serving(&args) {
+        let level = if args.iter().any(|a| a == "-debug") {
+            log::LevelFilter::Debug
+        } else {
+            log::LevelFilter::Info
+        };
+        if let Err(e) = logger::LineLogger::install(level) {
+            eprintln!("{NAME}: {e}");
+        }
+    }
     let config = containerd_shim::Config {
-        default_log_level: "info".into(),
+        no_setup_logger: true,
         ..Default::default()
     };
     rt.block_on(containerd_shim::asynchronous::run::<shim::IdshiftShim>(
