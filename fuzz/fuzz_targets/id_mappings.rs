@@ -1,6 +1,7 @@
 //! `userns::validate_mappings` over arbitrary extents: it never panics, and
 //! it accepts exactly the mappings a brute-force check finds valid
-//! (non-empty, at most MAX_EXTENTS, no zero size, within u32 on both sides,
+//! (non-empty, at most MAX_EXTENTS, no zero size, first + size within u32
+//! on both sides as the kernel checks it,
 //! no two extents overlapping on either side, short enough for one write);
 //! each error it gives is true of the input.
 #![no_main]
@@ -26,7 +27,10 @@ fn valid(maps: &[IdMap]) -> bool {
         return false;
     }
     for m in maps {
-        if m.size == 0 || end(m.container_id, m.size) > 1 << 32 || end(m.host_id, m.size) > 1 << 32
+        // The kernel refuses an extent whose first + count wraps u32.
+        if m.size == 0
+            || end(m.container_id, m.size) > u64::from(u32::MAX)
+            || end(m.host_id, m.size) > u64::from(u32::MAX)
         {
             return false;
         }
@@ -83,7 +87,7 @@ fuzz_target!(|input: (bool, Vec<(u32, u32, u32)>)| {
                     m.container_id
                 }
             );
-            assert!(end(start, size) > 1 << 32);
+            assert!(end(start, size) > u64::from(u32::MAX));
         }
         MappingError::Overlap { a, b, side, .. } => {
             assert!(a < b, "{a} {b}");

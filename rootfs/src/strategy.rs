@@ -140,6 +140,9 @@ pub fn build_with(
         (s, None) => return Err(RootfsError::NeedsUserns { strategy: s }),
         (_, Some(idmap)) => Some(idmap),
     };
+    if let RootfsPlan::Overlay(o) = plan {
+        check_upper_work(o)?;
+    }
     let mount = {
         let mut scratch = Scratch::new(sys, opts.scratch_dir);
         let built = match (plan, idmap) {
@@ -186,6 +189,42 @@ fn diff(a: &MountOps, b: &MountOps) -> MountOps {
         mount: a.mount - b.mount,
         umount: a.umount - b.umount,
     }
+}
+
+/// The upper and work directories exist, are directories, and are on one
+/// mount, as overlayfs requires: checked before anything is changed or
+/// mounted, so that the error names them (the kernel's is a bare EINVAL).
+fn check_upper_work(o: &OverlayPlan) -> Result<(), RootfsError> {
+    let (Some(upper), Some(work)) = (&o.upper, &o.work) else {
+        return Ok(());
+    };
+    let mount_of = |what: &'static str, path: &Path| {
+        let st = rustix::fs::statx(
+            rustix::fs::CWD,
+            path,
+            rustix::fs::AtFlags::empty(),
+            StatxFlags::TYPE | StatxFlags::MNT_ID,
+        )
+        .map_err(|e| RootfsError::Dir {
+            what,
+            path: path.to_path_buf(),
+            source: e.into(),
+        })?;
+        if u32::from(st.stx_mode) & libc::S_IFMT != libc::S_IFDIR {
+            return Err(RootfsError::NotADirectory {
+                what,
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(st.stx_mnt_id)
+    };
+    if mount_of("upperdir", upper)? != mount_of("workdir", work)? {
+        return Err(RootfsError::UpperWorkApart {
+            upper: upper.clone(),
+            work: work.clone(),
+        });
+    }
+    Ok(())
 }
 
 /// Gives the top upper and work directories to the container's root: overlay

@@ -675,3 +675,71 @@ fn probe_reports_this_kernel() {
     let left: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").collect();
     assert_eq!(left.len(), 1);
 }
+
+/// An upperdir on another mount than its workdir (a tmpfs mounted over the
+/// work dir), and a missing upperdir, are refused before anything is
+/// changed or mounted, with errors naming both directories; every
+/// strategy.
+#[test]
+fn upper_and_work_on_different_mounts_are_named() {
+    let w = World::new(2, 95);
+    let plan_of = |upper: &Path| {
+        let mut m = w.image.mount.clone();
+        for o in &mut m.options {
+            if o.starts_with("upperdir=") {
+                *o = format!("upperdir={}", upper.display());
+            }
+        }
+        plan(&[m], Path::new("/")).expect("plan")
+    };
+    let missing = w._dir.path().join("no-such-upper");
+    for strategy in [Strategy::Fd, Strategy::PerLayer, Strategy::Plain] {
+        let err = build(&plan_of(&missing), &w.opts(strategy, features())).expect_err("missing");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "upperdir {} cannot be used: No such file or directory (os error 2)",
+                missing.display()
+            ),
+            "{strategy}"
+        );
+    }
+    let guard = mounts_lock();
+    rustix::mount::mount(
+        "idshift-test",
+        &w.image.work,
+        "tmpfs",
+        MountFlags::empty(),
+        None,
+    )
+    .expect("mount tmpfs on the work dir");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+    let _unmount = Unmount(w.image.work.clone());
+    let before = mountinfo_lines();
+    let owner = std::fs::metadata(&w.image.upper).expect("upper").uid();
+    for strategy in [Strategy::Fd, Strategy::PerLayer, Strategy::Plain] {
+        let err = build(&w.plan(), &w.opts(strategy, features())).expect_err("apart");
+        assert!(matches!(err, RootfsError::UpperWorkApart { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "upperdir {} and workdir {} are on different mounts; overlayfs needs both on the same one",
+                w.image.upper.display(),
+                w.image.work.display()
+            )
+        );
+    }
+    assert_eq!(mountinfo_lines(), before, "nothing mounted");
+    drop(guard);
+    assert_eq!(
+        std::fs::metadata(&w.image.upper).expect("upper").uid(),
+        owner,
+        "the upper dir was not chowned"
+    );
+    assert!(w.scratch_is_empty());
+}

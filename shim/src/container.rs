@@ -210,9 +210,91 @@ pub fn refuse_unsupported(spec: &Spec) -> Result<(), String> {
     Ok(())
 }
 
+/// The bundle's `config.json`. Parsed here rather than by `Spec::load`,
+/// whose error is only "serde failed": serde's says what is wrong and where
+/// (`unknown variant `bogus``, `EOF while parsing ... at line 1 column 80`).
 pub fn read_spec(bundle: &Path) -> Result<Spec, String> {
     let p = bundle.join("config.json");
-    Spec::load(&p).map_err(|e| format!("reading the OCI spec {}: {e}", p.display()))
+    let text =
+        std::fs::read(&p).map_err(|e| format!("reading the OCI spec {}: {e}", p.display()))?;
+    serde_json::from_slice(&text)
+        .map_err(|e| format!("the OCI spec {} is invalid: {e}", p.display()))
+}
+
+/// `CLONE_NEW*` of an OCI namespace type.
+fn clone_flag(t: LinuxNamespaceType) -> i32 {
+    match t {
+        LinuxNamespaceType::User => libc::CLONE_NEWUSER,
+        LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
+        LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
+        LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
+        LinuxNamespaceType::Network => libc::CLONE_NEWNET,
+        LinuxNamespaceType::Cgroup => libc::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Time => libc::CLONE_NEWTIME,
+    }
+}
+
+/// The OCI name of an rlimit type (`RLIMIT_NOFILE`).
+pub fn rlimit_name(t: &oci_spec::runtime::PosixRlimitType) -> String {
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{t:?}"))
+}
+
+/// Values of a process spec the kernel would refuse, refused with the
+/// field named before anything is made: an rlimit whose soft limit is above
+/// its hard one, an `oomScoreAdj` outside -1000..1000.
+pub fn validate_process(process: &oci_spec::runtime::Process) -> Result<(), String> {
+    for r in process.rlimits().iter().flatten() {
+        if r.soft() > r.hard() {
+            return Err(format!(
+                "process.rlimits {}: the soft limit {} is above the hard limit {}",
+                rlimit_name(&r.typ()),
+                r.soft(),
+                r.hard()
+            ));
+        }
+    }
+    if let Some(adj) = process.oom_score_adj() {
+        if !(-1000..=1000).contains(&adj) {
+            return Err(format!(
+                "process.oomScoreAdj {adj} is outside the kernel's range -1000..1000"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What can be checked in the spec before anything is made: the process
+/// ([`validate_process`]) and that every namespace given by path is a
+/// namespace of its type (the user namespace is checked where it is
+/// opened).
+pub fn validate_spec(spec: &Spec) -> Result<(), String> {
+    if let Some(p) = spec.process() {
+        validate_process(p)?;
+    }
+    let namespaces = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    for ns in namespaces
+        .iter()
+        .filter(|n| n.typ() != LinuxNamespaceType::User)
+    {
+        if let Some(path) = ns.path() {
+            let flag = clone_flag(ns.typ());
+            userns::open_namespace(path, flag).map_err(|e| {
+                format!(
+                    "linux.namespaces: the {} namespace's path: {e}",
+                    userns::namespace_name(flag)
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 pub fn resources_of_spec(spec: &Spec) -> Resources {
@@ -288,6 +370,7 @@ impl Container {
         let cfg = &req.config;
         let mut spec = read_spec(&req.bundle)?;
         refuse_unsupported(&spec)?;
+        validate_spec(&spec)?;
         let features = rootfs::probe_cached(&cfg.state_dir, &cfg.run_dir.join("probe.json"))
             .map_err(|e| format!("probing the kernel: {e}"))?;
         let mut strategy = features.resolve(cfg.strategy).map_err(|e| e.to_string())?;

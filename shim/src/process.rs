@@ -189,6 +189,15 @@ pub fn spawn_blocking(
         Ok(None) => return Err(died("ready")),
         Err(e) => return Err(format!("waiting for the init to be ready: {e}")),
     };
+    // Dropping `ch` on an error here makes the waiting process exit.
+    let process = match msg {
+        ToInit::Container(c) => c.spec.process().as_ref(),
+        ToInit::Exec { process, .. } => Some(process.as_ref()),
+        ToInit::Start => None,
+    };
+    if let Some(p) = process {
+        apply_rlimits(pid, p)?;
+    }
     let (exit_tx, _) = watch::channel(None);
     Ok((
         Process {
@@ -202,6 +211,37 @@ pub fn spawn_blocking(
         },
         pty,
     ))
+}
+
+/// `process.rlimits`, set on the ready process by the shim (host root), as
+/// runc's parent does: inside its user namespace the process could not
+/// raise a hard limit. A failure fails Create (or Exec), naming the rlimit.
+pub fn apply_rlimits(pid: i32, process: &oci_spec::runtime::Process) -> Result<(), String> {
+    let target = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| format!("setting rlimits: invalid pid {pid}"))?;
+    let limit = |v: u64| (v != u64::MAX).then_some(v);
+    for r in process.rlimits().iter().flatten() {
+        let name = crate::container::rlimit_name(&r.typ());
+        let resource = crate::init::rlimit_resource(&name)
+            .ok_or_else(|| format!("process.rlimits: unknown rlimit {name}"))?;
+        rustix::process::prlimit(
+            Some(target),
+            resource,
+            rustix::process::Rlimit {
+                current: limit(r.soft()),
+                maximum: limit(r.hard()),
+            },
+        )
+        .map_err(|e| {
+            format!(
+                "process.rlimits {name} (soft {}, hard {}): {}",
+                r.soft(),
+                r.hard(),
+                std::io::Error::from(e)
+            )
+        })?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
