@@ -476,7 +476,8 @@ impl Container {
                 attrs: rootfs::MountAttrFlags::empty(),
             })
         } else {
-            rootfs::plan(&req.rootfs, &req.bundle).map_err(|e| e.to_string())?
+            rootfs::plan(&req.rootfs, &req.bundle)
+                .map_err(|e| format!("invalid rootfs mounts: {e}"))?
         };
         let run_dir = run_dir(cfg, &req.namespace, &req.id);
         for d in [&cfg.run_dir, &cfg.run_dir.join(&req.namespace)] {
