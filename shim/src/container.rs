@@ -751,3 +751,115 @@ fn kill_pod_members(pod: &str, sandbox_run_dir: &Path) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_from(json: serde_json::Value) -> Result<Spec, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        std::fs::write(dir.path().join("config.json"), json.to_string())
+            .map_err(|e| e.to_string())?;
+        read_spec(dir.path())
+    }
+
+    #[test]
+    fn a_bad_config_json_is_named_with_serdes_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = read_spec(dir.path()).expect_err("missing");
+        assert!(
+            e.starts_with("reading the OCI spec ")
+                && e.ends_with("No such file or directory (os error 2)"),
+            "{e}"
+        );
+        for (text, want) in [
+            ("{not json", "key must be a string at line 1 column 2"),
+            (
+                r#"{"ociVersion":"1.0.2","process":{"cwd":"/","us"#,
+                "EOF while parsing a string at line 1 column 46",
+            ),
+        ] {
+            std::fs::write(dir.path().join("config.json"), text).expect("write");
+            let e = read_spec(dir.path()).expect_err(text);
+            let p = dir.path().join("config.json");
+            assert_eq!(
+                e,
+                format!("the OCI spec {} is invalid: {want}", p.display())
+            );
+        }
+        let e = spec_from(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "linux": {"namespaces": [{"type": "bogus"}]}
+        }))
+        .expect_err("bogus namespace");
+        assert!(
+            e.contains("unknown variant `bogus`, expected one of"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn process_values_out_of_range_are_named() {
+        let base = serde_json::json!({"ociVersion": "1.0.2", "process": {
+            "cwd": "/", "args": ["true"], "user": {"uid": 0, "gid": 0}}});
+        let with = |key: &str, v: serde_json::Value| {
+            let mut s = base.clone();
+            s["process"][key] = v;
+            spec_from(s).and_then(|s| validate_spec(&s))
+        };
+        with(
+            "rlimits",
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 5, "hard": 5}]),
+        )
+        .expect("soft = hard");
+        with(
+            "rlimits",
+            serde_json::json!([{"type": "RLIMIT_CORE", "soft": 1, "hard": u64::MAX}]),
+        )
+        .expect("hard infinity is the kernel's to judge");
+        assert_eq!(
+            with(
+                "rlimits",
+                serde_json::json!([{"type": "RLIMIT_NPROC", "soft": 6, "hard": 5}])
+            ),
+            Err("process.rlimits RLIMIT_NPROC: the soft limit 6 is above the hard limit 5".into())
+        );
+        for ok in [-1000, 0, 1000] {
+            with("oomScoreAdj", serde_json::json!(ok)).expect("in range");
+        }
+        for bad in [-1001, 1001, i32::MIN] {
+            assert_eq!(
+                with("oomScoreAdj", serde_json::json!(bad)),
+                Err(format!(
+                    "process.oomScoreAdj {bad} is outside the kernel's range -1000..1000"
+                ))
+            );
+        }
+    }
+
+    #[test]
+    fn namespace_paths_must_be_namespaces_of_their_type() {
+        let ns = |typ: &str, path: &str| {
+            spec_from(serde_json::json!({"ociVersion": "1.0.2", "linux": {
+                "namespaces": [{"type": "mount"}, {"type": typ, "path": path}]}}))
+            .and_then(|s| validate_spec(&s))
+        };
+        ns("network", "/proc/self/ns/net").expect("a netns for network");
+        assert_eq!(
+            ns("pid", "/proc/self/ns/net"),
+            Err("linux.namespaces: the pid namespace's path: /proc/self/ns/net is a network namespace, not a pid namespace".into())
+        );
+        let e = ns("ipc", "/dev/null").expect_err("/dev/null");
+        assert!(
+            e.starts_with(
+                "linux.namespaces: the ipc namespace's path: /dev/null is not a namespace file"
+            ),
+            "{e}"
+        );
+        let e = ns("uts", "/nonexistent").expect_err("missing");
+        assert_eq!(
+            e,
+            "linux.namespaces: the uts namespace's path: opening /nonexistent: No such file or directory (os error 2)"
+        );
+    }
+}

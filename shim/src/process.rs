@@ -248,6 +248,57 @@ pub fn apply_rlimits(pid: i32, process: &oci_spec::runtime::Process) -> Result<(
 mod tests {
     use super::*;
 
+    /// rlimits land on the target process (read back from /proc/PID/limits);
+    /// one the kernel refuses (NOFILE above nr_open) is named with its
+    /// values. Root needed to raise a hard limit.
+    #[test]
+    fn rlimits_are_set_on_the_process_or_named() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = i32::try_from(child.id()).expect("pid");
+        let process = |rlimits: serde_json::Value| -> oci_spec::runtime::Process {
+            serde_json::from_value(serde_json::json!({
+                "cwd": "/", "user": {"uid": 0, "gid": 0}, "rlimits": rlimits
+            }))
+            .expect("process")
+        };
+        let ok = apply_rlimits(
+            pid,
+            &process(serde_json::json!([
+                {"type": "RLIMIT_NOFILE", "soft": 321, "hard": 654},
+                {"type": "RLIMIT_CORE", "soft": u64::MAX, "hard": u64::MAX},
+            ])),
+        );
+        let bad = apply_rlimits(
+            pid,
+            &process(serde_json::json!([
+                {"type": "RLIMIT_NOFILE", "soft": 1024, "hard": u64::MAX}
+            ])),
+        );
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+        let _ = child.kill();
+        let _ = child.wait();
+        ok.expect("rlimits set");
+        let line = |name: &str| {
+            limits
+                .lines()
+                .find(|l| l.starts_with(name))
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_default()
+        };
+        assert_eq!(line("Max open files"), "Max open files 321 654 files");
+        assert_eq!(
+            line("Max core file size"),
+            "Max core file size unlimited unlimited bytes"
+        );
+        assert_eq!(
+            bad,
+            Err("process.rlimits RLIMIT_NOFILE (soft 1024, hard 18446744073709551615): Operation not permitted (os error 1)".into())
+        );
+    }
+
     #[test]
     fn only_the_drawn_transitions_exist() {
         use Event as E;
