@@ -245,8 +245,14 @@ pub fn rlimit_name(t: &oci_spec::runtime::PosixRlimitType) -> String {
 
 /// Values of a process spec the kernel would refuse, refused with the
 /// field named before anything is made: an rlimit whose soft limit is above
-/// its hard one, an `oomScoreAdj` outside -1000..1000.
+/// its hard one, an `oomScoreAdj` outside -1000..1000, a relative `cwd`.
 pub fn validate_process(process: &oci_spec::runtime::Process) -> Result<(), String> {
+    if !process.cwd().is_absolute() {
+        return Err(format!(
+            "process.cwd {:?} is not an absolute path",
+            process.cwd()
+        ));
+    }
     for r in process.rlimits().iter().flatten() {
         if r.soft() > r.hard() {
             return Err(format!(

@@ -210,6 +210,12 @@ fn stage2(
     pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
     chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    // A missing working directory is made, as runc makes it (before the
+    // rootfs is made read-only).
+    if let Some(cwd) = spec.process().as_ref().map(|p| p.cwd()) {
+        fs::create_dir_all(cwd)
+            .map_err(|e| format!("creating process.cwd {}: {e}", cwd.display()))?;
+    }
     if let Some(p) = linux.rootfs_propagation() {
         let flags = mounts::propagation_flags(p)
             .ok_or_else(|| format!("linux.rootfsPropagation {p:?} is not a propagation type"))?;
@@ -336,6 +342,14 @@ fn set_personality(p: &oci_spec::runtime::LinuxPersonality) -> Result<()> {
 fn run(ch: &mut Channel, process: &Process, seccomp: Option<&LinuxSeccomp>) -> Result<()> {
     let path = lookup(process)?;
     check_ids_mapped(process)?;
+    // Checked before Ready: chdir happens at Start, whose failure would
+    // leave the task behind.
+    let cwd = process.cwd();
+    match fs::metadata(cwd) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(format!("process.cwd {} is not a directory", cwd.display())),
+        Err(e) => return Err(format!("process.cwd {}: {e}", cwd.display())),
+    }
     // Compiled before Ready, so that a bad profile fails create; loaded at
     // Start, as late as the spec allows.
     let filter = seccomp

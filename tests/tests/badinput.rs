@@ -156,7 +156,35 @@ fn bad_specs_fail_create_naming_the_problem() {
         "mount destination /../../etc/idshift-bad contains \"..\"".into(),
     ));
 
+    let mut s = base.clone();
+    s["process"]["cwd"] = serde_json::json!("relative");
+    cases.push((
+        "relative cwd",
+        s,
+        "process.cwd \"relative\" is not an absolute path".into(),
+    ));
+    // A mount destination that is a symlink, in the image, to a host
+    // directory: refused (runc mounts on the symlink's target resolved in
+    // the rootfs); the host directory is untouched either way.
+    let host_dir = c.base().join(unique("host-dir"));
+    std::fs::create_dir(&host_dir).expect("host dir");
+    std::os::unix::fs::symlink(&host_dir, rootfs.join("dlink")).expect("symlink");
+    let mut s = base.clone();
+    s["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(serde_json::json!({"destination": "/dlink", "type": "tmpfs", "source": "tmpfs"}));
+    cases.push((
+        "destination a symlink to a host dir",
+        s,
+        "resolving (a dangling symlink in the image?) the newly made mount destination /dlink inside the rootfs".into(),
+    ));
     for (what, args, want) in [
+        (
+            "binary is a directory",
+            serde_json::json!(["/etc"]),
+            "exec: \"/etc\": no such executable file",
+        ),
         (
             "missing binary",
             serde_json::json!(["/bin/nosuchbinary"]),
@@ -247,13 +275,27 @@ fn bad_specs_fail_create_naming_the_problem() {
         let leaks = c.leaks();
         assert!(leaks.is_empty(), "{what}: leaks {leaks:#?}");
     }
-    // The host's /etc was not touched by the `..` destination.
+    // The host's /etc was not touched by the `..` destination, nor the
+    // host dir by the symlinked one.
     assert!(!Path::new("/etc/idshift-bad").exists());
+    assert_eq!(
+        std::fs::read_dir(&host_dir).expect("host dir").count(),
+        0,
+        "something was made in the host dir"
+    );
+    let hd = host_dir.display().to_string();
+    assert!(
+        !idshift_tests::host_mountinfo()
+            .iter()
+            .any(|l| l.contains(&hd)),
+        "mounted on the host dir"
+    );
     c.assert_no_leaks(LEAK_WAIT);
 }
 
 /// Values runc takes (or refuses) as they are: the same outcome under
-/// idshift. A relative mount destination (taken as under /), rlimits of
+/// idshift. A relative mount destination (taken as under /), a missing
+/// working directory (made), rlimits of
 /// infinity where the host allows them, a CPU quota of 0 or -5 and a
 /// period of 0 (unset, unlimited), a memory limit of i64::MAX (the
 /// kernel's maximum): the same output. A NOFILE hard limit of u64::MAX
@@ -276,6 +318,10 @@ fn values_runc_takes_behave_as_under_runc() {
         "cat /proc/self/mountinfo | grep -c ' /tmp/rel '"
     ]);
     same.push(("relative destination", s));
+    let mut s = base.clone();
+    s["process"]["cwd"] = serde_json::json!("/no/such/dir");
+    s["process"]["args"] = serde_json::json!(["/bin/sh", "-c", "pwd"]);
+    same.push(("missing cwd", s));
     let mut s = base.clone();
     s["process"]["rlimits"] =
         serde_json::json!([{"type": "RLIMIT_CORE", "soft": u64::MAX, "hard": u64::MAX}]);
@@ -302,6 +348,7 @@ fn values_runc_takes_behave_as_under_runc() {
         let out = c.same_under_idshift_and_runc(|runtime| run(&c, runtime, s));
         match *what {
             "relative destination" => assert_eq!(out.ok().stdout, "1\n", "{what}"),
+            "missing cwd" => assert_eq!(out.ok().stdout, "/no/such/dir\n", "{what}"),
             "RLIMIT_CORE infinity" => assert_eq!(out.ok().stdout, "hi\nunlimited\n", "{what}"),
             "negative cpu period" => {
                 assert_ne!(out.code, Some(0), "{what}: {out:?}");
@@ -377,6 +424,11 @@ fn bad_execs_fail_naming_the_problem() {
             "process.user.gid 99999999 is not mapped in the container's user namespace",
         ),
         (vec!["--user", "nosuchuser"], "/bin/true", "no users found"),
+        (
+            vec!["--cwd", "/no/such/dir"],
+            "/bin/true",
+            "process.cwd /no/such/dir: No such file or directory",
+        ),
     ] {
         let out = exec(&flags, &[args]);
         assert_eq!(out.code, Some(1), "{flags:?} {args}: {out:?}");
@@ -673,5 +725,45 @@ fn bad_bundles_and_rootfs_mounts_fail_create() {
     del.id = id.clone();
     shim.task.delete(ctx(), &del).expect("Delete");
     drop(shim);
+    c.assert_no_leaks(LEAK_WAIT);
+}
+
+/// A binary the kernel cannot execute (not ELF, no #!) fails at Start, as
+/// under runc (the exec is the last step): ctr reports the exec error, and
+/// removing the task and container leaves nothing behind.
+#[test]
+fn an_unexecutable_binary_fails_start_and_cleans_up() {
+    let c = Containerd::start("").expect("start containerd");
+    let rootfs = busybox_rootfs(c.base(), &APPLETS).expect("busybox rootfs");
+    std::fs::write(rootfs.join("not-elf"), "garbage\n").expect("write");
+    std::fs::set_permissions(
+        rootfs.join("not-elf"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    let id = unique("noexec");
+    let mut s = spec(&c, &rootfs, "true");
+    s["process"]["args"] = serde_json::json!(["/not-elf"]);
+    s["linux"]["cgroupsPath"] = serde_json::json!(format!("/{NS}/{id}"));
+    let path = c.base().join(format!("{id}.json"));
+    std::fs::write(&path, s.to_string()).expect("write spec");
+    let p = path.display().to_string();
+    let out = c.ctr(NS, &["run", "--rm", "--config", &p, IDSHIFT, &id]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .contains("exec \"/not-elf\": ENOEXEC: Exec format error"),
+        "{out:?}"
+    );
+    // `ctr run --rm` may leave the task whose Start failed (and so its
+    // container): removing them through containerd removes the rest.
+    let tasks = c.ctr(NS, &["tasks", "ls", "-q"]);
+    if tasks.ok().stdout.lines().any(|l| l.trim() == id) {
+        c.ctr(NS, &["task", "rm", "-f", &id]).ok();
+    }
+    let containers = c.ctr(NS, &["containers", "ls", "-q"]);
+    if containers.ok().stdout.lines().any(|l| l.trim() == id) {
+        c.ctr(NS, &["containers", "rm", &id]).ok();
+    }
     c.assert_no_leaks(LEAK_WAIT);
 }
