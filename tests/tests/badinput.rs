@@ -35,13 +35,36 @@ fn spec(c: &Containerd, rootfs: &Path, script: &str) -> serde_json::Value {
 
 /// `ctr run --rm --config <spec>` under `runtime`.
 fn run(c: &Containerd, runtime: &str, spec: &serde_json::Value) -> CtrOutput {
+    run_id(c, runtime, spec).1
+}
+
+/// [`run`], with the container's id (and cgroup `/<NS>/<id>`).
+fn run_id(c: &Containerd, runtime: &str, spec: &serde_json::Value) -> (String, CtrOutput) {
     let id = unique("b");
     let mut spec = spec.clone();
     spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{NS}/{id}"));
     let path = c.base().join(format!("{id}.json"));
     std::fs::write(&path, spec.to_string()).expect("write spec");
     let p = path.display().to_string();
-    c.ctr(NS, &["run", "--rm", "--config", &p, runtime, &id])
+    let out = c.ctr(NS, &["run", "--rm", "--config", &p, runtime, &id]);
+    (id, out)
+}
+
+/// The cgroup directories of `id` (`/<NS>/<id>`) left in any hierarchy.
+fn cgroups_left(id: &str) -> Vec<PathBuf> {
+    let mut left = Vec::new();
+    let root = Path::new("/sys/fs/cgroup");
+    let v2 = root.join(NS).join(id);
+    if v2.exists() {
+        left.push(v2);
+    }
+    for h in std::fs::read_dir(root).into_iter().flatten().flatten() {
+        let d = h.path().join(NS).join(id);
+        if d.exists() {
+            left.push(d);
+        }
+    }
+    left
 }
 
 fn namespaces(s: &mut serde_json::Value) -> &mut Vec<serde_json::Value> {
@@ -106,6 +129,13 @@ fn bad_specs_fail_create_naming_the_problem() {
         ));
     }
 
+    let mut s = base.clone();
+    namespaces(&mut s).push(serde_json::json!({"type": "user", "path": "/dev/null"}));
+    cases.push((
+        "/dev/null as the user namespace",
+        s,
+        "/dev/null is not a user namespace".into(),
+    ));
     let host = 1_879_048_192u32;
     let with_maps = |uid: serde_json::Value| {
         let mut s = base.clone();
@@ -260,7 +290,7 @@ fn bad_specs_fail_create_naming_the_problem() {
     ));
 
     for (what, s, want) in cases {
-        let out = run(&c, IDSHIFT, &s);
+        let (id, out) = run_id(&c, IDSHIFT, &s);
         assert_eq!(out.code, Some(1), "{what}: {out:?}");
         assert!(
             out.stderr
@@ -274,6 +304,11 @@ fn bad_specs_fail_create_naming_the_problem() {
         );
         let leaks = c.leaks();
         assert!(leaks.is_empty(), "{what}: leaks {leaks:#?}");
+        assert_eq!(
+            cgroups_left(&id),
+            Vec::<PathBuf>::new(),
+            "{what}: cgroup left"
+        );
     }
     // The host's /etc was not touched by the `..` destination, nor the
     // host dir by the symlinked one.
@@ -300,7 +335,7 @@ fn bad_specs_fail_create_naming_the_problem() {
 /// period of 0 (unset, unlimited), a memory limit of i64::MAX (the
 /// kernel's maximum): the same output. A NOFILE hard limit of u64::MAX
 /// (above the kernel's nr_open): both fail Create, idshift naming the
-/// rlimit. A negative CPU period: ctr refuses the spec for both.
+/// rlimit. A negative CPU period or rlimit: ctr refuses the spec for both.
 #[test]
 fn values_runc_takes_behave_as_under_runc() {
     let c = Containerd::start("").expect("start containerd");
@@ -344,13 +379,17 @@ fn values_runc_takes_behave_as_under_runc() {
     let mut s = base.clone();
     s["linux"]["resources"]["cpu"] = serde_json::json!({"quota": 50000, "period": -1});
     same.push(("negative cpu period", s));
+    let mut s = base.clone();
+    s["process"]["rlimits"] =
+        serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": -1, "hard": 10}]);
+    same.push(("negative rlimit", s));
     for (what, s) in &same {
         let out = c.same_under_idshift_and_runc(|runtime| run(&c, runtime, s));
         match *what {
             "relative destination" => assert_eq!(out.ok().stdout, "1\n", "{what}"),
             "missing cwd" => assert_eq!(out.ok().stdout, "/no/such/dir\n", "{what}"),
             "RLIMIT_CORE infinity" => assert_eq!(out.ok().stdout, "hi\nunlimited\n", "{what}"),
-            "negative cpu period" => {
+            "negative cpu period" | "negative rlimit" => {
                 assert_ne!(out.code, Some(0), "{what}: {out:?}");
                 assert!(out.stderr.contains("cannot unmarshal"), "{what}: {out:?}");
             }
