@@ -175,6 +175,24 @@ fn bad_specs_fail_create_naming_the_problem() {
         "invalid ID mappings: 341 uid mapping extents exceed the kernel's limit of 340".into(),
     ));
 
+    // An idmapped bind mount with mappings of its own that overlap.
+    let mut s = base.clone();
+    s["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(serde_json::json!({
+            "destination": "/data", "type": "bind", "source": c.base(), "options": ["rbind"],
+            "uidMappings": [
+                {"containerID": 0, "hostID": host, "size": 65536},
+                {"containerID": 65536, "hostID": host + 1000, "size": 10},
+            ],
+            "gidMappings": [{"containerID": 0, "hostID": host, "size": 65536}],
+        }));
+    cases.push((
+        "overlapping mappings of an idmapped mount",
+        s,
+        "idmapped mount /data: its mappings: invalid ID mappings: uid mappings 0 and 1 overlap on the host side".into(),
+    ));
     let mut s = base.clone();
     s["mounts"]
         .as_array_mut()
