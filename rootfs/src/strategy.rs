@@ -155,7 +155,6 @@ pub fn build_with(
                     }
                     .into());
                 }
-                prepare_upper(o, &idmap)?;
                 match strategy {
                     Strategy::Fd => overlay_fd(sys, o, opts.features, idmap, &mut scratch),
                     Strategy::Path => overlay_path(sys, o, opts.features, idmap, &mut scratch),
@@ -227,7 +226,8 @@ fn check_upper_work(o: &OverlayPlan) -> Result<(), RootfsError> {
     Ok(())
 }
 
-/// Gives the top upper and work directories to the container's root: overlay
+/// Gives the top upper and work directories to the container's root, once
+/// every layer has been found (a refused build changes nothing): overlay
 /// creates what the container writes in the upper dir with the container's
 /// (shifted) IDs, and the container's `/` is its root's.
 fn prepare_upper(o: &OverlayPlan, idmap: &Idmap<'_>) -> Result<(), RootfsError> {
@@ -700,6 +700,7 @@ fn overlay_fd(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    prepare_upper(o, &idmap)?;
     assemble(sys, Lowers::Fds(fds), o, features, scratch)
 }
 
@@ -721,6 +722,7 @@ fn overlay_path(
         scratch.attach(tree.as_fd(), &name)?;
         at.push(PathBuf::from(name));
     }
+    prepare_upper(o, &idmap)?;
     let rels: Vec<PathBuf> = locs.iter().map(|l| at[l.group].join(&l.rel)).collect();
     let lowers = if features.lowerdir_plus {
         let dir = scratch.dir()?;
@@ -756,6 +758,7 @@ fn overlay_per_layer(
         scratch.attach(tree.as_fd(), &name)?;
         rels.push(PathBuf::from(name));
     }
+    prepare_upper(o, &idmap)?;
     let lowers = if features.lowerdir_plus {
         let dir = scratch.dir()?;
         Lowers::Paths(rels.iter().map(|r| dir.join(r)).collect())

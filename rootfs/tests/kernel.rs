@@ -392,6 +392,7 @@ fn missing_layer_is_named_and_nothing_is_left() {
     {
         let w = World::new(5, 60 + i as u32);
         std::fs::remove_dir_all(&w.image.lowers[2]).expect("remove a layer");
+        let owner = std::fs::metadata(&w.image.upper).expect("upper").uid();
         let guard = mounts_lock();
         let before = mountinfo_lines();
         let err = build(&w.plan(), &w.opts(strategy, features())).expect_err("missing layer");
@@ -403,6 +404,11 @@ fn missing_layer_is_named_and_nothing_is_left() {
             "{strategy}: error does not name the layer: {msg}"
         );
         assert!(w.scratch_is_empty(), "{strategy}: temporary dirs left");
+        assert_eq!(
+            std::fs::metadata(&w.image.upper).expect("upper").uid(),
+            owner,
+            "{strategy}: the upper dir was given away by a refused build"
+        );
     }
 }
 
