@@ -9,7 +9,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 SHIM := containerd-shim-idshift-v2
 RELEASE := target/release
 
-.PHONY: all deps build install test demo bench lint clean
+.PHONY: all deps build install test demo bench lint fuzz clean
 
 all: build
 
@@ -54,6 +54,21 @@ bench: build
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+# Coverage-guided fuzzing (cargo-fuzz, libFuzzer) of what parses untrusted
+# input without the kernel: containerd's rootfs mount options
+# (rootfs::plan) and OCI ID mappings (userns::validate_mappings). Every
+# target in fuzz/ runs for FUZZ_SECONDS; a crash or a broken invariant
+# fails the target (the input is kept in fuzz/artifacts/). Installs
+# cargo-fuzz when missing. cargo-fuzz passes -Z flags: RUSTC_BOOTSTRAP=1
+# lets a stable toolchain take them.
+FUZZ_SECONDS ?= 60
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	cd fuzz && for t in $$(RUSTC_BOOTSTRAP=1 $(CARGO) fuzz list); do \
+	    echo "== fuzz $$t ($(FUZZ_SECONDS)s)"; \
+	    RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t -- -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean

@@ -21,6 +21,14 @@ pub enum RootfsError {
         path: PathBuf,
         source: io::Error,
     },
+    #[error("{what} {path} cannot be used: {source}")]
+    Dir {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("upperdir {upper} and workdir {work} are on different mounts; overlayfs needs both on the same one")]
+    UpperWorkApart { upper: PathBuf, work: PathBuf },
     #[error("{what} {path} is not a directory")]
     NotADirectory { what: &'static str, path: PathBuf },
     #[error("the filesystem of {path} ({fstype}) does not support idmapped mounts: {source}; idmapped mounts need e.g. ext4, xfs, btrfs, or tmpfs on Linux 6.3+, and at most 340 mapping extents")]

@@ -405,6 +405,50 @@ mod tests {
         }
     }
 
+    /// The text each refusal gives (what reaches containerd, after
+    /// "invalid rootfs mounts: ").
+    #[test]
+    fn refusals_name_the_problem() {
+        let base = Path::new("/run/bundle");
+        let many: Vec<String> = (0..600).map(|i| format!("/s/{i}/fs")).collect();
+        let many = format!("lowerdir={}", many.join(":"));
+        let cases: Vec<(Vec<&str>, &str)> = vec![
+            (
+                vec!["upperdir=/u", "workdir=/w"],
+                "overlay rootfs mount has no lowerdir= option",
+            ),
+            (
+                vec!["lowerdir=../../../etc"],
+                "lowerdir entry \"../../../etc\" contains a '..' component; rootfs paths must not walk upwards",
+            ),
+            (
+                vec!["lowerdir=/l", "upperdir=u/../../x", "workdir=/w"],
+                "upperdir \"u/../../x\" contains a '..' component; rootfs paths must not walk upwards",
+            ),
+            (
+                vec!["lowerdir=/l", "upperdir=/u", "workdir=.."],
+                "workdir \"..\" contains a '..' component; rootfs paths must not walk upwards",
+            ),
+            (
+                vec![&many],
+                "600 layers exceed overlayfs's limit of 500 lower layers",
+            ),
+            (vec!["lowerdir="], "lowerdir= entry 0 is empty"),
+            (
+                vec!["lowerdir=/l", "upperdir=", "workdir=/w"],
+                "upperdir is empty",
+            ),
+            (
+                vec!["lowerdir=/l", "workdir=/w", "workdir=/w2"],
+                "overlay option \"workdir\" is given more than once",
+            ),
+        ];
+        for (opts, want) in cases {
+            let err = plan(&overlay(&opts), base).expect_err(want);
+            assert_eq!(err.to_string(), want, "options {opts:?}");
+        }
+    }
+
     #[test]
     fn layer_limit() {
         let many = |n: usize| {

@@ -140,6 +140,9 @@ pub fn build_with(
         (s, None) => return Err(RootfsError::NeedsUserns { strategy: s }),
         (_, Some(idmap)) => Some(idmap),
     };
+    if let RootfsPlan::Overlay(o) = plan {
+        check_upper_work(o)?;
+    }
     let mount = {
         let mut scratch = Scratch::new(sys, opts.scratch_dir);
         let built = match (plan, idmap) {
@@ -152,7 +155,6 @@ pub fn build_with(
                     }
                     .into());
                 }
-                prepare_upper(o, &idmap)?;
                 match strategy {
                     Strategy::Fd => overlay_fd(sys, o, opts.features, idmap, &mut scratch),
                     Strategy::Path => overlay_path(sys, o, opts.features, idmap, &mut scratch),
@@ -188,7 +190,44 @@ fn diff(a: &MountOps, b: &MountOps) -> MountOps {
     }
 }
 
-/// Gives the top upper and work directories to the container's root: overlay
+/// The upper and work directories exist, are directories, and are on one
+/// mount, as overlayfs requires: checked before anything is changed or
+/// mounted, so that the error names them (the kernel's is a bare EINVAL).
+fn check_upper_work(o: &OverlayPlan) -> Result<(), RootfsError> {
+    let (Some(upper), Some(work)) = (&o.upper, &o.work) else {
+        return Ok(());
+    };
+    let mount_of = |what: &'static str, path: &Path| {
+        let st = rustix::fs::statx(
+            rustix::fs::CWD,
+            path,
+            rustix::fs::AtFlags::empty(),
+            StatxFlags::TYPE | StatxFlags::MNT_ID,
+        )
+        .map_err(|e| RootfsError::Dir {
+            what,
+            path: path.to_path_buf(),
+            source: e.into(),
+        })?;
+        if u32::from(st.stx_mode) & libc::S_IFMT != libc::S_IFDIR {
+            return Err(RootfsError::NotADirectory {
+                what,
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(st.stx_mnt_id)
+    };
+    if mount_of("upperdir", upper)? != mount_of("workdir", work)? {
+        return Err(RootfsError::UpperWorkApart {
+            upper: upper.clone(),
+            work: work.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Gives the top upper and work directories to the container's root, once
+/// every layer has been found (a refused build changes nothing): overlay
 /// creates what the container writes in the upper dir with the container's
 /// (shifted) IDs, and the container's `/` is its root's.
 fn prepare_upper(o: &OverlayPlan, idmap: &Idmap<'_>) -> Result<(), RootfsError> {
@@ -661,6 +700,7 @@ fn overlay_fd(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    prepare_upper(o, &idmap)?;
     assemble(sys, Lowers::Fds(fds), o, features, scratch)
 }
 
@@ -682,6 +722,7 @@ fn overlay_path(
         scratch.attach(tree.as_fd(), &name)?;
         at.push(PathBuf::from(name));
     }
+    prepare_upper(o, &idmap)?;
     let rels: Vec<PathBuf> = locs.iter().map(|l| at[l.group].join(&l.rel)).collect();
     let lowers = if features.lowerdir_plus {
         let dir = scratch.dir()?;
@@ -717,6 +758,7 @@ fn overlay_per_layer(
         scratch.attach(tree.as_fd(), &name)?;
         rels.push(PathBuf::from(name));
     }
+    prepare_upper(o, &idmap)?;
     let lowers = if features.lowerdir_plus {
         let dir = scratch.dir()?;
         Lowers::Paths(rels.iter().map(|r| dir.join(r)).collect())

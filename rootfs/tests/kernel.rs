@@ -392,6 +392,7 @@ fn missing_layer_is_named_and_nothing_is_left() {
     {
         let w = World::new(5, 60 + i as u32);
         std::fs::remove_dir_all(&w.image.lowers[2]).expect("remove a layer");
+        let owner = std::fs::metadata(&w.image.upper).expect("upper").uid();
         let guard = mounts_lock();
         let before = mountinfo_lines();
         let err = build(&w.plan(), &w.opts(strategy, features())).expect_err("missing layer");
@@ -403,6 +404,11 @@ fn missing_layer_is_named_and_nothing_is_left() {
             "{strategy}: error does not name the layer: {msg}"
         );
         assert!(w.scratch_is_empty(), "{strategy}: temporary dirs left");
+        assert_eq!(
+            std::fs::metadata(&w.image.upper).expect("upper").uid(),
+            owner,
+            "{strategy}: the upper dir was given away by a refused build"
+        );
     }
 }
 
@@ -647,6 +653,8 @@ fn layers_on_a_filesystem_without_idmap_support() {
     let before = mountinfo_lines();
     let result = build(&plan, &w.opts(Strategy::Fd, features()));
     assert_eq!(mountinfo_lines(), before);
+    // Unmounted while the lock is held: other tests count mount lines.
+    drop(_unmount);
     drop(guard);
     // ramfs has no idmapped-mount support (FS_ALLOW_IDMAP) on Linux up to 6.18 at least.
     let err = result.expect_err("ramfs layers cannot be idmapped");
@@ -674,4 +682,74 @@ fn probe_reports_this_kernel() {
     // Only the cache file is left.
     let left: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").collect();
     assert_eq!(left.len(), 1);
+}
+
+/// An upperdir on another mount than its workdir (a tmpfs mounted over the
+/// work dir), and a missing upperdir, are refused before anything is
+/// changed or mounted, with errors naming both directories; every
+/// strategy.
+#[test]
+fn upper_and_work_on_different_mounts_are_named() {
+    let w = World::new(2, 95);
+    let plan_of = |upper: &Path| {
+        let mut m = w.image.mount.clone();
+        for o in &mut m.options {
+            if o.starts_with("upperdir=") {
+                *o = format!("upperdir={}", upper.display());
+            }
+        }
+        plan(&[m], Path::new("/")).expect("plan")
+    };
+    let missing = w._dir.path().join("no-such-upper");
+    for strategy in [Strategy::Fd, Strategy::PerLayer, Strategy::Plain] {
+        let err = build(&plan_of(&missing), &w.opts(strategy, features())).expect_err("missing");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "upperdir {} cannot be used: No such file or directory (os error 2)",
+                missing.display()
+            ),
+            "{strategy}"
+        );
+    }
+    let guard = mounts_lock();
+    rustix::mount::mount(
+        "idshift-test",
+        &w.image.work,
+        "tmpfs",
+        MountFlags::empty(),
+        None,
+    )
+    .expect("mount tmpfs on the work dir");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = rustix::mount::unmount(&self.0, rustix::mount::UnmountFlags::DETACH);
+        }
+    }
+    let _unmount = Unmount(w.image.work.clone());
+    let before = mountinfo_lines();
+    let owner = std::fs::metadata(&w.image.upper).expect("upper").uid();
+    for strategy in [Strategy::Fd, Strategy::PerLayer, Strategy::Plain] {
+        let err = build(&w.plan(), &w.opts(strategy, features())).expect_err("apart");
+        assert!(matches!(err, RootfsError::UpperWorkApart { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "upperdir {} and workdir {} are on different mounts; overlayfs needs both on the same one",
+                w.image.upper.display(),
+                w.image.work.display()
+            )
+        );
+    }
+    assert_eq!(mountinfo_lines(), before, "nothing mounted");
+    // Unmounted while the lock is held: other tests count mount lines.
+    drop(_unmount);
+    drop(guard);
+    assert_eq!(
+        std::fs::metadata(&w.image.upper).expect("upper").uid(),
+        owner,
+        "the upper dir was not chowned"
+    );
+    assert!(w.scratch_is_empty());
 }

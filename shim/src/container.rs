@@ -263,9 +263,97 @@ pub fn refuse_unsupported(spec: &Spec) -> Result<(), String> {
     Ok(())
 }
 
+/// The bundle's `config.json`. Parsed here rather than by `Spec::load`,
+/// whose error is only "serde failed": serde's says what is wrong and where
+/// (`unknown variant `bogus``, `EOF while parsing ... at line 1 column 80`).
 pub fn read_spec(bundle: &Path) -> Result<Spec, String> {
     let p = bundle.join("config.json");
-    Spec::load(&p).map_err(|e| format!("reading the OCI spec {}: {e}", p.display()))
+    let text =
+        std::fs::read(&p).map_err(|e| format!("reading the OCI spec {}: {e}", p.display()))?;
+    serde_json::from_slice(&text)
+        .map_err(|e| format!("the OCI spec {} is invalid: {e}", p.display()))
+}
+
+/// `CLONE_NEW*` of an OCI namespace type.
+fn clone_flag(t: LinuxNamespaceType) -> i32 {
+    match t {
+        LinuxNamespaceType::User => libc::CLONE_NEWUSER,
+        LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
+        LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
+        LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
+        LinuxNamespaceType::Network => libc::CLONE_NEWNET,
+        LinuxNamespaceType::Cgroup => libc::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Time => libc::CLONE_NEWTIME,
+    }
+}
+
+/// The OCI name of an rlimit type (`RLIMIT_NOFILE`).
+pub fn rlimit_name(t: &oci_spec::runtime::PosixRlimitType) -> String {
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("{t:?}"))
+}
+
+/// Values of a process spec the kernel would refuse, refused with the
+/// field named before anything is made: an rlimit whose soft limit is above
+/// its hard one, an `oomScoreAdj` outside -1000..1000, a relative `cwd`.
+pub fn validate_process(process: &oci_spec::runtime::Process) -> Result<(), String> {
+    if !process.cwd().is_absolute() {
+        return Err(format!(
+            "process.cwd {:?} is not an absolute path",
+            process.cwd()
+        ));
+    }
+    for r in process.rlimits().iter().flatten() {
+        if r.soft() > r.hard() {
+            return Err(format!(
+                "process.rlimits {}: the soft limit {} is above the hard limit {}",
+                rlimit_name(&r.typ()),
+                r.soft(),
+                r.hard()
+            ));
+        }
+    }
+    if let Some(adj) = process.oom_score_adj() {
+        if !(-1000..=1000).contains(&adj) {
+            return Err(format!(
+                "process.oomScoreAdj {adj} is outside the kernel's range -1000..1000"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What can be checked in the spec before anything is made: the process
+/// ([`validate_process`]) and that every namespace given by path is a
+/// namespace of its type (the user namespace is checked where it is
+/// opened).
+pub fn validate_spec(spec: &Spec) -> Result<(), String> {
+    if let Some(p) = spec.process() {
+        validate_process(p)?;
+    }
+    let namespaces = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    for ns in namespaces
+        .iter()
+        .filter(|n| n.typ() != LinuxNamespaceType::User)
+    {
+        if let Some(path) = ns.path() {
+            let flag = clone_flag(ns.typ());
+            userns::open_namespace(path, flag).map_err(|e| {
+                format!(
+                    "linux.namespaces: the {} namespace's path: {e}",
+                    userns::namespace_name(flag)
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 pub fn resources_of_spec(spec: &Spec) -> Resources {
@@ -341,6 +429,7 @@ impl Container {
         let cfg = &req.config;
         let mut spec = read_spec(&req.bundle)?;
         refuse_unsupported(&spec)?;
+        validate_spec(&spec)?;
         let features = rootfs::probe_cached(&cfg.state_dir, &cfg.run_dir.join("probe.json"))
             .map_err(|e| format!("probing the kernel: {e}"))?;
         let mut strategy = features.resolve(cfg.strategy).map_err(|e| e.to_string())?;
@@ -473,7 +562,8 @@ impl Container {
                 attrs: rootfs::MountAttrFlags::empty(),
             })
         } else {
-            rootfs::plan(&req.rootfs, &req.bundle).map_err(|e| e.to_string())?
+            rootfs::plan(&req.rootfs, &req.bundle)
+                .map_err(|e| format!("invalid rootfs mounts: {e}"))?
         };
         let target = run_dir.join("rootfs");
         mkdir_mode(&target, 0o755)?;
@@ -737,5 +827,117 @@ fn kill_pod_members(pod: &str, sandbox_run_dir: &Path) {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_from(json: serde_json::Value) -> Result<Spec, String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        std::fs::write(dir.path().join("config.json"), json.to_string())
+            .map_err(|e| e.to_string())?;
+        read_spec(dir.path())
+    }
+
+    #[test]
+    fn a_bad_config_json_is_named_with_serdes_reason() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = read_spec(dir.path()).expect_err("missing");
+        assert!(
+            e.starts_with("reading the OCI spec ")
+                && e.ends_with("No such file or directory (os error 2)"),
+            "{e}"
+        );
+        for (text, want) in [
+            ("{not json", "key must be a string at line 1 column 2"),
+            (
+                r#"{"ociVersion":"1.0.2","process":{"cwd":"/","us"#,
+                "EOF while parsing a string at line 1 column 46",
+            ),
+        ] {
+            std::fs::write(dir.path().join("config.json"), text).expect("write");
+            let e = read_spec(dir.path()).expect_err(text);
+            let p = dir.path().join("config.json");
+            assert_eq!(
+                e,
+                format!("the OCI spec {} is invalid: {want}", p.display())
+            );
+        }
+        let e = spec_from(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "linux": {"namespaces": [{"type": "bogus"}]}
+        }))
+        .expect_err("bogus namespace");
+        assert!(
+            e.contains("unknown variant `bogus`, expected one of"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn process_values_out_of_range_are_named() {
+        let base = serde_json::json!({"ociVersion": "1.0.2", "process": {
+            "cwd": "/", "args": ["true"], "user": {"uid": 0, "gid": 0}}});
+        let with = |key: &str, v: serde_json::Value| {
+            let mut s = base.clone();
+            s["process"][key] = v;
+            spec_from(s).and_then(|s| validate_spec(&s))
+        };
+        with(
+            "rlimits",
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 5, "hard": 5}]),
+        )
+        .expect("soft = hard");
+        with(
+            "rlimits",
+            serde_json::json!([{"type": "RLIMIT_CORE", "soft": 1, "hard": u64::MAX}]),
+        )
+        .expect("hard infinity is the kernel's to judge");
+        assert_eq!(
+            with(
+                "rlimits",
+                serde_json::json!([{"type": "RLIMIT_NPROC", "soft": 6, "hard": 5}])
+            ),
+            Err("process.rlimits RLIMIT_NPROC: the soft limit 6 is above the hard limit 5".into())
+        );
+        for ok in [-1000, 0, 1000] {
+            with("oomScoreAdj", serde_json::json!(ok)).expect("in range");
+        }
+        for bad in [-1001, 1001, i32::MIN] {
+            assert_eq!(
+                with("oomScoreAdj", serde_json::json!(bad)),
+                Err(format!(
+                    "process.oomScoreAdj {bad} is outside the kernel's range -1000..1000"
+                ))
+            );
+        }
+    }
+
+    #[test]
+    fn namespace_paths_must_be_namespaces_of_their_type() {
+        let ns = |typ: &str, path: &str| {
+            spec_from(serde_json::json!({"ociVersion": "1.0.2", "linux": {
+                "namespaces": [{"type": "mount"}, {"type": typ, "path": path}]}}))
+            .and_then(|s| validate_spec(&s))
+        };
+        ns("network", "/proc/self/ns/net").expect("a netns for network");
+        assert_eq!(
+            ns("pid", "/proc/self/ns/net"),
+            Err("linux.namespaces: the pid namespace's path: /proc/self/ns/net is a network namespace, not a pid namespace".into())
+        );
+        let e = ns("ipc", "/dev/null").expect_err("/dev/null");
+        assert!(
+            e.starts_with(
+                "linux.namespaces: the ipc namespace's path: /dev/null is not a namespace file"
+            ),
+            "{e}"
+        );
+        let e = ns("uts", "/nonexistent").expect_err("missing");
+        assert_eq!(
+            e,
+            "linux.namespaces: the uts namespace's path: opening /nonexistent: No such file or directory (os error 2)"
+        );
     }
 }

@@ -210,6 +210,12 @@ fn stage2(
     pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
     chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    // A missing working directory is made, as runc makes it (before the
+    // rootfs is made read-only).
+    if let Some(cwd) = spec.process().as_ref().map(|p| p.cwd()) {
+        fs::create_dir_all(cwd)
+            .map_err(|e| format!("creating process.cwd {}: {e}", cwd.display()))?;
+    }
     if let Some(p) = linux.rootfs_propagation() {
         let flags = mounts::propagation_flags(p)
             .ok_or_else(|| format!("linux.rootfsPropagation {p:?} is not a propagation type"))?;
@@ -335,6 +341,15 @@ fn set_personality(p: &oci_spec::runtime::LinuxPersonality) -> Result<()> {
 /// Ready, wait for Start, then exec `process` (common to containers and execs).
 fn run(ch: &mut Channel, process: &Process, seccomp: Option<&LinuxSeccomp>) -> Result<()> {
     let path = lookup(process)?;
+    check_ids_mapped(process)?;
+    // Checked before Ready: chdir happens at Start, whose failure would
+    // leave the task behind.
+    let cwd = process.cwd();
+    match fs::metadata(cwd) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(format!("process.cwd {} is not a directory", cwd.display())),
+        Err(e) => return Err(format!("process.cwd {}: {e}", cwd.display())),
+    }
     // Compiled before Ready, so that a bad profile fails create; loaded at
     // Start, as late as the spec allows.
     let filter = seccomp
@@ -397,6 +412,42 @@ fn run(ch: &mut Channel, process: &Process, seccomp: Option<&LinuxSeccomp>) -> R
     ))
 }
 
+/// Whether `id` is in a `/proc/PID/{uid,gid}_map` text (lines of
+/// `first lower count`).
+fn id_mapped(map: &str, id: u32) -> bool {
+    map.lines().any(|l| {
+        let f: Vec<u64> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        matches!(f[..], [first, _, count] if u64::from(id) >= first && u64::from(id) < first + count)
+    })
+}
+
+/// The process's user and groups must be mapped in the user namespace it
+/// runs in, or setresuid/setgroups fail at Start with a bare EINVAL: checked
+/// before Ready, so that Create (or Exec) fails naming the field. Skipped
+/// when the container has no /proc to read the maps from.
+fn check_ids_mapped(process: &Process) -> Result<()> {
+    let user = process.user();
+    let groups = user.additional_gids().clone().unwrap_or_default();
+    let checks = [
+        ("uid_map", "process.user.uid", vec![user.uid()]),
+        ("gid_map", "process.user.gid", vec![user.gid()]),
+        ("gid_map", "process.user.additionalGids", groups),
+    ];
+    for (file, field, ids) in checks {
+        let Ok(map) = fs::read_to_string(format!("/proc/self/{file}")) else {
+            continue;
+        };
+        if let Some(id) = ids.into_iter().find(|id| !id_mapped(&map, *id)) {
+            let extents: Vec<&str> = map.lines().map(str::trim).collect();
+            return Err(format!(
+                "{field} {id} is not mapped in the container's user namespace ({file}: {})",
+                extents.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Finds the executable as execvp would, with the process's PATH.
 fn lookup(process: &Process) -> Result<PathBuf> {
     let args = process.args().clone().unwrap_or_default();
@@ -457,18 +508,7 @@ fn setup_terminal() -> Result<OwnedFd> {
 /// `filter` is a seccomp filter to load before capabilities and credentials
 /// change (without no_new_privs, loading needs CAP_SYS_ADMIN).
 fn finalize(process: &Process, filter: Option<&seccomp::Filter>) -> Result<()> {
-    for r in process.rlimits().clone().unwrap_or_default() {
-        let res = rlimit_resource(&format!("{:?}", r.typ()))
-            .ok_or_else(|| format!("unknown rlimit {:?}", r.typ()))?;
-        rustix::process::setrlimit(
-            res,
-            rustix::process::Rlimit {
-                current: Some(r.soft()),
-                maximum: Some(r.hard()),
-            },
-        )
-        .map_err(|e| format!("setrlimit {:?}: {e}", r.typ()))?;
-    }
+    // process.rlimits were set by the shim (process::apply_rlimits).
     if let Some(adj) = process.oom_score_adj() {
         // Raising is allowed; lowering needs CAP_SYS_RESOURCE on the host, so a
         // lower value is skipped, as containerd's restrict_oom_score_adj does.
@@ -577,7 +617,7 @@ fn set_io_priority(io: &oci_spec::runtime::LinuxIOPriority) -> Result<()> {
         .map_err(|e| format!("ioprio_set({:?}, {level}): {e}", io.class()))
 }
 
-fn rlimit_resource(name: &str) -> Option<rustix::process::Resource> {
+pub(crate) fn rlimit_resource(name: &str) -> Option<rustix::process::Resource> {
     use rustix::process::Resource as R;
     // Accepts "RLIMIT_NOFILE" and oci-spec's Debug form "RlimitNofile".
     let upper = name.to_ascii_uppercase().replace('_', "");
@@ -656,6 +696,15 @@ fn exec(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_in_a_map() {
+        let map = "         0 1879048192      65536\n     65536          5          1\n";
+        assert!(id_mapped(map, 0) && id_mapped(map, 65535) && id_mapped(map, 65536));
+        assert!(!id_mapped(map, 65537) && !id_mapped(map, 99_999_999));
+        assert!(id_mapped("0 0 4294967295\n", u32::MAX - 1));
+        assert!(!id_mapped("", 0));
+    }
 
     #[test]
     fn oci_capability_names_map_to_caps() {

@@ -189,6 +189,15 @@ pub fn spawn_blocking(
         Ok(None) => return Err(died("ready")),
         Err(e) => return Err(format!("waiting for the init to be ready: {e}")),
     };
+    // Dropping `ch` on an error here makes the waiting process exit.
+    let process = match msg {
+        ToInit::Container(c) => c.spec.process().as_ref(),
+        ToInit::Exec { process, .. } => Some(process.as_ref()),
+        ToInit::Start => None,
+    };
+    if let Some(p) = process {
+        apply_rlimits(pid, p)?;
+    }
     let (exit_tx, _) = watch::channel(None);
     Ok((
         Process {
@@ -204,9 +213,91 @@ pub fn spawn_blocking(
     ))
 }
 
+/// `process.rlimits`, set on the ready process by the shim (host root), as
+/// runc's parent does: inside its user namespace the process could not
+/// raise a hard limit. A failure fails Create (or Exec), naming the rlimit.
+pub fn apply_rlimits(pid: i32, process: &oci_spec::runtime::Process) -> Result<(), String> {
+    let target = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| format!("setting rlimits: invalid pid {pid}"))?;
+    let limit = |v: u64| (v != u64::MAX).then_some(v);
+    for r in process.rlimits().iter().flatten() {
+        let name = crate::container::rlimit_name(&r.typ());
+        let resource = crate::init::rlimit_resource(&name)
+            .ok_or_else(|| format!("process.rlimits: unknown rlimit {name}"))?;
+        rustix::process::prlimit(
+            Some(target),
+            resource,
+            rustix::process::Rlimit {
+                current: limit(r.soft()),
+                maximum: limit(r.hard()),
+            },
+        )
+        .map_err(|e| {
+            format!(
+                "process.rlimits {name} (soft {}, hard {}): {}",
+                r.soft(),
+                r.hard(),
+                std::io::Error::from(e)
+            )
+        })?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// rlimits land on the target process (read back from /proc/PID/limits);
+    /// one the kernel refuses (NOFILE above nr_open) is named with its
+    /// values. Root needed to raise a hard limit.
+    #[test]
+    fn rlimits_are_set_on_the_process_or_named() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = i32::try_from(child.id()).expect("pid");
+        let process = |rlimits: serde_json::Value| -> oci_spec::runtime::Process {
+            serde_json::from_value(serde_json::json!({
+                "cwd": "/", "user": {"uid": 0, "gid": 0}, "rlimits": rlimits
+            }))
+            .expect("process")
+        };
+        let ok = apply_rlimits(
+            pid,
+            &process(serde_json::json!([
+                {"type": "RLIMIT_NOFILE", "soft": 321, "hard": 654},
+                {"type": "RLIMIT_CORE", "soft": u64::MAX, "hard": u64::MAX},
+            ])),
+        );
+        let bad = apply_rlimits(
+            pid,
+            &process(serde_json::json!([
+                {"type": "RLIMIT_NOFILE", "soft": 1024, "hard": u64::MAX}
+            ])),
+        );
+        let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap_or_default();
+        let _ = child.kill();
+        let _ = child.wait();
+        ok.expect("rlimits set");
+        let line = |name: &str| {
+            limits
+                .lines()
+                .find(|l| l.starts_with(name))
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                .unwrap_or_default()
+        };
+        assert_eq!(line("Max open files"), "Max open files 321 654 files");
+        assert_eq!(
+            line("Max core file size"),
+            "Max core file size unlimited unlimited bytes"
+        );
+        assert_eq!(
+            bad,
+            Err("process.rlimits RLIMIT_NOFILE (soft 1024, hard 18446744073709551615): Operation not permitted (os error 1)".into())
+        );
+    }
 
     #[test]
     fn only_the_drawn_transitions_exist() {

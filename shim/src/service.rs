@@ -665,6 +665,8 @@ impl Task for TaskService {
         })?;
         let process_spec: oci_spec::runtime::Process = serde_json::from_slice(&spec.value)
             .map_err(|e| status(Code::INVALID_ARGUMENT, format!("exec process spec: {e}")))?;
+        crate::container::validate_process(&process_spec)
+            .map_err(|e| status(Code::INVALID_ARGUMENT, format!("exec process spec: {e}")))?;
         let uris = StdioUris {
             stdin: req.stdin.clone(),
             stdout: req.stdout.clone(),

@@ -5,6 +5,9 @@ use std::fmt;
 
 /// The kernel's limit of extents in one `uid_map`/`gid_map`.
 pub const MAX_EXTENTS: usize = 340;
+/// The largest usable ID: `(uid_t)-1` is invalid, and the kernel refuses an
+/// extent whose first ID + size wraps past it.
+pub const LAST_ID: u32 = u32::MAX - 1;
 /// `uid_map`/`gid_map` must be written in one write of less than a page.
 pub const MAX_MAP_TEXT: usize = 4095;
 
@@ -42,7 +45,7 @@ pub enum MappingError {
     TooMany { kind: IdKind, count: usize },
     #[error("{kind} mapping {index} has size 0")]
     ZeroSize { kind: IdKind, index: usize },
-    #[error("{kind} mapping {index} ({side} ID {start} + size {size}) overflows 2^32")]
+    #[error("{kind} mapping {index} ({side} ID {start} + size {size}) goes past {LAST_ID}, the largest ID (4294967295 is the invalid ID -1)")]
     Overflow {
         kind: IdKind,
         index: usize,
@@ -69,7 +72,8 @@ pub fn map_text(maps: &[IdMap]) -> String {
 }
 
 /// Checks mappings as the kernel would, with errors naming the extent:
-/// non-empty, at most 340 extents, no zero size, no overflow, no overlap on
+/// non-empty, at most 340 extents, no zero size, no extent past
+/// [`LAST_ID`], no overlap on
 /// either side (adjacent extents are fine), and short enough to write.
 pub fn validate_mappings(kind: IdKind, maps: &[IdMap]) -> Result<(), MappingError> {
     if maps.is_empty() {
@@ -86,7 +90,8 @@ pub fn validate_mappings(kind: IdKind, maps: &[IdMap]) -> Result<(), MappingErro
             return Err(MappingError::ZeroSize { kind, index });
         }
         for (side, start) in [("container", m.container_id), ("host", m.host_id)] {
-            if u64::from(start) + u64::from(m.size) > 1 << 32 {
+            // The kernel: `first + count <= first` (u32) is EINVAL.
+            if u64::from(start) + u64::from(m.size) > u64::from(u32::MAX) {
                 return Err(MappingError::Overflow {
                     kind,
                     index,
@@ -251,6 +256,40 @@ mod tests {
         ));
         let e = validate_mappings(k, &[m(0, 1000, 1), m(5, 2000, 0)]).expect_err("zero");
         assert_eq!(e.to_string(), "uid mapping 1 has size 0");
+        // The texts that reach containerd, each naming the extent and side.
+        let texts: Vec<(Vec<IdMap>, &str)> = vec![
+            (
+                vec![m(0, 1000, 10), m(5, 5000, 10)],
+                "gid mappings 0 and 1 overlap on the container side",
+            ),
+            (
+                vec![m(0, 1000, 10), m(100, 1009, 1)],
+                "gid mappings 0 and 1 overlap on the host side",
+            ),
+            (
+                vec![m(0, 1000, 1), m(4_294_967_290, 2000, 7)],
+                "gid mapping 1 (container ID 4294967290 + size 7) goes past 4294967294, the largest ID (4294967295 is the invalid ID -1)",
+            ),
+            (
+                vec![m(0, u32::MAX, 1)],
+                "gid mapping 0 (host ID 4294967295 + size 1) goes past 4294967294, the largest ID (4294967295 is the invalid ID -1)",
+            ),
+            (vec![m(0, u32::MAX - 1, 1)], ""),
+            (
+                (0..400).map(|i| m(i, i + 100, 1)).collect(),
+                "400 gid mapping extents exceed the kernel's limit of 340",
+            ),
+            (vec![], "gid mappings are empty"),
+        ];
+        for (maps, want) in texts {
+            let got = validate_mappings(IdKind::Gid, &maps);
+            if want.is_empty() {
+                // An extent ending at the last valid ID fits.
+                got.expect("ends at LAST_ID");
+            } else {
+                assert_eq!(got.expect_err(want).to_string(), want);
+            }
+        }
     }
 
     #[test]

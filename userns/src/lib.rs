@@ -10,6 +10,7 @@ mod sys;
 
 pub use alloc::{subid_overlaps, AllocError, Allocator, AllocatorConfig};
 pub use idmap::{
-    map_text, validate_mappings, IdKind, IdMap, IdRange, MappingError, MAX_EXTENTS, MAX_MAP_TEXT,
+    map_text, validate_mappings, IdKind, IdMap, IdRange, MappingError, LAST_ID, MAX_EXTENTS,
+    MAX_MAP_TEXT,
 };
-pub use ns::{join_before_exec, NsError, UserNamespace};
+pub use ns::{join_before_exec, namespace_name, open_namespace, NsError, UserNamespace};

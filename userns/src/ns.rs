@@ -20,6 +20,47 @@ pub enum NsError {
     Create(std::io::Error),
     #[error("{path} is not a user namespace")]
     NotUserNamespace { path: PathBuf },
+    #[error("{path} is not a namespace file (e.g. /proc/PID/ns/net or a bind mount of one)")]
+    NotANamespace { path: PathBuf },
+    #[error("{path} is a {found} namespace, not a {wanted} namespace")]
+    WrongNamespaceType {
+        path: PathBuf,
+        found: &'static str,
+        wanted: &'static str,
+    },
+}
+
+/// The name of a `CLONE_NEW*` namespace type, as in `/proc/PID/ns/` and
+/// OCI's `linux.namespaces[].type`.
+pub fn namespace_name(clone_flag: i32) -> &'static str {
+    match clone_flag {
+        libc::CLONE_NEWUSER => "user",
+        libc::CLONE_NEWNS => "mount",
+        libc::CLONE_NEWPID => "pid",
+        libc::CLONE_NEWNET => "network",
+        libc::CLONE_NEWIPC => "ipc",
+        libc::CLONE_NEWUTS => "uts",
+        libc::CLONE_NEWCGROUP => "cgroup",
+        libc::CLONE_NEWTIME => "time",
+        _ => "unknown",
+    }
+}
+
+/// Opens the namespace file at `path` and checks that it is a namespace of
+/// type `clone_flag` (`CLONE_NEWNET`...), as `setns` would need.
+pub fn open_namespace(path: &Path, clone_flag: i32) -> Result<OwnedFd, NsError> {
+    let fd = open_cloexec(path)?;
+    match sys::ns_type(&fd) {
+        Ok(t) if t == clone_flag => Ok(fd),
+        Ok(t) => Err(NsError::WrongNamespaceType {
+            path: path.to_path_buf(),
+            found: namespace_name(t),
+            wanted: namespace_name(clone_flag),
+        }),
+        Err(_) => Err(NsError::NotANamespace {
+            path: path.to_path_buf(),
+        }),
+    }
 }
 
 /// An owned fd of a user namespace.

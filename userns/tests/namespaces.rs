@@ -190,3 +190,60 @@ fn many_namespaces_leave_no_process_behind() {
     let z = zombie_children();
     assert!(z.is_empty(), "{z:?}");
 }
+
+/// A namespace path given for a type (OCI `linux.namespaces[].path`):
+/// a file of the right type opens; a namespace of another type, a regular
+/// file, /dev/null and a missing path each give an error naming the path
+/// and what is wrong with it.
+#[test]
+fn open_namespace_names_what_a_path_is() {
+    use std::path::Path;
+    use userns::open_namespace;
+    open_namespace(Path::new("/proc/self/ns/net"), libc::CLONE_NEWNET).expect("own netns");
+    open_namespace(Path::new("/proc/self/ns/pid"), libc::CLONE_NEWPID).expect("own pidns");
+    let e = open_namespace(Path::new("/proc/self/ns/net"), libc::CLONE_NEWPID).expect_err("net");
+    assert_eq!(
+        e.to_string(),
+        "/proc/self/ns/net is a network namespace, not a pid namespace"
+    );
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    for p in [file.path(), Path::new("/dev/null")] {
+        let e = open_namespace(p, libc::CLONE_NEWIPC).expect_err("not a namespace");
+        assert!(matches!(e, NsError::NotANamespace { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{} is not a namespace file", p.display())),
+            "{e}"
+        );
+    }
+    let e = open_namespace(Path::new("/nonexistent/ns"), libc::CLONE_NEWUTS).expect_err("gone");
+    assert_eq!(
+        e.to_string(),
+        "opening /nonexistent/ns: No such file or directory (os error 2)"
+    );
+}
+
+/// The validator's bound is the kernel's: an extent ending at the last
+/// valid ID (4294967294) on either side is written by the kernel; one more
+/// is refused first by validate_mappings (the kernel gives EINVAL: first +
+/// count wraps u32).
+#[test]
+fn extents_up_to_the_last_id_are_the_kernels() {
+    let last = userns::LAST_ID;
+    let ns = UserNamespace::create(&[m(last, 0x7300_0000, 1)], &[m(0, last, 1)])
+        .expect("extents ending at the last ID");
+    drop(ns);
+    for (u, g) in [
+        (m(last, 0x7300_0000, 2), m(0, 0x7300_0000, 1)),
+        (m(0, 0x7300_0000, 1), m(0, last, 2)),
+        (m(u32::MAX, 0x7300_0000, 1), m(0, 0x7300_0000, 1)),
+    ] {
+        let e = UserNamespace::create(&[u], &[g]).expect_err("past the last ID");
+        assert!(
+            matches!(e, NsError::Mapping(userns::MappingError::Overflow { .. })),
+            "{e}"
+        );
+        assert!(e.to_string().contains("goes past 4294967294"), "{e}");
+    }
+    assert!(zombie_children().is_empty());
+}
