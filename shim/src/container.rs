@@ -173,6 +173,25 @@ pub fn remove_run_dir(d: &Path) {
     }
 }
 
+/// Writes a state file readable by root only (0600 whatever the umask):
+/// it names the container's host ID range, cgroup and pid.
+fn write_private(p: &Path, data: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |e: std::io::Error| format!("writing {}: {e}", p.display());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(p)
+        .map_err(err)?;
+    // An existing file keeps its mode: make it 0600 too.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(err)?;
+    f.write_all(data).map_err(err)
+}
+
 fn mkdir_mode(p: &Path, mode: u32) -> Result<(), String> {
     std::fs::create_dir_all(p).map_err(|e| format!("mkdir {}: {e}", p.display()))?;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
@@ -485,8 +504,7 @@ impl Container {
         }
         persisted.pid = init.pid;
         let state = serde_json::to_vec(&persisted).map_err(|e| e.to_string())?;
-        std::fs::write(run_dir.join("state.json"), state)
-            .map_err(|e| format!("writing {}: {e}", run_dir.join("state.json").display()))?;
+        write_private(&run_dir.join("state.json"), &state)?;
         report.init_ms = ms(t);
         // Success: nothing to undo.
         undo.alloc = None;
