@@ -127,8 +127,14 @@ pub struct RoundReport {
     pub cgroups_seen: usize,
     /// Everything left after the clean-up (empty: clean).
     pub leaks: Vec<String>,
-    /// containerd's open fds after this round's clean-up settled.
+    /// containerd's open fds and the round's idshift shim processes with
+    /// all launched (the audit's evidence that it counts the right thing).
+    pub containerd_fds_running: usize,
+    pub shims_running: usize,
+    /// containerd's open fds and the round's idshift shim processes after
+    /// this round's clean-up settled.
     pub containerd_fds_after: usize,
+    pub shims_after: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -407,8 +413,8 @@ fn entries(dir: &Path, keep: &[&str]) -> Vec<String> {
         .collect()
 }
 
-struct Ctx<'a> {
-    d: &'a Daemon,
+/// Where the audits look.
+struct Ctx {
     base: PathBuf,
     state_dir: PathBuf,
     run_dir: PathBuf,
@@ -420,7 +426,7 @@ struct Ctx<'a> {
     cgroup_mounts: Vec<PathBuf>,
 }
 
-impl Ctx<'_> {
+impl Ctx {
     fn allocator(&self) -> Result<Allocator, String> {
         Allocator::open(AllocatorConfig {
             state_dir: self.state_dir.clone(),
@@ -594,6 +600,7 @@ fn launch(d: &Daemon, image: &str, id: &str) -> Result<Duration, String> {
 
 /// One round; its report and its launches' start latencies.
 fn round(
+    d: &Daemon,
     ctx: &Ctx,
     image: &str,
     k: usize,
@@ -603,7 +610,7 @@ fn round(
     let t0 = Instant::now();
     let ids: Vec<String> = (0..n).map(|i| format!("{}-r{k}-{i}", ctx.tag)).collect();
     let mut guard = RoundGuard {
-        d: ctx.d,
+        d,
         ids: ids.clone(),
         done: false,
     };
@@ -615,7 +622,7 @@ fn round(
                 let barrier = &barrier;
                 s.spawn(move || {
                     barrier.wait();
-                    launch(ctx.d, image, id)
+                    launch(d, image, id)
                 })
             })
             .collect();
@@ -653,7 +660,10 @@ fn round(
             BTreeMap::new()
         }
     };
-    let pids = task_pids(ctx.d);
+    let pids = task_pids(d);
+    let id_set: BTreeSet<String> = ids.iter().cloned().collect();
+    let shims_running = crate::host::shim_memory(storm::IDSHIFT_SHIM, &id_set).processes;
+    let fds_running = fd_count(ctx.containerd_pid).unwrap_or(0);
     let mut maps = BTreeMap::new();
     for (id, r) in &results {
         if r.is_err() {
@@ -712,6 +722,12 @@ fn round(
         std::thread::sleep(Duration::from_millis(200));
     };
     leaks.extend(rest);
+    let shims_after = crate::host::shim_memory(storm::IDSHIFT_SHIM, &id_set).processes;
+    if shims_after > 0 {
+        leaks.push(format!(
+            "{shims_after} idshift shims of the round still run"
+        ));
+    }
     let report = RoundReport {
         round: k,
         launched: n,
@@ -724,7 +740,10 @@ fn round(
         range_violations: violations,
         cgroups_seen,
         leaks,
+        containerd_fds_running: fds_running,
+        shims_running,
         containerd_fds_after: fds,
+        shims_after,
     };
     (report, times)
 }
@@ -733,7 +752,7 @@ fn print_round(r: &RoundReport, fds_before: usize) {
     println!(
         "round {}: {}/{} launched ok, {:.1} s, start p50 {:.0} ms p99 {:.0} ms max {:.0} ms; \
          maps checked {}, range violations {}; cgroups seen {}; leaks {}; unclean failures {}; \
-         containerd fds {} (before round 1: {})",
+         shims {} running, {} after; containerd fds {} running, {} after (before round 1: {})",
         r.round,
         r.succeeded,
         r.launched,
@@ -746,6 +765,9 @@ fn print_round(r: &RoundReport, fds_before: usize) {
         r.cgroups_seen,
         r.leaks.len(),
         r.unclean_failures.len(),
+        r.shims_running,
+        r.shims_after,
+        r.containerd_fds_running,
         r.containerd_fds_after,
         fds_before
     );
@@ -773,7 +795,6 @@ pub fn run(opts: Options, command: String) -> Result<bool, Error> {
     };
     let containerd_pid = c.pid().ok_or("containerd is not running")?;
     let ctx = Ctx {
-        d: &d,
         base: c.base().to_path_buf(),
         state_dir: c.state_dir(),
         run_dir: c.run_dir(),
@@ -810,7 +831,7 @@ pub fn run(opts: Options, command: String) -> Result<bool, Error> {
             );
             break;
         }
-        let (r, t) = round(&ctx, &image, k, opts.containers, fds_before);
+        let (r, t) = round(&d, &ctx, &image, k, opts.containers, fds_before);
         print_round(&r, fds_before);
         times.extend(t);
         rounds.push(r);
@@ -909,6 +930,59 @@ mod tests {
             Ok(vec![(0, 1879048192, 65536)])
         );
         assert!(parse_map("0 1\n").is_err());
+    }
+
+    /// The leak audit over a fake instance directory: clean when empty,
+    /// and each kind of leftover is named.
+    #[test]
+    fn the_leak_audit_finds_leftovers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base = dir.path().to_path_buf();
+        let ctx = Ctx {
+            state_dir: base.join("state"),
+            run_dir: base.join("run"),
+            containerd_state: base.join("cstate"),
+            containerd_pid: std::process::id(),
+            tag: format!("stresstest{}", std::process::id()),
+            host: HostIds::default(),
+            cgroup_mounts: vec![base.join("cg")],
+            base,
+        };
+        let me = fd_count(std::process::id()).expect("fds");
+        // Nothing there: clean (fds as they are now, with room for the
+        // read_dir's own).
+        let (l, _) = ctx.leaks(&["/x/c1".into()], me + 4);
+        assert_eq!(l, Vec::<String>::new());
+        std::fs::create_dir_all(ctx.run_dir.join(storm::NAMESPACE).join("c1")).expect("mkdir");
+        std::fs::create_dir_all(ctx.run_dir.join("tmp").join("scratch")).expect("mkdir");
+        std::fs::write(ctx.run_dir.join("probe.json"), "{}").expect("write");
+        std::fs::create_dir_all(ctx.base.join("cg/x/c1")).expect("mkdir");
+        std::fs::create_dir_all(
+            ctx.containerd_state
+                .join("io.containerd.runtime.v2.task")
+                .join(storm::NAMESPACE)
+                .join("c1"),
+        )
+        .expect("mkdir");
+        std::fs::create_dir_all(&ctx.state_dir).expect("mkdir");
+        let alloc = ctx.allocator().expect("allocator");
+        alloc
+            .allocate(&format!("{}:c1", storm::NAMESPACE))
+            .expect("allocate");
+        let (l, fds) = ctx.leaks(&["/x/c1".into()], 0);
+        let has = |s: &str| l.iter().filter(|x| x.contains(s)).count();
+        assert_eq!(has("run dir entry"), 1, "{l:#?}");
+        assert_eq!(has("scratch entry"), 1, "{l:#?}");
+        assert_eq!(has("cgroup "), 1, "{l:#?}");
+        assert_eq!(has("task bundle"), 1, "{l:#?}");
+        assert_eq!(has("ID ranges still allocated"), 1, "{l:#?}");
+        assert_eq!(has("owners not empty (1)"), 1, "{l:#?}");
+        assert_eq!(has("more than before"), 1, "{l:#?}");
+        assert!(fds > 0);
+        // A corrupt allocator state is a finding too.
+        std::fs::write(ctx.state_dir.join("ranges.json"), "{").expect("write");
+        let (l, _) = ctx.leaks(&[], fds + 4);
+        assert!(l.iter().any(|x| x.contains("does not load")), "{l:#?}");
     }
 
     #[test]
