@@ -30,12 +30,13 @@ install: build
 # binary built here first on its PATH).
 # Then the launch-storm benchmark's smoke run (--quick: every configuration,
 # small N and L; --strict fails on a failed launch or a leak, never on timings)
-# and the stress's (2 rounds of 20 containers of a 10-layer image).
+# and the stress's (2 rounds of 20 containers of a 10-layer image, every 5th
+# made to fail: it must fail cleanly).
 test: deps
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 	target/debug/idshift-bench storm --quick --strict --json $${TMPDIR:-/tmp}/idshift-bench-quick.json
-	target/debug/idshift-bench stress --quick --json $${TMPDIR:-/tmp}/idshift-stress-quick.json
+	target/debug/idshift-bench stress --quick --inject-failures 5 --json $${TMPDIR:-/tmp}/idshift-stress-quick.json
 
 # Installs containerd and busybox-static if missing (Debian), builds and
 # installs the shim, then runs the demo on a private containerd.

@@ -38,7 +38,8 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub fn usage() -> &'static str {
     "idshift-bench stress [--quick] [--rounds 5] [--containers 200] [--layers 50] [--json FILE]\n    \
-     [--budget SECONDS]\n  \
+     [--budget SECONDS] [--inject-failures K]\n  \
+     --inject-failures: every K-th container runs a missing command (its start fails: must be clean)\n  \
      --budget: no round starts after this many seconds (default 1200); an incomplete run fails\n  \
      --quick: 2 rounds of 20 containers of a 10-layer image (a CI smoke run, ~30 s)\n  \
      exits 1 on any leak, any launch that failed uncleanly, any overlapping ID range,\n  \
@@ -52,6 +53,9 @@ pub struct Options {
     pub layers: usize,
     pub json: Option<PathBuf>,
     pub quick: bool,
+    /// Every K-th container of a round runs a command that does not exist
+    /// (its task start fails): the clean-failure audit's exercise.
+    pub inject_failures: Option<usize>,
     /// No round starts once this much time has passed since the start (the
     /// run then counts as incomplete, not clean).
     pub budget_s: u64,
@@ -66,6 +70,7 @@ impl Options {
             json: None,
             quick: false,
             budget_s: 1200,
+            inject_failures: None,
         };
         let (mut rounds, mut containers, mut layers) = (None, None, None);
         let mut it = args.iter();
@@ -86,6 +91,13 @@ impl Options {
                 "--layers" => layers = Some(num(value()?)?),
                 "--json" => o.json = Some(value()?.into()),
                 "--budget" => o.budget_s = num(value()?)? as u64,
+                "--inject-failures" => {
+                    let k = num(value()?)?;
+                    if k == 0 {
+                        return Err("--inject-failures: at least 1".into());
+                    }
+                    o.inject_failures = Some(k);
+                }
                 other => return Err(format!("unknown argument {other:?}\n{}", usage()).into()),
             }
         }
@@ -576,18 +588,23 @@ fn task_pids(d: &Daemon) -> BTreeMap<String, u32> {
         .collect()
 }
 
-fn launch(d: &Daemon, image: &str, id: &str) -> Result<Duration, String> {
+fn launch(d: &Daemon, image: &str, id: &str, fail: bool) -> Result<Duration, String> {
     let t0 = Instant::now();
-    let out: CtrOutput = d.ctr(&[
+    let cmd: &[&str] = if fail {
+        &["/no/such/command"]
+    } else {
+        &["sleep", "100000"]
+    };
+    let mut args = vec![
         "containers",
         "create",
         "--runtime",
         storm::IDSHIFT_RUNTIME,
         image,
         id,
-        "sleep",
-        "100000",
-    ]);
+    ];
+    args.extend_from_slice(cmd);
+    let out: CtrOutput = d.ctr(&args);
     if !out.success() {
         return Err(ctr_error("containers create", &out));
     }
@@ -605,6 +622,7 @@ fn round(
     image: &str,
     k: usize,
     n: usize,
+    inject: Option<usize>,
     fds_before: usize,
 ) -> (RoundReport, Vec<Duration>) {
     let t0 = Instant::now();
@@ -618,11 +636,13 @@ fn round(
     let results: Vec<(String, Result<Duration, String>)> = std::thread::scope(|s| {
         let hs: Vec<_> = ids
             .iter()
-            .map(|id| {
+            .enumerate()
+            .map(|(i, id)| {
                 let barrier = &barrier;
+                let fail = inject.is_some_and(|k| (i + 1) % k == 0);
                 s.spawn(move || {
                     barrier.wait();
-                    launch(d, image, id)
+                    launch(d, image, id, fail)
                 })
             })
             .collect();
@@ -644,7 +664,7 @@ fn round(
         match r {
             Ok(t) => times.push(*t),
             Err(e) => {
-                *errors.entry(e.clone()).or_insert(0) += 1;
+                *errors.entry(e.replace(id.as_str(), "<id>")).or_insert(0) += 1;
                 failed.push(id.clone());
             }
         }
@@ -831,7 +851,15 @@ pub fn run(opts: Options, command: String) -> Result<bool, Error> {
             );
             break;
         }
-        let (r, t) = round(&d, &ctx, &image, k, opts.containers, fds_before);
+        let (r, t) = round(
+            &d,
+            &ctx,
+            &image,
+            k,
+            opts.containers,
+            opts.inject_failures,
+            fds_before,
+        );
         print_round(&r, fds_before);
         times.extend(t);
         rounds.push(r);
@@ -916,6 +944,9 @@ mod tests {
         assert_eq!((o.rounds, o.containers, o.layers), (2, 20, 10));
         let o = Options::parse(&args("--quick --containers 3")).expect("parse");
         assert_eq!((o.rounds, o.containers, o.layers), (2, 3, 10));
+        let o = Options::parse(&args("--inject-failures 5")).expect("parse");
+        assert_eq!(o.inject_failures, Some(5));
+        assert!(Options::parse(&args("--inject-failures 0")).is_err());
         let o = Options::parse(&args("")).expect("parse");
         assert_eq!((o.rounds, o.containers, o.layers), (5, 200, 50));
         assert!(Options::parse(&args("--rounds 0")).is_err());
