@@ -143,6 +143,11 @@ pub struct RoundReport {
     /// all launched (the audit's evidence that it counts the right thing).
     pub containerd_fds_running: usize,
     pub shims_running: usize,
+    /// With all launched: host mount table lines under the containerd's
+    /// directory, and mount namespaces (other than the host's) whose table
+    /// names it (the containers').
+    pub host_mounts_running: usize,
+    pub mount_namespaces_running: usize,
     /// containerd's open fds and the round's idshift shim processes after
     /// this round's clean-up settled.
     pub containerd_fds_after: usize,
@@ -388,17 +393,18 @@ fn run_processes(needle: &str, tag: &str) -> Vec<String> {
     out
 }
 
-/// Mount table lines naming `needle` in any process whose mount namespace
-/// is not this one (a container's mount namespace kept alive).
+/// The mount namespaces other than this one whose mount table names
+/// `needle` (a container's, or one kept alive after it), one line each.
 fn foreign_mountinfo_lines(needle: &str) -> Vec<String> {
     let mine = std::fs::read_link("/proc/self/ns/mnt").ok();
+    let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         if e.file_name().to_string_lossy().parse::<u32>().is_err() {
             continue;
         }
         let ns = std::fs::read_link(e.path().join("ns/mnt")).ok();
-        if ns.is_none() || ns == mine {
+        if ns.is_none() || ns == mine || !seen.insert(ns) {
             continue;
         }
         let text = std::fs::read_to_string(e.path().join("mountinfo")).unwrap_or_default();
@@ -684,6 +690,9 @@ fn round(
     let id_set: BTreeSet<String> = ids.iter().cloned().collect();
     let shims_running = crate::host::shim_memory(storm::IDSHIFT_SHIM, &id_set).processes;
     let fds_running = fd_count(ctx.containerd_pid).unwrap_or(0);
+    let host_mounts_running = ctx.host_mounts().len();
+    let mount_namespaces_running =
+        foreign_mountinfo_lines(&format!("{}/", ctx.base.display())).len();
     let mut maps = BTreeMap::new();
     for (id, r) in &results {
         if r.is_err() {
@@ -762,6 +771,8 @@ fn round(
         leaks,
         containerd_fds_running: fds_running,
         shims_running,
+        host_mounts_running,
+        mount_namespaces_running,
         containerd_fds_after: fds,
         shims_after,
     };
@@ -772,7 +783,7 @@ fn print_round(r: &RoundReport, fds_before: usize) {
     println!(
         "round {}: {}/{} launched ok, {:.1} s, start p50 {:.0} ms p99 {:.0} ms max {:.0} ms; \
          maps checked {}, range violations {}; cgroups seen {}; leaks {}; unclean failures {}; \
-         shims {} running, {} after; containerd fds {} running, {} after (before round 1: {})",
+         shims {} running, {} after; mounts running: {} host lines, {} container mount tables; containerd fds {} running, {} after (before round 1: {})",
         r.round,
         r.succeeded,
         r.launched,
@@ -787,6 +798,8 @@ fn print_round(r: &RoundReport, fds_before: usize) {
         r.unclean_failures.len(),
         r.shims_running,
         r.shims_after,
+        r.host_mounts_running,
+        r.mount_namespaces_running,
         r.containerd_fds_running,
         r.containerd_fds_after,
         fds_before
