@@ -9,7 +9,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 SHIM := containerd-shim-idshift-v2
 RELEASE := target/release
 
-.PHONY: all deps build install test demo bench lint fuzz clean
+.PHONY: all deps build install test demo bench stress lint fuzz clean
 
 all: build
 
@@ -29,11 +29,14 @@ install: build
 # the end-to-end tests against a private containerd (which finds the shim
 # binary built here first on its PATH).
 # Then the launch-storm benchmark's smoke run (--quick: every configuration,
-# small N and L; --strict fails on a failed launch or a leak, never on timings).
+# small N and L; --strict fails on a failed launch or a leak, never on timings)
+# and the stress's (2 rounds of 20 containers of a 10-layer image, every 5th
+# made to fail: it must fail cleanly).
 test: deps
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 	target/debug/idshift-bench storm --quick --strict --json $${TMPDIR:-/tmp}/idshift-bench-quick.json
+	target/debug/idshift-bench stress --quick --inject-failures 5 --json $${TMPDIR:-/tmp}/idshift-stress-quick.json
 
 # Installs containerd and busybox-static if missing (Debian), builds and
 # installs the shim, then runs the demo on a private containerd.
@@ -50,6 +53,18 @@ bench: build
 	mkdir -p $(BENCH_OUT)
 	$(RELEASE)/idshift-bench storm --json $(BENCH_OUT)/storm.json --svg $(BENCH_OUT)/storm.svg
 	$(RELEASE)/idshift-bench rootfs --json $(BENCH_OUT)/rootfs.json
+
+# The stress: 5 rounds of 200 containers of a 50-layer image launched at
+# once and removed, against a private containerd, with a leak audit after
+# every round (mounts, processes, ID ranges, cgroups, run dirs, containerd's
+# fds) and an ID-range overlap audit while each round runs; exits non-zero on
+# any leak, unclean failure or overlap. Then `make fuzz` (FUZZ_SECONDS per
+# fuzz target).
+STRESS_OUT ?= bench-results
+stress: build
+	mkdir -p $(STRESS_OUT)
+	$(RELEASE)/idshift-bench stress --rounds 5 --containers 200 --layers 50 --json $(STRESS_OUT)/stress.json
+	$(MAKE) fuzz
 
 lint: deps
 	$(CARGO) fmt --all -- --check

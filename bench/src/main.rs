@@ -11,6 +11,7 @@
 mod host;
 mod report;
 mod storm;
+mod stress;
 
 use rootfs::{BuildOptions, Idmap, KernelFeatures, MountOps, Strategy};
 use serde::Serialize;
@@ -33,8 +34,10 @@ fn usage() -> String {
     format!(
         "usage: idshift-bench demo\n       \
          idshift-bench rootfs [--layers 1,10,50,100,200] [--iterations N] [--json FILE]\n       \
-         {}",
-        storm::usage()
+         {}
+       {}",
+        storm::usage(),
+        stress::usage()
     )
 }
 
@@ -46,13 +49,13 @@ const WORKER_ENV: &str = "IDSHIFT_BENCH_STORM_WORKER";
 /// containerd it starts nor its `ctr`s; this process forwards SIGINT and
 /// SIGTERM to the worker, which stops after its current round and cleans
 /// everything up.
-fn storm_supervise(args: &[String]) -> Result<ExitCode, Error> {
+fn storm_supervise(sub: &str, args: &[String]) -> Result<ExitCode, Error> {
     use std::os::unix::process::CommandExt;
     use std::sync::atomic::{AtomicI32, Ordering};
     static WORKER: AtomicI32 = AtomicI32::new(0);
     let exe = std::env::current_exe()?;
     let mut child = std::process::Command::new(exe)
-        .arg("storm")
+        .arg(sub)
         .args(args)
         .env(WORKER_ENV, "1")
         .process_group(0)
@@ -89,6 +92,25 @@ fn storm_worker(args: &[String]) -> Result<ExitCode, Error> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `idshift-bench stress` in its worker process (see [`storm_supervise`]).
+fn stress_worker(args: &[String]) -> Result<ExitCode, Error> {
+    ctrlc::set_handler(|| storm::INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst))
+        .map_err(|e| format!("installing the SIGINT handler: {e}"))?;
+    let opts = stress::Options::parse(args).map_err(|e| e.to_string())?;
+    let command = std::iter::once("idshift-bench stress".to_string())
+        .chain(args.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if stress::run(opts, command).map_err(|e| e.to_string())? {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "idshift-bench: stress: a leak, an unclean failure or an ID range overlap (see above)"
+        );
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 fn mountinfo_lines() -> Result<usize, Error> {
@@ -342,11 +364,15 @@ fn main() -> ExitCode {
             println!("usage: {}", storm::usage());
             return ExitCode::SUCCESS;
         }
-        Some("storm") => {
-            let r = if std::env::var_os(WORKER_ENV).is_some() {
-                storm_worker(&args[1..])
-            } else {
-                storm_supervise(&args[1..])
+        Some("stress") if args[1..].iter().any(|a| a == "-h" || a == "--help") => {
+            println!("usage: {}", stress::usage());
+            return ExitCode::SUCCESS;
+        }
+        Some(sub @ ("storm" | "stress")) => {
+            let r = match (std::env::var_os(WORKER_ENV).is_some(), sub) {
+                (true, "storm") => storm_worker(&args[1..]),
+                (true, _) => stress_worker(&args[1..]),
+                (false, _) => storm_supervise(sub, &args[1..]),
             };
             return match r {
                 Ok(code) => code,

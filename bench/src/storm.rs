@@ -28,14 +28,14 @@ pub type Error = Box<dyn std::error::Error>;
 /// containers are still cleaned up), then clean up everything.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
-const NAMESPACE: &str = "idshift-bench";
+pub(crate) const NAMESPACE: &str = "idshift-bench";
 /// How long one `ctr` of a launch or of the clean-up may run.
-const CTR_TIMEOUT: Duration = Duration::from_secs(300);
+pub(crate) const CTR_TIMEOUT: Duration = Duration::from_secs(300);
 /// How long a round's clean-up has to leave nothing behind.
 const LEAK_TIMEOUT: Duration = Duration::from_secs(30);
-const IDSHIFT_RUNTIME: &str = "io.containerd.idshift.v2";
+pub(crate) const IDSHIFT_RUNTIME: &str = "io.containerd.idshift.v2";
 const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
-const IDSHIFT_SHIM: &str = "containerd-shim-idshift-v2";
+pub(crate) const IDSHIFT_SHIM: &str = "containerd-shim-idshift-v2";
 const RUNC_SHIM: &str = "containerd-shim-runc-v2";
 
 /// One configuration of the storm.
@@ -260,20 +260,20 @@ impl Options {
 }
 
 /// A containerd the storm launches into.
-struct Daemon {
+pub(crate) struct Daemon {
     /// Ours (stopped and cleaned up on drop), or `None` for the user's.
-    private: Option<Containerd>,
-    address: PathBuf,
+    pub(crate) private: Option<Containerd>,
+    pub(crate) address: PathBuf,
     /// Where its log is (ours only), and how far the storm has read it.
     log: Option<PathBuf>,
     log_offset: u64,
     /// What the host mountinfo lines of its mounts hold (ours: its
     /// directory); `None`: the user's, every line counts.
-    mount_needle: Option<String>,
+    pub(crate) mount_needle: Option<String>,
 }
 
 impl Daemon {
-    fn private(opts: ContainerdOptions) -> Result<Daemon, Error> {
+    pub(crate) fn private(opts: ContainerdOptions) -> Result<Daemon, Error> {
         let c = Containerd::start(opts).map_err(|e| format!("starting containerd: {e}"))?;
         Ok(Daemon {
             address: c.address().to_path_buf(),
@@ -287,7 +287,7 @@ impl Daemon {
     /// Runs `ctr` and waits for it (blocked in wait(2), not polling, so
     /// that its wall time is measured to the microsecond); ctr's own
     /// `--timeout` bounds it.
-    fn ctr(&self, args: &[&str]) -> CtrOutput {
+    pub(crate) fn ctr(&self, args: &[&str]) -> CtrOutput {
         let mut cmd = Command::new("ctr");
         cmd.arg("--address")
             .arg(&self.address)
@@ -332,7 +332,7 @@ impl Daemon {
         String::from_utf8_lossy(&buf).into_owned()
     }
 
-    fn import(&self, dir: &Path, name: &str, layers: usize) -> Result<(), Error> {
+    pub(crate) fn import(&self, dir: &Path, name: &str, layers: usize) -> Result<(), Error> {
         let archive = idshift_tests::build_image(dir, name, layers)
             .map_err(|e| format!("building the {layers}-layer image: {e}"))?;
         let path = archive.to_string_lossy().into_owned();
@@ -345,7 +345,7 @@ impl Daemon {
         Ok(())
     }
 
-    fn leaks(&self) -> Vec<String> {
+    pub(crate) fn leaks(&self) -> Vec<String> {
         self.private.as_ref().map(|c| c.leaks()).unwrap_or_default()
     }
 }
@@ -466,7 +466,7 @@ struct Launch {
     result: Result<(Duration, Duration), String>,
 }
 
-fn ctr_error(what: &str, out: &CtrOutput) -> String {
+pub(crate) fn ctr_error(what: &str, out: &CtrOutput) -> String {
     let msg = out.stderr.trim();
     let msg = msg.strip_prefix("ctr: ").unwrap_or(msg);
     format!(
@@ -563,18 +563,17 @@ fn shim_report_of(log: &str, id: &str) -> Option<(u32, f64)> {
 }
 
 /// Kills and deletes the round's tasks and containers (also on unwind).
-struct RoundGuard<'a> {
-    t: &'a Target,
-    cfg: Config,
-    ids: Vec<String>,
-    done: bool,
+pub(crate) struct RoundGuard<'a> {
+    pub(crate) d: &'a Daemon,
+    pub(crate) ids: Vec<String>,
+    pub(crate) done: bool,
 }
 
 impl RoundGuard<'_> {
     /// Deletes everything; returns what could not be.
-    fn clean(&mut self) -> Vec<String> {
+    pub(crate) fn clean(&mut self) -> Vec<String> {
         self.done = true;
-        let d = self.t.daemon(self.cfg);
+        let d = self.d;
         let mut problems = Vec::new();
         let chunks: Vec<Vec<String>> = self.ids.chunks(20).map(<[String]>::to_vec).collect();
         // Batches in parallel (4 at a time), then whatever is left one by one.
@@ -653,8 +652,7 @@ fn storm(t: &mut Target, cfg: Config, image: &str, n: usize, tag: &str) -> Resul
     round.mountinfo_peak_ours = before;
     let t_ref: &Target = t;
     let mut guard = RoundGuard {
-        t: t_ref,
-        cfg,
+        d: t_ref.daemon(cfg),
         ids: ids.clone(),
         done: false,
     };
@@ -752,7 +750,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn of(d: &[Duration]) -> Stats {
+    pub(crate) fn of(d: &[Duration]) -> Stats {
         if d.is_empty() {
             return Stats::default();
         }
@@ -964,7 +962,7 @@ fn write_outputs(run: &Run, opts: &Options) -> Result<(), Error> {
     Ok(())
 }
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()

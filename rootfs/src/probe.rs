@@ -272,7 +272,19 @@ pub fn probe_cached(scratch_dir: &Path, cache: &Path) -> Result<KernelFeatures, 
     let written = cache
         .parent()
         .map_or(Ok(()), fs::create_dir_all)
-        .and_then(|_| fs::write(&tmp, text))
+        .and_then(|_| {
+            // Root's only, like the shim's other state files.
+            use std::io::Write;
+            use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.set_permissions(fs::Permissions::from_mode(0o600))?;
+            f.write_all(text.as_bytes())
+        })
         .and_then(|_| fs::rename(&tmp, cache));
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);

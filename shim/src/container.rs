@@ -219,11 +219,32 @@ pub fn write_persisted(run_dir: &Path, p: &Persisted) -> Result<(), String> {
     let state = serde_json::to_vec(p).map_err(|e| format!("serialising the state: {e}"))?;
     let tmp = run_dir.join(STATE_TMP);
     let path = run_dir.join(STATE);
-    let written = std::fs::write(&tmp, state).and_then(|_| std::fs::rename(&tmp, &path));
-    written.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("writing {}: {e}", path.display())
-    })
+    write_private(&tmp, &state)
+        .and_then(|_| {
+            std::fs::rename(&tmp, &path).map_err(|e| format!("writing {}: {e}", path.display()))
+        })
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+}
+
+/// Writes a state file readable by root only (0600 whatever the umask):
+/// it names the container's host ID range, cgroup and pid.
+fn write_private(p: &Path, data: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |e: std::io::Error| format!("writing {}: {e}", p.display());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(p)
+        .map_err(err)?;
+    // An existing file keeps its mode: make it 0600 too.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(err)?;
+    f.write_all(data).map_err(err)
 }
 
 fn mkdir_mode(p: &Path, mode: u32) -> Result<(), String> {

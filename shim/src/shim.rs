@@ -17,7 +17,24 @@ use std::sync::Arc;
 pub struct IdshiftShim {
     namespace: String,
     id: String,
+    /// The serving shim's ttrpc socket (`unix://...`).
+    socket: String,
     exit: Arc<ExitSignal>,
+}
+
+/// Makes the serving shim's ttrpc socket root's only (0600). The shim
+/// crate binds it with the process umask (0755 with the usual 022): connect
+/// needs write permission, so nobody but root could connect even then, but
+/// the socket should say so itself. The shim's umask is not narrowed
+/// instead: the containers' processes inherit it.
+fn restrict_socket(socket: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = socket.trim_start_matches("unix://");
+    if path.is_empty() || path.starts_with('@') {
+        // An abstract socket has no mode.
+        return Ok(());
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
 /// What containerd wrote to `start`'s standard input.
@@ -125,6 +142,7 @@ impl Shim for IdshiftShim {
         IdshiftShim {
             namespace: args.namespace.clone(),
             id: args.id.clone(),
+            socket: args.socket.clone(),
             exit: Arc::new(ExitSignal::default()),
         }
     }
@@ -233,6 +251,11 @@ impl Shim for IdshiftShim {
     }
 
     async fn wait(&mut self) {
+        // The server listens by now (the shim crate calls wait after
+        // starting it).
+        if let Err(e) = restrict_socket(&self.socket) {
+            log::warn!("chmod 0600 {}: {e}", self.socket);
+        }
         self.exit.wait().await;
     }
 
