@@ -155,8 +155,10 @@ fn serve() -> ExitCode {
         } else {
             log::LevelFilter::Info
         };
+        // As containerd-shim's own logger: no log fifo, no serving.
         if let Err(e) = logger::LineLogger::install(level) {
             eprintln!("{NAME}: {e}");
+            return ExitCode::FAILURE;
         }
     }
     let config = containerd_shim::Config {
