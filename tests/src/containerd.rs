@@ -537,6 +537,39 @@ impl Containerd {
         leaks
     }
 
+    /// ctr's default spec (`ctr oci spec`) for the bundle-less root `rootfs`,
+    /// running `/bin/sh -c script` with `PATH=/bin` and no terminal.
+    pub fn oci_spec(&self, namespace: &str, rootfs: &Path, script: &str) -> serde_json::Value {
+        let out = self.ctr(namespace, &["oci", "spec"]);
+        let mut spec: serde_json::Value =
+            serde_json::from_str(&out.ok().stdout).expect("ctr oci spec is JSON");
+        spec["process"]["args"] = serde_json::json!(["/bin/sh", "-c", script]);
+        spec["process"]["env"] = serde_json::json!(["PATH=/bin"]);
+        spec["process"]["terminal"] = serde_json::json!(false);
+        spec["root"] = serde_json::json!({"path": rootfs, "readonly": false});
+        spec
+    }
+
+    /// `ctr run --rm --config <spec>` under `runtime` (a `--runtime=` flag),
+    /// as a new container whose id (returned) starts with `prefix` and whose
+    /// cgroup is `/<namespace>/<id>`.
+    pub fn run_spec(
+        &self,
+        namespace: &str,
+        runtime: &str,
+        prefix: &str,
+        spec: &serde_json::Value,
+    ) -> (String, CtrOutput) {
+        let id = crate::unique(prefix);
+        let mut spec = spec.clone();
+        spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{namespace}/{id}"));
+        let path = self.base().join(format!("{id}.json"));
+        std::fs::write(&path, spec.to_string()).expect("write spec");
+        let p = path.display().to_string();
+        let out = self.ctr(namespace, &["run", "--rm", "--config", &p, runtime, &id]);
+        (id, out)
+    }
+
     /// Runs `run` with idshift's `ctr --runtime` flag, then with the runc
     /// shim's ([`crate::IDSHIFT_RUNTIME`], [`crate::RUNC_RUNTIME`]); both
     /// must give the same exit code and output. Returns idshift's.

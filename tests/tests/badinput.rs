@@ -21,16 +21,9 @@ const NS: &str = "bad";
 const APPLETS: [&str; 6] = ["sh", "cat", "sleep", "true", "echo", "grep"];
 const LEAK_WAIT: Duration = Duration::from_secs(10);
 
-/// ctr's default spec (`ctr oci spec`) for `rootfs`, running `script`.
+/// ctr's default spec for `rootfs`, running `script`.
 fn spec(c: &Containerd, rootfs: &Path, script: &str) -> serde_json::Value {
-    let out = c.ctr(NS, &["oci", "spec"]);
-    let mut spec: serde_json::Value =
-        serde_json::from_str(&out.ok().stdout).expect("ctr oci spec is JSON");
-    spec["process"]["args"] = serde_json::json!(["/bin/sh", "-c", script]);
-    spec["process"]["env"] = serde_json::json!(["PATH=/bin"]);
-    spec["process"]["terminal"] = serde_json::json!(false);
-    spec["root"] = serde_json::json!({"path": rootfs, "readonly": false});
-    spec
+    c.oci_spec(NS, rootfs, script)
 }
 
 /// `ctr run --rm --config <spec>` under `runtime`.
@@ -40,14 +33,7 @@ fn run(c: &Containerd, runtime: &str, spec: &serde_json::Value) -> CtrOutput {
 
 /// [`run`], with the container's id (and cgroup `/<NS>/<id>`).
 fn run_id(c: &Containerd, runtime: &str, spec: &serde_json::Value) -> (String, CtrOutput) {
-    let id = unique("b");
-    let mut spec = spec.clone();
-    spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{NS}/{id}"));
-    let path = c.base().join(format!("{id}.json"));
-    std::fs::write(&path, spec.to_string()).expect("write spec");
-    let p = path.display().to_string();
-    let out = c.ctr(NS, &["run", "--rm", "--config", &p, runtime, &id]);
-    (id, out)
+    c.run_spec(NS, runtime, "b", spec)
 }
 
 /// The cgroup directories of `id` (`/<NS>/<id>`) left in any hierarchy.

@@ -14,27 +14,14 @@ const APPLETS: [&str; 18] = [
     "echo", "mkdir", "id", "head", "awk", "seq",
 ];
 
-/// ctr's default spec (`ctr oci spec`) for `rootfs`, running `script`.
+/// ctr's default spec for `rootfs`, running `script`.
 fn spec(c: &Containerd, rootfs: &Path, script: &str) -> serde_json::Value {
-    let out = c.ctr(NS, &["oci", "spec"]);
-    let mut spec: serde_json::Value =
-        serde_json::from_str(&out.ok().stdout).expect("ctr oci spec is JSON");
-    spec["process"]["args"] = serde_json::json!(["/bin/sh", "-c", script]);
-    spec["process"]["env"] = serde_json::json!(["PATH=/bin"]);
-    spec["process"]["terminal"] = serde_json::json!(false);
-    spec["root"] = serde_json::json!({"path": rootfs, "readonly": false});
-    spec
+    c.oci_spec(NS, rootfs, script)
 }
 
 /// `ctr run --rm --config <spec>` under `runtime`.
 fn run(c: &Containerd, runtime: &str, spec: &serde_json::Value) -> CtrOutput {
-    let id = unique("o");
-    let mut spec = spec.clone();
-    spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{NS}/{id}"));
-    let path = c.base().join(format!("{id}.json"));
-    std::fs::write(&path, spec.to_string()).expect("write spec");
-    let p = path.display().to_string();
-    c.ctr(NS, &["run", "--rm", "--config", &p, runtime, &id])
+    c.run_spec(NS, runtime, "o", spec).1
 }
 
 /// The same spec under idshift and runc: the same exit code and output.

@@ -371,13 +371,7 @@ fn every_capability_in_the_container_is_no_capability_over_the_host() {
          date -s \"$(date '+%Y-%m-%d %H:%M:%S')\" 2>&1; echo date=$?; \
          hostname {host_name} 2>&1; echo hostname=$?; echo name=$(hostname)"
     );
-    let out = c.ctr(NS, &["oci", "spec"]);
-    let mut spec: serde_json::Value =
-        serde_json::from_str(&out.ok().stdout).expect("ctr oci spec is JSON");
-    spec["process"]["args"] = serde_json::json!(["/bin/sh", "-c", script]);
-    spec["process"]["env"] = serde_json::json!(["PATH=/bin"]);
-    spec["process"]["terminal"] = serde_json::json!(false);
-    spec["root"] = serde_json::json!({"path": rootfs, "readonly": false});
+    let mut spec = c.oci_spec(NS, &rootfs, &script);
     let caps = serde_json::json!(ALL_CAPS.to_vec());
     spec["process"]["capabilities"] = serde_json::json!({
         "bounding": caps, "effective": caps, "permitted": caps,
@@ -396,14 +390,9 @@ fn every_capability_in_the_container_is_no_capability_over_the_host() {
             "destination": "/hostdisk", "type": "bind",
             "source": format!("/dev/{disk}"), "options": ["bind", "ro"],
         }));
-    let id = unique("caps");
-    spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{NS}/{id}"));
-    let path = c.base().join(format!("{id}.json"));
-    std::fs::write(&path, spec.to_string()).expect("write spec");
-    let p = path.display().to_string();
     let t0 = std::time::SystemTime::now();
     let i0 = Instant::now();
-    let out = c.ctr(NS, &["run", "--rm", "--config", &p, RT, &id]);
+    let (_, out) = c.run_spec(NS, RT, "caps", &spec);
     let text = out.ok().stdout.clone();
     // Every capability, in the container's own user namespace.
     assert!(text.contains("CapEff:\t000001ffffffffff"), "{text}");
