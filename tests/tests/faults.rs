@@ -397,6 +397,36 @@ fn containerd_sigkill_restart_keeps_tasks_and_delivers_later_exits() {
     restart_under_running_containers(Signal::KILL);
 }
 
+/// After a shim's death: containerd's `shim delete` kills the containers'
+/// inits; removing the containers then leaves nothing, not even the dead
+/// shims' sockets, and each id can be used again.
+fn cleaned_up_after_shim_death(
+    c: &Containerd,
+    ns: &str,
+    ids: &[&str],
+    inits: &[u32],
+    sockets: &[PathBuf],
+) {
+    wait_for("the inits to be killed", c, Duration::from_secs(20), || {
+        inits.iter().all(|p| !alive(*p))
+    });
+    for id in ids {
+        remove(c, ns, id);
+    }
+    c.assert_no_leaks(Duration::from_secs(20));
+    for s in sockets {
+        assert!(
+            !s.exists(),
+            "the dead shim's socket {} is left",
+            s.display()
+        );
+    }
+    for id in ids {
+        same_id_works(c, ns, id);
+    }
+    c.assert_no_leaks(Duration::from_secs(10));
+}
+
 #[test]
 fn shim_sigkilled_while_idle_is_cleaned_up_by_shim_delete() {
     let (c, ns) = setup("", &[], &[(IMG, 1)]);
@@ -414,24 +444,13 @@ fn shim_sigkilled_while_idle_is_cleaned_up_by_shim_delete() {
     sigkill(shim);
     // containerd sees the shim gone and runs `shim delete`, which kills the
     // container and releases what it held.
-    wait_for("the init to be killed", &c, Duration::from_secs(20), || {
-        !alive(init)
-    });
     wait_for(
         "shim delete to release the range",
         &c,
         Duration::from_secs(20),
         || c.live_ranges() == 0,
     );
-    remove(&c, &ns, "idle");
-    c.assert_no_leaks(Duration::from_secs(10));
-    assert!(
-        !socket.exists(),
-        "the dead shim's socket {} is left",
-        socket.display()
-    );
-    same_id_works(&c, &ns, "idle");
-    c.assert_no_leaks(Duration::from_secs(10));
+    cleaned_up_after_shim_death(&c, &ns, &["idle"], &[init], &[socket]);
 }
 
 #[test]
@@ -467,27 +486,7 @@ fn shim_dead_while_containerd_down_with_a_torn_or_missing_state_json() {
     // containerd finds the shims dead on start and runs `shim delete`, which
     // cleans up by the allocator and the bundle's spec.
     c.start_again().expect("start containerd again");
-    wait_for(
-        "the inits to be killed",
-        &c,
-        Duration::from_secs(20),
-        || inits.iter().all(|p| !alive(*p)),
-    );
-    for id in ids {
-        remove(&c, &ns, id);
-    }
-    c.assert_no_leaks(Duration::from_secs(20));
-    for s in &sockets {
-        assert!(
-            !s.exists(),
-            "the dead shim's socket {} is left",
-            s.display()
-        );
-    }
-    for id in ids {
-        same_id_works(&c, &ns, id);
-    }
-    c.assert_no_leaks(Duration::from_secs(10));
+    cleaned_up_after_shim_death(&c, &ns, &ids, &inits, &sockets);
 }
 
 #[test]
@@ -523,25 +522,7 @@ fn group_shim_sigkilled_cleans_up_every_container_it_served() {
     );
     assert_eq!(c.live_ranges(), 2);
     sigkill(shim);
-    wait_for(
-        "both inits to be killed",
-        &c,
-        Duration::from_secs(20),
-        || inits.iter().all(|p| !alive(*p)),
-    );
-    for id in ids {
-        remove(&c, &ns, id);
-    }
-    c.assert_no_leaks(Duration::from_secs(20));
-    assert!(
-        !socket.exists(),
-        "the dead shim's socket {} is left",
-        socket.display()
-    );
-    for id in ids {
-        same_id_works(&c, &ns, id);
-    }
-    c.assert_no_leaks(Duration::from_secs(10));
+    cleaned_up_after_shim_death(&c, &ns, &ids, &inits, &[socket]);
 }
 
 /// The run dir of container `id`.
