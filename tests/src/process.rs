@@ -331,6 +331,28 @@ pub fn kill_processes_matching(needle: &str, timeout: Duration) -> Vec<(u32, Str
     }
 }
 
+/// The `log` fifo containerd makes in a shim's bundle, made in `bundle`
+/// for a shim started by hand, and read to its end (when the shim closes
+/// it) by a thread whose result is the log's text.
+pub fn shim_log_fifo(bundle: &std::path::Path) -> std::thread::JoinHandle<String> {
+    let log = bundle.join("log");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &log,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .expect("mkfifo log");
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Ok(mut f) = std::fs::File::open(&log) {
+            let _ = std::io::Read::read_to_end(&mut f, &mut bytes);
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use containerd_shim_protos::api::{ConnectRequest, CreateTaskRequest, ShutdownReq
 use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
 use containerd_shim_protos::types::mount::Mount;
 use idshift_tests::{
-    busybox_rootfs, processes_matching, shim_dir, unique, Containerd, CtrOutput,
+    busybox_rootfs, processes_matching, shim_dir, shim_log_fifo, unique, Containerd, CtrOutput,
     IDSHIFT_RUNTIME as IDSHIFT, RUNC_RUNTIME as RUNC,
 };
 use std::path::{Path, PathBuf};
@@ -521,20 +521,7 @@ impl Shim {
         let bundle = dir.join(&id);
         std::fs::create_dir_all(&bundle).expect("bundle");
         // containerd makes the shim's log fifo in the bundle and reads it.
-        let log = bundle.join("log");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &log,
-            rustix::fs::FileType::Fifo,
-            rustix::fs::Mode::from_raw_mode(0o600),
-            0,
-        )
-        .expect("mkfifo log");
-        std::thread::spawn(move || {
-            if let Ok(mut f) = std::fs::File::open(&log) {
-                let _ = std::io::copy(&mut f, &mut std::io::sink());
-            }
-        });
+        shim_log_fifo(&bundle);
         let out = Command::new(shim_dir().join("containerd-shim-idshift-v2"))
             .args(["-namespace", NS, "-id", &id, "-address"])
             .arg(c.address())

@@ -7,7 +7,7 @@ use containerd_shim_protos::api::{ConnectRequest, ShutdownRequest};
 use containerd_shim_protos::protobuf::Message;
 use containerd_shim_protos::shim::shim_ttrpc::TaskClient;
 use containerd_shim_protos::types::introspection::RuntimeInfo;
-use idshift_tests::{processes_matching, shim_dir, unique, Containerd};
+use idshift_tests::{processes_matching, shim_dir, shim_log_fifo, unique, Containerd};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,22 +52,7 @@ fn start_with_the_containerd_2_bootstrap_message() {
     )
     .expect("spec");
     // containerd makes the shim's log fifo in the bundle and reads it.
-    let log = bundle.join("log");
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &log,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .expect("mkfifo log");
-    let log_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        if let Ok(mut f) = std::fs::File::open(&log) {
-            let _ = std::io::Read::read_to_string(&mut f, &mut text);
-        }
-        text
-    });
+    let log_reader = shim_log_fifo(&bundle);
     let ttrpc = c.ttrpc_address().to_path_buf();
     let mut child = Command::new(shim())
         .args(["-namespace", "e2e", "-id", &id, "-address"])
