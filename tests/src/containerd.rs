@@ -607,6 +607,24 @@ impl Containerd {
     /// What the command line of a process of this instance contains: the
     /// base directory and a slash (containerd's `--config`, the shims'
     /// `-address`).
+    /// The ttrpc sockets of this instance's shims, from the `address` file
+    /// containerd keeps in each task bundle.
+    pub fn shim_sockets(&self) -> Vec<PathBuf> {
+        let tasks = self.state.join("io.containerd.runtime.v2.task");
+        let mut sockets = Vec::new();
+        for ns in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
+            for task in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+                if let Ok(a) = std::fs::read_to_string(task.path().join("address")) {
+                    let path = PathBuf::from(a.trim().trim_start_matches("unix://"));
+                    if path.is_absolute() && !sockets.contains(&path) {
+                        sockets.push(path);
+                    }
+                }
+            }
+        }
+        sockets
+    }
+
     fn needle(&self) -> String {
         format!("{}/", self.base.display())
     }
@@ -776,6 +794,7 @@ fn remove_runc_state(needle: &str, problems: &mut Vec<String>) {
 impl Drop for Containerd {
     fn drop(&mut self) {
         let mut problems = Vec::new();
+        let sockets = self.shim_sockets();
         let pidfds = if self.daemon_running() {
             self.remove_tasks_and_containers(&mut problems)
         } else {
@@ -825,6 +844,13 @@ impl Drop for Containerd {
         if !left.is_empty() {
             problems.push(format!("processes survived SIGKILL: {left:?}"));
         }
+        // The sockets of shims killed here (containerd was not there to
+        // have them cleaned up), if nobody serves them any more.
+        for socket in sockets {
+            if let Err(e) = remove_dead_socket(&socket) {
+                problems.push(format!("removing {}: {e}", socket.display()));
+            }
+        }
         // Task processes that survived their task's deletion.
         for fd in &pidfds {
             let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
@@ -855,5 +881,20 @@ impl Drop for Containerd {
                 problems.join("\n  ")
             );
         }
+    }
+}
+
+/// Removes the unix socket at `path` unless something still accepts
+/// connections on it (a gone socket is fine).
+fn remove_dead_socket(path: &Path) -> std::io::Result<()> {
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ECONNREFUSED) => {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        }
+        Err(_) => Ok(()),
     }
 }

@@ -197,9 +197,12 @@ fn drop_cleans_up_after_containerd_died() {
         .expect("kill");
     assert!(status.success());
     // The shim, its container and the rootfs mount outlive containerd: the
-    // drop finds them by the base dir.
+    // drop finds them by the base dir, and removes the dead shim's socket.
+    let sockets = c.shim_sockets();
+    assert_eq!(sockets.len(), 1, "{sockets:?}");
     drop(c);
     assert_gone(&base);
+    assert!(!sockets[0].exists(), "{} is left", sockets[0].display());
     let stat = std::fs::read_to_string(format!("/proc/{task_pid}/stat")).unwrap_or_default();
     assert!(
         stat.is_empty() || stat.contains(") Z "),
