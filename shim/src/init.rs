@@ -617,31 +617,6 @@ fn set_io_priority(io: &oci_spec::runtime::LinuxIOPriority) -> Result<()> {
         .map_err(|e| format!("ioprio_set({:?}, {level}): {e}", io.class()))
 }
 
-pub(crate) fn rlimit_resource(name: &str) -> Option<rustix::process::Resource> {
-    use rustix::process::Resource as R;
-    // Accepts "RLIMIT_NOFILE" and oci-spec's Debug form "RlimitNofile".
-    let upper = name.to_ascii_uppercase().replace('_', "");
-    Some(match upper.trim_start_matches("RLIMIT") {
-        "CPU" => R::Cpu,
-        "FSIZE" => R::Fsize,
-        "DATA" => R::Data,
-        "STACK" => R::Stack,
-        "CORE" => R::Core,
-        "RSS" => R::Rss,
-        "NPROC" => R::Nproc,
-        "NOFILE" => R::Nofile,
-        "MEMLOCK" => R::Memlock,
-        "AS" => R::As,
-        "LOCKS" => R::Locks,
-        "SIGPENDING" => R::Sigpending,
-        "MSGQUEUE" => R::Msgqueue,
-        "NICE" => R::Nice,
-        "RTPRIO" => R::Rtprio,
-        "RTTIME" => R::Rttime,
-        _ => return None,
-    })
-}
-
 /// An exec process: join every namespace of the container's init `pid`.
 fn exec(
     ch: &mut Channel,

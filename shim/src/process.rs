@@ -222,7 +222,7 @@ pub fn apply_rlimits(pid: i32, process: &oci_spec::runtime::Process) -> Result<(
     let limit = |v: u64| (v != u64::MAX).then_some(v);
     for r in process.rlimits().iter().flatten() {
         let name = crate::container::rlimit_name(&r.typ());
-        let resource = crate::init::rlimit_resource(&name)
+        let resource = rlimit_resource(&name)
             .ok_or_else(|| format!("process.rlimits: unknown rlimit {name}"))?;
         rustix::process::prlimit(
             Some(target),
@@ -242,6 +242,32 @@ pub fn apply_rlimits(pid: i32, process: &oci_spec::runtime::Process) -> Result<(
         })?;
     }
     Ok(())
+}
+
+/// The kernel resource of an OCI rlimit type name.
+fn rlimit_resource(name: &str) -> Option<rustix::process::Resource> {
+    use rustix::process::Resource as R;
+    // Accepts "RLIMIT_NOFILE" and oci-spec's Debug form "RlimitNofile".
+    let upper = name.to_ascii_uppercase().replace('_', "");
+    Some(match upper.trim_start_matches("RLIMIT") {
+        "CPU" => R::Cpu,
+        "FSIZE" => R::Fsize,
+        "DATA" => R::Data,
+        "STACK" => R::Stack,
+        "CORE" => R::Core,
+        "RSS" => R::Rss,
+        "NPROC" => R::Nproc,
+        "NOFILE" => R::Nofile,
+        "MEMLOCK" => R::Memlock,
+        "AS" => R::As,
+        "LOCKS" => R::Locks,
+        "SIGPENDING" => R::Sigpending,
+        "MSGQUEUE" => R::Msgqueue,
+        "NICE" => R::Nice,
+        "RTPRIO" => R::Rtprio,
+        "RTTIME" => R::Rttime,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
