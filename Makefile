@@ -9,18 +9,40 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 SHIM := containerd-shim-idshift-v2
 RELEASE := target/release
 
-.PHONY: all deps build install test demo bench stress lint fuzz clean
+.PHONY: all deps-build deps-demo deps-test build install test demo bench stress lint fuzz clean
 
 all: build
 
-# The shim links the system libseccomp (seccomp profiles): installs
-# libseccomp-dev with apt when it is missing (Debian/Ubuntu).
-deps:
-	@dpkg -s libseccomp-dev >/dev/null 2>&1 || pkg-config --exists libseccomp 2>/dev/null || \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libseccomp-dev)
+# What each target needs from Debian/Ubuntu, each package named once; a
+# target installs (apt) those of its list that the machine lacks. The shim
+# links libseccomp (seccomp profiles). The demo, the benchmark and the
+# stress run a private containerd (with runc, its dependency, as the
+# benchmark's peer) on images built from busybox-static, and use setpriv
+# and nsenter (util-linux). The tests also build the CRI client (its
+# protobufs need protoc) and give CRI pods a network (CNI plugins, ip).
+DEPS_BUILD := libseccomp-dev
+DEPS_DEMO := $(DEPS_BUILD) containerd busybox-static util-linux
+DEPS_TEST := $(DEPS_DEMO) protobuf-compiler containernetworking-plugins iproute2
 
-build: deps
-	$(CARGO) build --release --workspace --bins
+define apt_install
+	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	    echo "installing:" $$missing; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+endef
+
+deps-build:
+	$(call apt_install,$(DEPS_BUILD))
+deps-demo:
+	$(call apt_install,$(DEPS_DEMO))
+deps-test:
+	$(call apt_install,$(DEPS_TEST))
+
+# The binaries a user runs: the shim, the benchmark and the demo (never the
+# tests crate).
+build: deps-build
+	$(CARGO) build --release -p shim -p idshift-bench --bins
 
 install: build
 	install -D -m 0755 $(RELEASE)/$(SHIM) $(DESTDIR)$(PREFIX)/bin/$(SHIM)
@@ -32,24 +54,21 @@ install: build
 # small N and L; --strict fails on a failed launch or a leak, never on timings)
 # and the stress's (2 rounds of 20 containers of a 10-layer image, every 5th
 # made to fail: it must fail cleanly).
-test: deps
+test: deps-test
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 	target/debug/idshift-bench storm --quick --strict --json $${TMPDIR:-/tmp}/idshift-bench-quick.json
 	target/debug/idshift-bench stress --quick --inject-failures 5 --json $${TMPDIR:-/tmp}/idshift-stress-quick.json
 
-# Installs containerd and busybox-static if missing (Debian), builds and
-# installs the shim, then runs the demo on a private containerd.
-demo: install
-	command -v containerd >/dev/null && command -v busybox >/dev/null || \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq containerd busybox-static)
+# Builds and installs the shim, then runs the demo on a private containerd.
+demo: deps-demo install
 	$(RELEASE)/idshift-bench demo
 	$(RELEASE)/idshift-demo
 
 # The full launch-storm sweep (N in 1,10,50,100,200; L in 1,10,50,100; every
 # configuration), then the rootfs construction micro-benchmark.
 BENCH_OUT ?= bench-results
-bench: build
+bench: deps-demo build
 	mkdir -p $(BENCH_OUT)
 	$(RELEASE)/idshift-bench storm --json $(BENCH_OUT)/storm.json --svg $(BENCH_OUT)/storm.svg
 	$(RELEASE)/idshift-bench rootfs --json $(BENCH_OUT)/rootfs.json
@@ -61,12 +80,12 @@ bench: build
 # any leak, unclean failure or overlap. Then `make fuzz` (FUZZ_SECONDS per
 # fuzz target).
 STRESS_OUT ?= bench-results
-stress: build
+stress: deps-demo build
 	mkdir -p $(STRESS_OUT)
 	$(RELEASE)/idshift-bench stress --rounds 5 --containers 200 --layers 50 --json $(STRESS_OUT)/stress.json
 	$(MAKE) fuzz
 
-lint: deps
+lint: deps-test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 

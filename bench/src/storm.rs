@@ -12,7 +12,7 @@
 
 use crate::host::{self, Memory, Topology};
 use crate::report;
-use idshift_tests::{shim_dir, Containerd, ContainerdOptions, CtrOutput};
+use idshift_harness::{shim_dir, Containerd, ContainerdOptions, CtrOutput};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
@@ -333,10 +333,10 @@ impl Daemon {
     }
 
     pub(crate) fn import(&self, dir: &Path, name: &str, layers: usize) -> Result<(), Error> {
-        let archive = idshift_tests::build_image(dir, name, layers)
+        let archive = idshift_harness::build_image(dir, name, layers)
             .map_err(|e| format!("building the {layers}-layer image: {e}"))?;
         let path = archive.to_string_lossy().into_owned();
-        let platform = format!("linux/{}", idshift_tests::oci_arch());
+        let platform = format!("linux/{}", idshift_harness::oci_arch());
         let out = self.ctr(&["images", "import", "--platform", &platform, &path]);
         let _ = std::fs::remove_file(&archive);
         if !out.success() {

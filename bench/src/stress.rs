@@ -21,7 +21,7 @@
 //! (/etc/subuid, /etc/subgid).
 
 use crate::storm::{self, ctr_error, Daemon, RoundGuard, Stats};
-use idshift_tests::{ContainerdOptions, CtrOutput};
+use idshift_harness::{ContainerdOptions, CtrOutput};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -319,7 +319,7 @@ fn audit_ranges(
 
 /// The cgroup hierarchies' mount points (v1 controllers and v2).
 fn cgroup_mounts() -> Vec<PathBuf> {
-    idshift_tests::host_mountinfo()
+    idshift_harness::host_mountinfo()
         .iter()
         .filter(|l| {
             l.split(" - ")
@@ -327,7 +327,7 @@ fn cgroup_mounts() -> Vec<PathBuf> {
                 .and_then(|r| r.split_whitespace().next())
                 .is_some_and(|t| t == "cgroup" || t == "cgroup2")
         })
-        .filter_map(|l| idshift_tests::mount_point(l).map(PathBuf::from))
+        .filter_map(|l| idshift_harness::mount_point(l).map(PathBuf::from))
         .collect()
 }
 
@@ -368,7 +368,7 @@ fn fd_count(pid: u32) -> Result<usize, Error> {
 /// containers (container processes; `tag` is in every container id).
 fn run_processes(needle: &str, tag: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for (pid, cmd) in idshift_tests::processes_matching(needle) {
+    for (pid, cmd) in idshift_harness::processes_matching(needle) {
         if !cmd.starts_with("containerd --config") {
             out.push(format!("process {pid}: {cmd}"));
         }
@@ -465,7 +465,7 @@ impl Ctx {
 
     fn host_mounts(&self) -> Vec<String> {
         let needle = format!("{}/", self.base.display());
-        idshift_tests::host_mountinfo()
+        idshift_harness::host_mountinfo()
             .into_iter()
             .filter(|l| l.contains(&needle))
             .collect()

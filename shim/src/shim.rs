@@ -319,20 +319,132 @@ fn remove_dead_socket() {
 mod tests {
     use super::*;
 
+    /// What containerd 2.3.4 wrote to a shim's stdin at `start`.
+    const BOOTSTRAP_FIXTURE: &[u8] =
+        include_bytes!("../fixtures/containerd-2.3.4-shim-start-stdin.bin");
+
     #[test]
     fn containerd_2_bootstrap_is_recognised() {
-        let data = std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/fixtures/containerd-2.3.4-shim-start-stdin.bin"
-        ));
-        // The fixture lives beside the checkout; CI has it (shared/ next to the clone).
-        let data = data
-            .expect("shared/fixtures/containerd-2.3.4-shim-start-stdin.bin beside the checkout");
         assert_eq!(
-            parse_start_input(&data),
+            parse_start_input(BOOTSTRAP_FIXTURE),
             Ok(StartInput::Bootstrap {
                 id: "demo1".into(),
                 namespace: "default".into()
+            })
+        );
+    }
+
+    /// The recorded bytes are a `BootstrapParams` of containerd's schema
+    /// (`fixtures/bootstrap.proto`, parsed here without protoc): encoding
+    /// the fixture's values from the schema gives exactly those bytes, and
+    /// a message encoded from the schema with other values (extensions, a
+    /// log level) is recognised too.
+    #[test]
+    fn bootstrap_fixture_matches_its_schema() {
+        use containerd_shim_protos::protobuf::reflect::{
+            FileDescriptor, MessageDescriptor, ReflectValueBox,
+        };
+        use containerd_shim_protos::protobuf::MessageDyn;
+
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let parsed = protobuf_parse::Parser::new()
+            .pure()
+            .include(&dir)
+            .input(dir.join("bootstrap.proto"))
+            .parse_and_typecheck()
+            .expect("bootstrap.proto parses");
+        let files = FileDescriptor::new_dynamic_fds(parsed.file_descriptors, &[])
+            .expect("bootstrap.proto's descriptors");
+        let file = files
+            .iter()
+            .find(|f| f.proto().name() == "bootstrap.proto")
+            .expect("bootstrap.proto among the parsed files");
+        let params = file
+            .message_by_package_relative_name("BootstrapParams")
+            .expect("BootstrapParams");
+        let set = |m: &mut dyn MessageDyn, d: &MessageDescriptor, name: &str, v: &str| {
+            d.field_by_name(name)
+                .unwrap_or_else(|| panic!("field {name}"))
+                .set_singular_field(m, ReflectValueBox::String(v.into()));
+        };
+        let mut m = params.new_instance();
+        for (name, value) in [
+            ("instance_id", "demo1"),
+            ("namespace", "default"),
+            ("containerd_version", "v2.3.4"),
+            (
+                "containerd_ttrpc_address",
+                "/run/containerd/containerd.sock.ttrpc",
+            ),
+            ("containerd_grpc_address", "/run/containerd/containerd.sock"),
+            ("containerd_binary", "/usr/bin/containerd"),
+            ("socket_dir", "/run/containerd/s"),
+        ] {
+            set(&mut *m, &params, name, value);
+        }
+        let encoded = m.write_to_bytes_dyn().expect("encode");
+        assert_eq!(
+            encoded, BOOTSTRAP_FIXTURE,
+            "the fixture is the schema's encoding"
+        );
+
+        // The fixture read back through the schema.
+        let back = params
+            .parse_from_bytes(BOOTSTRAP_FIXTURE)
+            .expect("the fixture parses as BootstrapParams");
+        let get = |name: &str| {
+            params
+                .field_by_name(name)
+                .and_then(|f| f.get_singular(&*back))
+                .map(|v| v.to_string())
+        };
+        assert_eq!(get("instance_id").as_deref(), Some("demo1"));
+        assert_eq!(get("socket_dir").as_deref(), Some("/run/containerd/s"));
+
+        // Another message of the same schema: a log level, an extension
+        // (runtime options as an Any) and no socket dir.
+        let mut m = params.new_instance();
+        set(&mut *m, &params, "instance_id", "c2");
+        set(&mut *m, &params, "namespace", "k8s.io");
+        params
+            .field_by_name("log_level")
+            .expect("log_level")
+            .set_singular_field(
+                &mut *m,
+                ReflectValueBox::Enum(
+                    file.enum_by_package_relative_name("LogLevel")
+                        .expect("LogLevel"),
+                    2,
+                ),
+            );
+        let ext_d = file
+            .message_by_package_relative_name("Extension")
+            .expect("Extension");
+        let any_d = ext_d
+            .field_by_name("value")
+            .expect("value")
+            .singular_runtime_type();
+        let containerd_shim_protos::protobuf::reflect::RuntimeType::Message(any_d) = any_d else {
+            panic!("Extension.value is a message");
+        };
+        let mut any = any_d.new_instance();
+        set(&mut *any, &any_d, "type_url", "containerd.runc.v1.Options");
+        let mut ext = ext_d.new_instance();
+        ext_d
+            .field_by_name("value")
+            .expect("value")
+            .set_singular_field(&mut *ext, ReflectValueBox::Message(any));
+        params
+            .field_by_name("extensions")
+            .expect("extensions")
+            .mut_repeated(&mut *m)
+            .push(ReflectValueBox::Message(ext));
+        let encoded = m.write_to_bytes_dyn().expect("encode");
+        assert_eq!(
+            parse_start_input(&encoded),
+            Ok(StartInput::Bootstrap {
+                id: "c2".into(),
+                namespace: "k8s.io".into()
             })
         );
     }

@@ -4,7 +4,7 @@
 //! see removed are stopped and removed when it is dropped (drop it before
 //! its [`Containerd`]: declare it after).
 
-use crate::{Containerd, Error};
+use idshift_harness::{Containerd, Error};
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
@@ -32,8 +32,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 /// Imports the pause image ([`PAUSE_IMAGE`], a one-layer busybox image whose
 /// command is [`PAUSE_CMD`]) into `k8s.io`.
 pub fn import_pause_image(c: &Containerd) -> Result<(), Error> {
-    let archive = crate::build_image_with_cmd(c.base(), PAUSE_IMAGE, 1, &PAUSE_CMD)?;
-    let res = crate::import_image(c, K8S_NAMESPACE, &archive, PAUSE_IMAGE);
+    let archive = idshift_harness::build_image_with_cmd(c.base(), PAUSE_IMAGE, 1, &PAUSE_CMD)?;
+    let res = idshift_harness::import_image(c, K8S_NAMESPACE, &archive, PAUSE_IMAGE);
     let _ = std::fs::remove_file(&archive);
     res
 }

@@ -1,6 +1,6 @@
 //! The shim's own verbs as containerd 2.x runs them: `-info`, and `start`
 //! with the bootstrap message containerd 2.3.4 writes to its stdin (the
-//! fixture in shared/fixtures), answered with a plain address where task
+//! fixture in shim/fixtures), answered with a plain address where task
 //! API v2 is served.
 
 use containerd_shim_protos::api::{ConnectRequest, ShutdownRequest};
@@ -12,10 +12,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const FIXTURE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/containerd-2.3.4-shim-start-stdin.bin"
-);
+const FIXTURE: &[u8] = include_bytes!("../../shim/fixtures/containerd-2.3.4-shim-start-stdin.bin");
 
 fn shim() -> std::path::PathBuf {
     shim_dir().join("containerd-shim-idshift-v2")
@@ -41,7 +38,7 @@ fn info_describes_the_runtime() {
 
 #[test]
 fn start_with_the_containerd_2_bootstrap_message() {
-    let stdin = std::fs::read(FIXTURE).expect("shared/fixtures beside the checkout");
+    let stdin = FIXTURE;
     let c = Containerd::start("").expect("containerd (for its ttrpc address)");
     let id = unique("boot");
     let bundle = c.base().join(&id);
@@ -71,7 +68,7 @@ fn start_with_the_containerd_2_bootstrap_message() {
         .stdin
         .take()
         .expect("stdin")
-        .write_all(&stdin)
+        .write_all(stdin)
         .expect("write the bootstrap message");
     let out = child.wait_with_output().expect("start");
     assert!(out.status.success(), "start failed: {out:?}");

@@ -1,9 +1,9 @@
 //! `make demo`: a private containerd running idshift containers side by side.
 
-use idshift_tests::{host_mountinfo, Containerd};
+use idshift_harness::{host_mountinfo, Containerd};
 use std::time::Instant;
 
-type Error = idshift_tests::Error;
+type Error = idshift_harness::Error;
 
 const NS: &str = "demo";
 const RT: &str = "--runtime=io.containerd.idshift.v2";
