@@ -9,7 +9,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 SHIM := containerd-shim-idshift-v2
 RELEASE := target/release
 
-.PHONY: all deps-build deps-demo deps-test build install test demo bench stress lint fuzz clean
+.PHONY: all deps-build deps-demo deps-bench deps-test build install test demo bench stress lint fuzz clean
 
 all: build
 
@@ -20,12 +20,16 @@ all: build
 # benchmark's peer) on images built from busybox-static, and use setpriv
 # and nsenter (util-linux). The tests also build the CRI client (its
 # protobufs need protoc) and give CRI pods a network (CNI plugins, ip).
+# The benchmark also measures crun as a peer.
 DEPS_BUILD := libseccomp-dev
 DEPS_DEMO := $(DEPS_BUILD) containerd busybox-static util-linux
+DEPS_BENCH := $(DEPS_DEMO) crun
 DEPS_TEST := $(DEPS_DEMO) protobuf-compiler containernetworking-plugins iproute2
 
 define apt_install
-	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	@missing=$$(for p in $(1); do \
+	    dpkg-query -W -f '$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; \
+	done); \
 	if [ -n "$$missing" ]; then \
 	    echo "installing:" $$missing; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
@@ -36,6 +40,8 @@ deps-build:
 	$(call apt_install,$(DEPS_BUILD))
 deps-demo:
 	$(call apt_install,$(DEPS_DEMO))
+deps-bench:
+	$(call apt_install,$(DEPS_BENCH))
 deps-test:
 	$(call apt_install,$(DEPS_TEST))
 
@@ -68,7 +74,7 @@ demo: deps-demo install
 # The full launch-storm sweep (N in 1,10,50,100,200; L in 1,10,50,100; every
 # configuration), then the rootfs construction micro-benchmark.
 BENCH_OUT ?= bench-results
-bench: deps-demo build
+bench: deps-bench build
 	mkdir -p $(BENCH_OUT)
 	$(RELEASE)/idshift-bench storm --json $(BENCH_OUT)/storm.json --svg $(BENCH_OUT)/storm.svg
 	$(RELEASE)/idshift-bench rootfs --json $(BENCH_OUT)/rootfs.json
