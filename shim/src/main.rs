@@ -7,6 +7,7 @@ mod cgroup;
 mod channel;
 mod config;
 mod container;
+mod containerd_api;
 mod faultpoint;
 mod init;
 mod logger;
