@@ -36,6 +36,10 @@ pub struct Persisted {
     /// The task's bundle (containerd's): gone means containerd forgot it.
     #[serde(default)]
     pub bundle: Option<PathBuf>,
+    /// The serving shim's ttrpc socket (`unix://...`), for `gc` to remove
+    /// once the shim is dead.
+    #[serde(default)]
+    pub socket: Option<String>,
 }
 
 /// A container's place in a CRI pod (containerd's CRI annotations).
@@ -125,6 +129,8 @@ pub struct CreateRequest {
     pub config: Config,
     /// A pod member: the user namespace of its pod, to join.
     pub pod: Option<PodUserns>,
+    /// The serving shim's socket.
+    pub shim_socket: String,
 }
 
 /// Per-phase timings and counts of a create, for the log.
@@ -495,6 +501,7 @@ impl Container {
             },
             shim_pid: std::process::id() as i32,
             bundle: Some(req.bundle.clone()),
+            socket: Some(req.shim_socket.clone()).filter(|s| !s.is_empty()),
             ..Default::default()
         };
         let bundle_id = BundleId::of(&req.bundle).ok();

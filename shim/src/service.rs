@@ -72,6 +72,8 @@ pub struct Origin {
     pub address: String,
     pub id: String,
     pub bundle: Option<std::path::PathBuf>,
+    /// Its ttrpc socket (`-socket`).
+    pub socket: String,
 }
 
 /// Counts a Create as under way while it lives.
@@ -703,6 +705,7 @@ impl Task for TaskService {
             },
             config,
             pod,
+            shim_socket: self.inner.origin.socket.clone(),
         };
         let (mut c, report) = tokio::task::spawn_blocking(move || Container::create(creq))
             .await

@@ -150,6 +150,7 @@ impl Shim for IdshiftShim {
                 address: args.address.clone(),
                 id: args.id.clone(),
                 bundle: std::env::current_dir().ok(),
+                socket: args.socket.clone(),
             },
         }
     }
@@ -315,6 +316,7 @@ fn fallback_persisted(config: &Config, namespace: &str, id: &str) -> Persisted {
         pod: None,
         shim_pid: 0,
         bundle: None,
+        socket: None,
     }
 }
 

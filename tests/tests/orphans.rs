@@ -452,3 +452,148 @@ fn containerd_sigkilled_during_creates_leaves_no_idshift_orphan() {
     }
     eprintln!("orphans: {}", report.join("\n orphans: "));
 }
+
+/// `containerd-shim-idshift-v2 gc` of this containerd's idshift config.
+fn gc(c: &Containerd, dry_run: bool) -> CtrOutput {
+    let mut cmd =
+        std::process::Command::new(idshift_tests::shim_dir().join(idshift_tests::SHIM_BINARY));
+    cmd.arg("gc");
+    if dry_run {
+        cmd.arg("--dry-run");
+    }
+    cmd.arg("--config").arg(&c.idshift_config);
+    run_with_timeout(cmd, Duration::from_secs(60))
+}
+
+fn bundle(c: &Containerd, ns: &str, id: &str) -> PathBuf {
+    c.containerd_state()
+        .join("io.containerd.runtime.v2.task")
+        .join(ns)
+        .join(id)
+}
+
+/// An operator's clean-up of what shims without the watchdog leave: `gc`
+/// lists (dry run, nothing changed) then cleans an orphaned shim (its
+/// bundle removed while containerd was down, as containerd's restart does
+/// for containers it does not know) and a run-dir entry whose shim died,
+/// and keeps a container containerd knows.
+#[test]
+fn gc_lists_then_cleans_orphaned_shims_entries_and_ranges() {
+    // The watchdog is off: only gc can clean up here.
+    let mut c = Containerd::start(ContainerdOptions::idshift(
+        "[orphan]\ngrace_seconds = 100000\ncheck_seconds = 100000\nask_containerd = false\n",
+    ))
+    .expect("start containerd");
+    let ns = c.namespace();
+    c.import_image(&ns, IMG, 1).expect("import image");
+    let (orphan, dead, known) = (unique("orphan"), unique("dead"), unique("known"));
+    for id in [&orphan, &dead, &known] {
+        let out = c.ctr(
+            &ns,
+            &[
+                "run",
+                "-d",
+                IDSHIFT_RUNTIME,
+                IMG,
+                id,
+                "/bin/sh",
+                "-c",
+                "sleep 100000",
+            ],
+        );
+        assert!(
+            out.success(),
+            "ctr run -d {id}: {out:?}\n{}",
+            c.log_tail(60)
+        );
+    }
+    let shim_of = |c: &Containerd, id: &str| {
+        shims(c, "containerd-shim-idshift-v2")
+            .into_iter()
+            .find(|(_, i)| i == id)
+            .map(|(pid, _)| pid)
+    };
+    let orphan_shim = shim_of(&c, &orphan).expect("the orphan's shim");
+    let dead_shim = shim_of(&c, &dead).expect("the dead one's shim");
+    let known_pid = task_ls(&c, &ns)
+        .into_iter()
+        .find(|(id, _, _)| *id == known)
+        .map(|(_, pid, _)| pid)
+        .expect("known runs");
+    let sockets = sockets_of(&c, &ns, &[orphan.clone(), dead.clone()]);
+
+    // containerd down: one shim dies, and containerd "forgets" both (their
+    // bundles go, as its restart removes the bundles of tasks it cannot load).
+    c.stop_with(Signal::KILL).expect("SIGKILL containerd");
+    let pid = rustix::process::Pid::from_raw(dead_shim as i32).expect("pid");
+    rustix::process::kill_process(pid, Signal::KILL).expect("SIGKILL the shim");
+    for id in [&orphan, &dead] {
+        std::fs::remove_dir_all(bundle(&c, &ns, id)).expect("remove the bundle");
+    }
+    c.start_again().expect("start containerd again");
+    assert_eq!(c.live_ranges(), 3);
+
+    let out = gc(&c, true);
+    assert!(out.success(), "gc --dry-run: {out:?}");
+    let text = &out.stdout;
+    assert!(
+        text.contains(&format!("shim {orphan_shim} ")) && text.contains("would be killed"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("run dir entry {ns}/{dead}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("dry run: 1 orphaned shims, 1 orphaned run-dir entries"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("id {known}")) && text.contains("kept"),
+        "{text}"
+    );
+    // Nothing changed.
+    assert!(shim_of(&c, &orphan).is_some(), "the dry run killed a shim");
+    assert_eq!(c.live_ranges(), 3);
+    assert!(c.run_dir().join(&ns).join(&dead).exists());
+
+    let out = gc(&c, false);
+    assert!(out.success(), "gc: {out:?}");
+    eprintln!("gc said:\n{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("1 orphaned shims, 1 orphaned run-dir entries"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(shim_of(&c, &orphan), None, "the orphan's shim is killed");
+    assert_eq!(c.live_ranges(), 1, "only the known container's range");
+    let both = [orphan.clone(), dead.clone()];
+    let left = leftovers(
+        &c,
+        &ns,
+        "containerd-shim-idshift-v2",
+        &both,
+        &sockets,
+        true,
+        1,
+    );
+    assert!(left.is_empty(), "gc left: {left:#?}");
+    // The known container is untouched, and gc again finds nothing.
+    let now = task_ls(&c, &ns)
+        .into_iter()
+        .find(|(id, _, _)| *id == known)
+        .map(|(_, pid, st)| (pid, st));
+    assert_eq!(now, Some((known_pid, "RUNNING".to_string())));
+    let out = gc(&c, false);
+    assert!(
+        out.stdout
+            .contains("0 orphaned shims, 0 orphaned run-dir entries, 0 orphaned ID ranges"),
+        "{out:?}"
+    );
+
+    for id in [&orphan, &dead, &known] {
+        assert!(remove(&c, &ns, id).is_none(), "removing {id}");
+    }
+    c.assert_no_leaks(Duration::from_secs(20));
+}
