@@ -588,3 +588,70 @@ fn gc(config: &Config, dry_run: bool, rt: &tokio::runtime::Runtime) -> Report {
     }
     r
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path) -> Config {
+        Config {
+            state_dir: dir.join("state"),
+            run_dir: dir.join("run"),
+            pool: crate::config::Pool {
+                start: 100_000_000,
+                size: 65536 * 4,
+                range_size: 65536,
+            },
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn ranges_without_run_dir_and_entries_of_dead_shims_go() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let cfg = config(d.path());
+        let alloc = userns::Allocator::open(cfg.allocator()).expect("allocator");
+        alloc.allocate("ns:lost").expect("allocate");
+        alloc.allocate("ns:dead").expect("allocate");
+        let dir = cfg.run_dir.join("ns").join("dead");
+        std::fs::create_dir_all(&dir).expect("run dir");
+        let p = Persisted {
+            range_owner: Some("ns:dead".into()),
+            state_dir: cfg.state_dir.clone(),
+            pool_start: cfg.pool.start,
+            pool_size: cfg.pool.size,
+            range_size: cfg.pool.range_size,
+            // No such process: pids stop well below this.
+            shim_pid: i32::MAX - 1,
+            ..Default::default()
+        };
+        crate::container::write_persisted(&dir, &p).expect("state.json");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+
+        let dry = gc(&cfg, true, &rt);
+        assert!(dry.errors.is_empty(), "{:?}", dry.errors);
+        assert_eq!(
+            (dry.shims, dry.entries, dry.ranges),
+            (0, 1, 1),
+            "{:?}",
+            dry.lines
+        );
+        assert_eq!(
+            alloc.live().expect("live").len(),
+            2,
+            "a dry run changes nothing"
+        );
+        assert!(dir.exists());
+
+        let done = gc(&cfg, false, &rt);
+        assert!(done.errors.is_empty(), "{:?}", done.errors);
+        assert_eq!((done.entries, done.ranges), (1, 1), "{:?}", done.lines);
+        assert!(alloc.live().expect("live").is_empty(), "{:?}", done.lines);
+        assert!(!dir.exists());
+        let again = gc(&cfg, false, &rt);
+        assert_eq!((again.shims, again.entries, again.ranges), (0, 0, 0));
+    }
+}
