@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 const IMG: &str = "docker.io/library/idshift-orphans:20";
 const LAYERS: usize = 20;
 /// Containers launched per round under each runtime.
-const IDSHIFT_PER_ROUND: usize = 6;
-const RUNC_PER_ROUND: usize = 3;
+const IDSHIFT_PER_ROUND: usize = 8;
+const RUNC_PER_ROUND: usize = 4;
 /// The shims' orphan settings: short, so that the test is not slow (the
 /// default grace is 60 s).
 const ORPHAN_TOML: &str = "[orphan]\ngrace_seconds = 10\ncheck_seconds = 1\n";
@@ -335,9 +335,9 @@ fn containerd_sigkilled_during_creates_leaves_no_idshift_orphan() {
     let points = [
         KillPoint::FirstShim,
         KillPoint::FirstRunDir,
-        KillPoint::After(Duration::from_millis(700)),
+        KillPoint::After(Duration::from_millis(400)),
+        KillPoint::After(Duration::from_millis(800)),
         KillPoint::After(Duration::from_millis(1500)),
-        KillPoint::After(Duration::from_millis(3000)),
     ];
     let mut report = Vec::new();
     for (n, point) in points.iter().enumerate() {
@@ -383,6 +383,18 @@ fn containerd_sigkilled_during_creates_leaves_no_idshift_orphan() {
             }
         }
 
+        // Shims still there once containerd has no container of the round:
+        // what is left for the shims' own watchdog (idshift) to clean.
+        let count = |binary: &str, ids: &[String]| {
+            shims(&c, binary)
+                .into_iter()
+                .filter(|(_, id)| ids.contains(id))
+                .count()
+        };
+        let after_removal = (
+            count("containerd-shim-idshift-v2", &round.idshift),
+            count("containerd-shim-runc-v2", &round.runc),
+        );
         // idshift: nothing left, within a bound.
         let deadline = Instant::now() + CLEAN_WITHIN;
         let t_clean = Instant::now();
@@ -418,9 +430,11 @@ fn containerd_sigkilled_during_creates_leaves_no_idshift_orphan() {
             0,
         );
         let line = format!(
-            "round {n} (kill {point:?}): {launched} of {} launches succeeded, {} listed after the restart; idshift: nothing left after {:.1} s; runc shim: {} left: {runc_left:?}",
+            "round {n} (kill {point:?}): {launched} of {} launches succeeded, {} listed after the restart, shims left once every container was removed: idshift {}, runc {}; idshift: nothing left after {:.1} s; runc shim: {} left: {runc_left:?}",
             IDSHIFT_PER_ROUND + RUNC_PER_ROUND,
             listed.len(),
+            after_removal.0,
+            after_removal.1,
             t_clean.elapsed().as_secs_f64(),
             runc_left.len(),
         );
