@@ -431,8 +431,15 @@ fn gc(config: &Config, dry_run: bool, rt: &tokio::runtime::Runtime) -> Report {
             })
         };
         let Some(why) = why else {
-            r.lines
-                .push(format!("{who}: known to containerd (or no answer): kept"));
+            let id = mine.first().map(|e| e.id.as_str()).unwrap_or(&s.id);
+            let said = match known(rt, &s.address, &s.namespace, id) {
+                Some(true) => format!("containerd knows {id}"),
+                Some(false) => {
+                    format!("containerd has no {id}, but not every container is forgotten")
+                }
+                None => format!("no answer from containerd at {}", s.address),
+            };
+            r.lines.push(format!("{who}: {said}: kept"));
             continue;
         };
         r.shims += 1;

@@ -563,8 +563,8 @@ fn gc_lists_then_cleans_orphaned_shims_entries_and_ranges() {
         "{text}"
     );
     assert!(
-        text.contains(&format!("id {known}")) && text.contains("kept"),
-        "{text}"
+        text.contains(&format!("containerd knows {known}: kept")),
+        "containerd's containers API answered for {known}: {text}"
     );
     // Nothing changed.
     assert!(shim_of(&c, &orphan).is_some(), "the dry run killed a shim");
