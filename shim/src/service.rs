@@ -1229,3 +1229,28 @@ impl Task for TaskService {
         Ok(Empty::new())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bundle_removed_or_replaced_is_forgotten() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let bundle = d.path().join("c1");
+        std::fs::create_dir(&bundle).expect("bundle");
+        let at_create = BundleId::of(&bundle).ok();
+        assert_eq!(bundle_forgotten(&bundle, at_create), None, "still there");
+        assert_eq!(bundle_forgotten(&bundle, None), None);
+        // containerd made a new bundle for a new task of the same id (a
+        // old one, renamed, keeps its inode from being reused at once).
+        std::fs::rename(&bundle, d.path().join("old")).expect("rename");
+        std::fs::create_dir(&bundle).expect("new bundle");
+        let why = bundle_forgotten(&bundle, at_create).expect("replaced");
+        assert!(why.contains("replaced"), "{why}");
+        std::fs::remove_dir(&bundle).expect("remove");
+        let why = bundle_forgotten(&bundle, at_create).expect("gone");
+        assert!(why.contains("is gone"), "{why}");
+        assert!(bundle_forgotten(&bundle, None).is_some());
+    }
+}
