@@ -25,6 +25,45 @@ pub struct Config {
     /// namespace still gets one over a range of its own.
     pub userns: UsernsMode,
     pub pool: Pool,
+    /// When a shim decides that containerd has forgotten it.
+    pub orphan: Orphan,
+}
+
+/// `[orphan]`: how a serving shim notices that containerd no longer knows
+/// it (containerd killed during creates and restarted, say) and exits,
+/// releasing what it holds.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Orphan {
+    /// A shim that has served no container (no Create yet, or none left)
+    /// for this long exits.
+    pub grace_seconds: u64,
+    /// How often the shim looks at its containers' bundles (and asks
+    /// containerd).
+    pub check_seconds: u64,
+    /// Also ask containerd's containers API (at the shim's `-address`)
+    /// whether it still has each container: two NOT_FOUND answers in a row
+    /// make the container forgotten; no answer is never taken for one.
+    pub ask_containerd: bool,
+}
+
+impl Default for Orphan {
+    fn default() -> Self {
+        Orphan {
+            grace_seconds: 60,
+            check_seconds: 5,
+            ask_containerd: true,
+        }
+    }
+}
+
+impl Orphan {
+    pub fn grace(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.grace_seconds.max(1))
+    }
+    pub fn check(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.check_seconds.max(1))
+    }
 }
 
 /// `userns = "always" | "when-requested"`.
@@ -69,6 +108,7 @@ impl Default for Config {
             log_level: "info".into(),
             userns: UsernsMode::Always,
             pool: Pool::default(),
+            orphan: Orphan::default(),
         }
     }
 }
@@ -145,6 +185,13 @@ mod tests {
         assert_eq!(c.userns, UsernsMode::Always);
         let c = Config::parse("userns = \"when-requested\"").expect("userns");
         assert_eq!(c.userns, UsernsMode::WhenRequested);
+        let c =
+            Config::parse("[orphan]\ngrace_seconds = 7\nask_containerd = false\n").expect("orphan");
+        assert_eq!(c.orphan.grace(), std::time::Duration::from_secs(7));
+        assert_eq!(c.orphan.check_seconds, 5);
+        assert!(!c.orphan.ask_containerd);
+        let e = Config::parse("[orphan]\ngrace = 7\n").expect_err("typo");
+        assert!(e.contains("grace"), "{e}");
         let e = Config::parse("userns = \"never\"").expect_err("bad userns");
         assert!(e.contains("never"), "{e}");
         let e = Config::parse("strategy = \"fast\"").expect_err("bad strategy");

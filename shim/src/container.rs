@@ -29,6 +29,17 @@ pub struct Persisted {
     /// The CRI pod (sandbox id) the container belongs to, sandbox included.
     #[serde(default)]
     pub pod: Option<String>,
+    /// The serving shim's pid (0 in a state.json of an older idshift):
+    /// `gc` tells a live shim's containers from a dead one's by it.
+    #[serde(default)]
+    pub shim_pid: i32,
+    /// The task's bundle (containerd's): gone means containerd forgot it.
+    #[serde(default)]
+    pub bundle: Option<PathBuf>,
+    /// The serving shim's ttrpc socket (`unix://...`), for `gc` to remove
+    /// once the shim is dead.
+    #[serde(default)]
+    pub socket: Option<String>,
 }
 
 /// A container's place in a CRI pod (containerd's CRI annotations).
@@ -91,6 +102,21 @@ pub struct Container {
     pub role: PodRole,
     /// A sandbox's user namespace, for the service to keep for the pod.
     pub pod_userns: Option<PodUserns>,
+    /// The bundle directory's identity at create: containerd removing it
+    /// (or replacing it) means it forgot the container.
+    pub bundle_id: Option<BundleId>,
+}
+
+/// A directory's (device, inode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BundleId(u64, u64);
+
+impl BundleId {
+    pub fn of(dir: &Path) -> std::io::Result<BundleId> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(dir)?;
+        Ok(BundleId(m.dev(), m.ino()))
+    }
 }
 
 /// What Create was asked.
@@ -103,6 +129,8 @@ pub struct CreateRequest {
     pub config: Config,
     /// A pod member: the user namespace of its pod, to join.
     pub pod: Option<PodUserns>,
+    /// The serving shim's socket.
+    pub shim_socket: String,
 }
 
 /// Per-phase timings and counts of a create, for the log.
@@ -471,8 +499,12 @@ impl Container {
                 PodRole::Sandbox(p) | PodRole::Member(p) => Some(p.clone()),
                 PodRole::None => None,
             },
+            shim_pid: std::process::id() as i32,
+            bundle: Some(req.bundle.clone()),
+            socket: Some(req.shim_socket.clone()).filter(|s| !s.is_empty()),
             ..Default::default()
         };
+        let bundle_id = BundleId::of(&req.bundle).ok();
 
         // 0. The run dir and state.json first: from here on, whatever create
         // acquires is recorded (before it is acquired) so that `shim delete`
@@ -688,6 +720,7 @@ impl Container {
                 oom_reported: Default::default(),
                 role,
                 pod_userns,
+                bundle_id,
             },
             report,
         ))

@@ -13,17 +13,41 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 pub struct LineLogger {
-    file: Mutex<File>,
+    /// None: nobody was reading the fifo when the shim started.
+    file: Mutex<Option<File>>,
+}
+
+/// Opens the `log` fifo for writing without waiting for a reader: a plain
+/// open blocks until one comes, and when containerd was killed between
+/// `start` and the serving shim's start nobody ever comes (the shim would
+/// hang there forever, an orphan that cannot even notice it). `None` when
+/// there is no reader; the fd is made blocking again once open.
+fn open_log_fifo(path: &str) -> Result<Option<File>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => {
+            nix::fcntl::fcntl(
+                &f,
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+            )
+            .map_err(|e| format!("making the log fifo blocking: {e}"))?;
+            Ok(Some(f))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
+        Err(e) => Err(format!("opening the log fifo: {e}")),
+    }
 }
 
 impl LineLogger {
     /// Opens containerd's `log` fifo in the current directory (the bundle)
-    /// and makes it the process's logger at `level`.
+    /// and makes it the process's logger at `level`. Without a reader on
+    /// the fifo (containerd gone), lines are dropped.
     pub fn install(level: log::LevelFilter) -> Result<(), String> {
-        let file = OpenOptions::new()
-            .write(true)
-            .open("log")
-            .map_err(|e| format!("opening the log fifo: {e}"))?;
+        let file = open_log_fifo("log")?;
         log::set_boxed_logger(Box::new(LineLogger {
             file: Mutex::new(file),
         }))
@@ -71,7 +95,9 @@ impl log::Log for LineLogger {
             Ok(f) => f,
             Err(poisoned) => poisoned.into_inner(),
         };
-        let _ = file.write_all(line.as_bytes());
+        if let Some(f) = file.as_mut() {
+            let _ = f.write_all(line.as_bytes());
+        }
     }
 
     fn flush(&self) {}
@@ -98,12 +124,32 @@ pub fn is_serving(args: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::OpenOptionsExt;
 
     #[test]
     fn one_line_whatever_the_message() {
         let l = format_line("T", log::Level::Warn, "a \"b\"\nc\\d");
         assert_eq!(l, "time=\"T\" level=warn msg=\"a \\\"b\\\"\\nc\\\\d\"\n");
         assert_eq!(l.matches('\n').count(), 1);
+    }
+
+    #[test]
+    fn a_fifo_without_reader_is_not_waited_for() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("log");
+        nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+        let path = p.to_str().expect("utf-8");
+        assert!(open_log_fifo(path).expect("no reader").is_none());
+        let reader = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&p)
+            .expect("reader");
+        let mut w = open_log_fifo(path).expect("open").expect("a reader");
+        w.write_all(b"x\n").expect("write");
+        let flags = nix::fcntl::fcntl(&w, nix::fcntl::FcntlArg::F_GETFL).expect("flags");
+        assert_eq!(flags & libc::O_NONBLOCK, 0, "blocking again");
+        drop(reader);
     }
 
     #[test]

@@ -7,7 +7,9 @@ mod cgroup;
 mod channel;
 mod config;
 mod container;
+mod containerd_api;
 mod faultpoint;
+mod gc;
 mod init;
 mod logger;
 mod metrics;
@@ -32,7 +34,8 @@ fn usage() -> String {
          --features probes what the running kernel's mount API supports (in a\n\
          temporary directory under DIR, default {DEFAULT_SCRATCH}, which should be\n\
          on the filesystem holding the image layers) and prints the rootfs\n\
-         strategy `auto` chooses."
+         strategy `auto` chooses.\n\n       {NAME} {}",
+        gc::USAGE
     )
 }
 
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
             }
         }
         Some("init") => init::main(),
+        Some("gc") => gc::main(&args[1..]),
         Some("-info") => info(),
         Some("--help") | Some("-h") => {
             println!("{}", usage());

@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::container::{cleanup_persisted, read_persisted, read_spec, run_dir, Persisted};
-use crate::service::TaskService;
+use crate::service::{Origin, TaskService};
 use async_trait::async_trait;
 use containerd_shim::asynchronous::publisher::RemotePublisher;
 use containerd_shim::asynchronous::{ExitSignal, Shim};
@@ -20,6 +20,8 @@ pub struct IdshiftShim {
     /// The serving shim's ttrpc socket (`unix://...`).
     socket: String,
     exit: Arc<ExitSignal>,
+    /// containerd's gRPC address, the task id and bundle it was started for.
+    origin: Origin,
 }
 
 /// Makes the serving shim's ttrpc socket root's only (0600). The shim
@@ -144,6 +146,12 @@ impl Shim for IdshiftShim {
             id: args.id.clone(),
             socket: args.socket.clone(),
             exit: Arc::new(ExitSignal::default()),
+            origin: Origin {
+                address: args.address.clone(),
+                id: args.id.clone(),
+                bundle: std::env::current_dir().ok(),
+                socket: args.socket.clone(),
+            },
         }
     }
 
@@ -257,10 +265,27 @@ impl Shim for IdshiftShim {
             log::warn!("chmod 0600 {}: {e}", self.socket);
         }
         self.exit.wait().await;
+        // The shim crate removes the socket named in the bundle's `address`
+        // file once the server stops; an orphan's bundle is gone, so the
+        // socket is removed here (no new connection is wanted either way).
+        let path = self.socket.trim_start_matches("unix://");
+        if path.starts_with('/') {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    log::warn!("removing the shim's socket {path}: {e}")
+                }
+                _ => {}
+            }
+        }
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> TaskService {
-        TaskService::new(&self.namespace, publisher, self.exit.clone())
+        TaskService::new(
+            &self.namespace,
+            publisher,
+            self.exit.clone(),
+            self.origin.clone(),
+        )
     }
 }
 
@@ -289,6 +314,9 @@ fn fallback_persisted(config: &Config, namespace: &str, id: &str) -> Persisted {
         range_size: config.pool.range_size,
         cgroup: Some(cgroup),
         pod: None,
+        shim_pid: 0,
+        bundle: None,
+        socket: None,
     }
 }
 

@@ -92,3 +92,15 @@ pub fn set_io_priority(class: u32, level: u32) -> io::Result<()> {
         Ok(())
     }
 }
+
+/// The kernel's clock ticks per second (`/proc/<pid>/stat` times), 100 if
+/// sysconf does not say.
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf reads a constant and touches no memory of ours.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as u64
+    } else {
+        100
+    }
+}
