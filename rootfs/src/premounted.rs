@@ -208,7 +208,11 @@ fn overlay_from_options(
     // with `l/<short>` links when the absolute options exceed a page) are
     // resolved against the nearest ancestor of the mount point where all of
     // them exist.
-    let all: Vec<&String> = lowers.iter().chain(upper.iter()).chain(work.iter()).collect();
+    let all: Vec<&String> = lowers
+        .iter()
+        .chain(upper.iter())
+        .chain(work.iter())
+        .collect();
     let base = if all.iter().any(|p| !p.starts_with('/')) {
         at.ancestors()
             .skip(1)
@@ -220,7 +224,10 @@ fn overlay_from_options(
             .ok_or_else(|| {
                 fail(format!(
                     "its relative paths (e.g. {:?}) exist under none of its ancestors",
-                    all.iter().find(|p| !p.starts_with('/')).map(|s| s.as_str()).unwrap_or("")
+                    all.iter()
+                        .find(|p| !p.starts_with('/'))
+                        .map(|s| s.as_str())
+                        .unwrap_or("")
                 ))
             })?
             .to_path_buf()
@@ -292,7 +299,11 @@ mod tests {
 
     const DOCKER_ABS: &str = "49 45 0:40 / /var/lib/docker/overlay2/abc/merged rw,relatime shared:2 - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/5BMR:/var/lib/docker/overlay2/l/ZYQ5,upperdir=/var/lib/docker/overlay2/abc/diff,workdir=/var/lib/docker/overlay2/abc/work\n";
 
-    fn plan_of(line: &str, at: &str, exists: &dyn Fn(&Path) -> bool) -> Result<RootfsPlan, PremountError> {
+    fn plan_of(
+        line: &str,
+        at: &str,
+        exists: &dyn Fn(&Path) -> bool,
+    ) -> Result<RootfsPlan, PremountError> {
         let m = parse_mountinfo_line(line.trim_end()).expect("parses");
         plan_from_mountinfo(Path::new(at), m.mnt_id, line, exists)
     }
@@ -320,21 +331,33 @@ mod tests {
     #[test]
     fn docker_overlay2_relative_short_links() {
         let line = "50 45 0:41 / /d/overlay2/abc/merged rw,nosuid,relatime - overlay overlay rw,lowerdir=l/A:l/B,upperdir=abc/diff,workdir=abc/work,userxattr\n";
-        let exists = |p: &Path| p.starts_with("/d/overlay2/") && !p.starts_with("/d/overlay2/abc/l");
-        let RootfsPlan::Overlay(o) = plan_of(line, "/d/overlay2/abc/merged", &exists).expect("plan")
+        let exists =
+            |p: &Path| p.starts_with("/d/overlay2/") && !p.starts_with("/d/overlay2/abc/l");
+        let RootfsPlan::Overlay(o) =
+            plan_of(line, "/d/overlay2/abc/merged", &exists).expect("plan")
         else {
             panic!("not an overlay")
         };
-        assert_eq!(o.lowers, vec![PathBuf::from("/d/overlay2/l/A"), "/d/overlay2/l/B".into()]);
+        assert_eq!(
+            o.lowers,
+            vec![PathBuf::from("/d/overlay2/l/A"), "/d/overlay2/l/B".into()]
+        );
         assert_eq!(o.upper, Some("/d/overlay2/abc/diff".into()));
         assert_eq!(o.work, Some("/d/overlay2/abc/work".into()));
         assert_eq!(
             o.params,
-            vec![FsParam::Flag("userxattr".into()), FsParam::Value("index".into(), "off".into())]
+            vec![
+                FsParam::Flag("userxattr".into()),
+                FsParam::Value("index".into(), "off".into())
+            ]
         );
         assert_eq!(o.attrs, MountAttrFlags::MOUNT_ATTR_NOSUID);
         let err = plan_of(line, "/d/overlay2/abc/merged", &|_| false).expect_err("unresolvable");
-        assert!(err.to_string().contains("exist under none of its ancestors"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("exist under none of its ancestors"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -355,7 +378,11 @@ mod tests {
 
     #[test]
     fn refusals() {
-        let sub = plan_of(DOCKER_ABS, "/var/lib/docker/overlay2/abc/merged/usr", &|_| true);
+        let sub = plan_of(
+            DOCKER_ABS,
+            "/var/lib/docker/overlay2/abc/merged/usr",
+            &|_| true,
+        );
         // A subdirectory is on the same mount id: refused, naming the mount point.
         let err = sub.expect_err("subdir");
         assert!(err.to_string().contains("is not its root"), "{err}");
@@ -369,8 +396,8 @@ mod tests {
         assert!(err.to_string().contains("'..'"), "{err}");
         let upper_only = "52 45 0:43 / /r rw - overlay overlay rw,lowerdir=/a,upperdir=/u\n";
         assert!(plan_of(upper_only, "/r", &|_| true).is_err());
-        let err = plan_from_mountinfo(Path::new("/r"), 99, DOCKER_ABS, &|_| true)
-            .expect_err("unlisted");
+        let err =
+            plan_from_mountinfo(Path::new("/r"), 99, DOCKER_ABS, &|_| true).expect_err("unlisted");
         assert!(err.to_string().contains("does not list"), "{err}");
     }
 

@@ -105,6 +105,59 @@ pub struct DockerOptions {
     pub idshift_toml: String,
 }
 
+/// The OCI archive `oci` ([`crate::build_image`]) with Docker's
+/// `manifest.json` added (what `docker save` writes beside the OCI layout):
+/// dockerd's graph-driver image store loads only archives that have it.
+fn with_docker_manifest(oci: &Path, name: &str) -> Result<PathBuf, Error> {
+    let mut entries: Vec<(tar::Header, Vec<u8>)> = Vec::new();
+    let mut blobs = std::collections::HashMap::new();
+    let mut index = Vec::new();
+    for e in tar::Archive::new(std::fs::File::open(oci)?).entries()? {
+        let mut e = e?;
+        let path = e.path()?.to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data)?;
+        if path == "index.json" {
+            index = data.clone();
+        }
+        if let Some(d) = path.strip_prefix("blobs/sha256/") {
+            blobs.insert(format!("sha256:{d}"), data.clone());
+        }
+        entries.push((e.header().clone(), data));
+    }
+    let index: serde_json::Value = serde_json::from_slice(&index)?;
+    let digest = index["manifests"][0]["digest"].as_str().unwrap_or_default();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(blobs.get(digest).ok_or("the index's manifest is missing")?)?;
+    let blob_path = |d: &serde_json::Value| {
+        format!(
+            "blobs/sha256/{}",
+            d.as_str().unwrap_or_default().trim_start_matches("sha256:")
+        )
+    };
+    let short = name.strip_prefix("docker.io/library/").unwrap_or(name);
+    let docker_manifest = serde_json::to_vec(&serde_json::json!([{
+        "Config": blob_path(&manifest["config"]["digest"]),
+        "RepoTags": [short],
+        "Layers": manifest["layers"].as_array().map(|ls| ls.iter().map(|l| blob_path(&l["digest"])).collect::<Vec<_>>()).unwrap_or_default(),
+    }]))?;
+    let out = oci.with_extension("docker.tar");
+    let mut t = tar::Builder::new(std::io::BufWriter::new(std::fs::File::create(&out)?));
+    for (h, data) in &entries {
+        t.append(h, &data[..])?;
+    }
+    let mut h = tar::Header::new_gnu();
+    h.set_size(docker_manifest.len() as u64);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    t.append_data(&mut h, "manifest.json", &docker_manifest[..])?;
+    t.into_inner()?
+        .into_inner()
+        .map_err(|e| format!("writing {}: {}", out.display(), e.error()))?;
+    Ok(out)
+}
+
 /// A private containerd + dockerd, torn down on drop.
 #[derive(Debug)]
 pub struct Docker {
@@ -371,13 +424,25 @@ impl Docker {
         let mut cmd = Command::new("script");
         cmd.args(["-q", "-e", "-c", &line, "/dev/null"])
             .env("DOCKER_CONFIG", self.base.join("cli"));
-        run_with_timeout(cmd, DOCKER_TIMEOUT)
+        let mut out = run_with_timeout(cmd, DOCKER_TIMEOUT);
+        // The terminal echoes what script(1) writes on its end of file (a
+        // NUL, shown as ^@, or ^D and backspaces) at a moment that depends
+        // on timing: not the container's output.
+        out.stdout = out
+            .stdout
+            .replace("^@", "")
+            .replace("^D", "")
+            .replace('\u{8}', "");
+        out
     }
 
     /// Builds an image of `layers` layers ([`crate::build_image`]) named
     /// `name` and loads it with `docker load` (an OCI layout archive).
     pub fn load_image(&self, name: &str, layers: usize) -> Result<(), Error> {
-        let tar = crate::build_image(&self.base.join("images"), name, layers)?;
+        let oci = crate::build_image(&self.base.join("images"), name, layers)?;
+        let tar = with_docker_manifest(&oci, name);
+        let _ = std::fs::remove_file(&oci);
+        let tar = tar?;
         let out = self.docker(&["load", "-i", &tar.to_string_lossy()]);
         let _ = std::fs::remove_file(&tar);
         if !out.success() {
