@@ -223,7 +223,7 @@ fn overlay_from_options(
             })
             .ok_or_else(|| {
                 fail(format!(
-                    "its relative paths (e.g. {:?}) exist under none of its ancestors",
+                    "its layer paths are relative (e.g. {:?}) to the working directory of whoever mounted it, which the mount table does not record, and they exist under none of its ancestors (containerd's mount helper does this when the options exceed a page: a deep image on containerd's overlayfs snapshotter); give the layers as rootfs mounts instead",
                     all.iter()
                         .find(|p| !p.starts_with('/'))
                         .map(|s| s.as_str())

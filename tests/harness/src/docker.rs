@@ -241,7 +241,17 @@ impl Docker {
             d.install.containerd_bin.display(),
             sys_path
         );
-        let log = |n: &str| std::fs::File::create(b.join(n));
+        let (ctd_log, dockerd_log) = (
+            std::fs::File::create(b.join("containerd.log"))?,
+            std::fs::File::create(b.join("dockerd.log"))?,
+        );
+        let log = |n: &str| -> std::io::Result<std::fs::File> {
+            if n == "containerd.log" {
+                ctd_log.try_clone()
+            } else {
+                dockerd_log.try_clone()
+            }
+        };
         d.containerd = Some(
             Command::new(d.install.containerd_bin.join("containerd"))
                 .arg("--config")
@@ -249,8 +259,8 @@ impl Docker {
                 .env("PATH", &path)
                 .env("IDSHIFT_CONFIG", &d.idshift_config)
                 .stdin(Stdio::null())
-                .stdout(log("containerd.log")?)
-                .stderr(log("containerd.log")?.try_clone()?)
+                .stdout(log("containerd.log")?.try_clone()?)
+                .stderr(log("containerd.log")?)
                 .spawn()
                 .map_err(|e| format!("spawning containerd: {e}"))?,
         );
@@ -351,14 +361,20 @@ impl Docker {
 
     /// The last `lines` lines of `containerd.log` or `dockerd.log`.
     pub fn log_tail(&self, file: &str, lines: usize) -> String {
-        let text = std::fs::read_to_string(self.base.join(file)).unwrap_or_default();
+        let text =
+            String::from_utf8_lossy(&std::fs::read(self.base.join(file)).unwrap_or_default())
+                .into_owned();
         let all: Vec<&str> = text.lines().collect();
         all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     /// containerd's log (where the shims log).
     pub fn containerd_log(&self) -> String {
-        std::fs::read_to_string(self.base.join("containerd.log")).unwrap_or_default()
+        // Lossy: a log line may quote bytes that are not UTF-8.
+        String::from_utf8_lossy(
+            &std::fs::read(self.base.join("containerd.log")).unwrap_or_default(),
+        )
+        .into_owned()
     }
 
     /// `docker -H <socket> args...`.
