@@ -121,9 +121,9 @@ pub fn plan_from_mountinfo(
 ) -> Result<RootfsPlan, PremountError> {
     let mount = table
         .lines()
+        .rev()
         .filter_map(parse_mountinfo_line)
-        .filter(|m| m.mnt_id == mnt_id)
-        .last()
+        .find(|m| m.mnt_id == mnt_id)
         .ok_or(PremountError::NotListed {
             path: canon.to_path_buf(),
             mnt_id,
