@@ -930,6 +930,25 @@ fn kill_pod_members(pod: &str, sandbox_run_dir: &Path) {
 mod tests {
     use super::*;
 
+    #[test]
+    fn userns_annotation_values() {
+        let with = |v: Option<&str>| {
+            let mut j = serde_json::json!({"ociVersion": "1.0.2", "root": {"path": "rootfs"}});
+            if let Some(v) = v {
+                j["annotations"] = serde_json::json!({ USERNS_ANNOTATION: v });
+            }
+            userns_annotation(&spec_from(j).expect("spec"))
+        };
+        assert_eq!(with(None), Ok(None));
+        assert_eq!(with(Some("host")), Ok(Some(UsernsChoice::Host)));
+        assert_eq!(with(Some("private")), Ok(Some(UsernsChoice::Private)));
+        let err = with(Some("Host")).expect_err("case matters");
+        assert!(
+            err.contains("annotation io.idshift.userns=\"Host\" is not understood"),
+            "{err}"
+        );
+    }
+
     fn spec_from(json: serde_json::Value) -> Result<Spec, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         std::fs::write(dir.path().join("config.json"), json.to_string())
