@@ -267,6 +267,37 @@ fn checks(d: &Docker, deep: (&str, usize)) {
     assert_eq!(out.stdout, "host-file\nrefused\n");
     assert!(!host.join("out").exists());
 
+    // What the container writes lands in Docker's upper dir: `docker diff`
+    // sees it.
+    let out = same(d, "docker diff", |rt| {
+        let name = idshift_tests::unique("diff");
+        let run = d.docker(&[
+            "run",
+            "--name",
+            &name,
+            "--runtime",
+            rt,
+            "--sysctl",
+            SYSCTL,
+            IMG,
+            "sh",
+            "-c",
+            "echo a > /newfile; rm /etc/group",
+        ]);
+        assert!(run.success(), "{rt}: {run:?}");
+        let mut diff = d.docker(&["diff", &name]);
+        docker_ok(d, &["rm", &name]);
+        // Docker lists the changes in no fixed order.
+        let mut lines: Vec<&str> = diff.stdout.lines().collect();
+        lines.sort_unstable();
+        diff.stdout = lines.join("\n");
+        diff
+    });
+    assert!(
+        out.stdout.contains("A /newfile") && out.stdout.contains("D /etc/group"),
+        "{out:?}"
+    );
+
     // Many layers: the same files, and idshift's rootfs still costs 4 mount
     // syscalls.
     let (deep_img, layers) = deep;
