@@ -204,35 +204,42 @@ fn overlay_from_options(
     if upper.is_some() {
         params.push(FsParam::Value("index".into(), "off".into()));
     }
-    // Relative paths (Docker's overlay2 mounts from its storage directory
-    // with `l/<short>` links when the absolute options exceed a page) are
-    // resolved against the nearest ancestor of the mount point where all of
-    // them exist.
+    // Relative paths are relative to the mounter's working directory, which
+    // the mount table does not record. Docker's overlay2 mounts from its
+    // storage directory with `l/<short>` links (when the absolute options
+    // exceed a page): an ancestor of the mount point. containerd's mount
+    // helper makes only the lowerdirs relative, to their common directory,
+    // and keeps upperdir/workdir absolute: its snapshots directory, an
+    // ancestor of the upper dir. The first candidate (ancestors of the
+    // absolute upper/work dirs, then of the mount point) under which every
+    // relative path exists is taken.
     let all: Vec<&String> = lowers
         .iter()
         .chain(upper.iter())
         .chain(work.iter())
         .collect();
-    let base = if all.iter().any(|p| !p.starts_with('/')) {
-        at.ancestors()
-            .skip(1)
-            .find(|a| {
-                all.iter()
-                    .filter(|p| !p.starts_with('/'))
-                    .all(|p| exists(&a.join(p)))
-            })
+    let relative: Vec<&&String> = all.iter().filter(|p| !p.starts_with('/')).collect();
+    let base = if relative.is_empty() {
+        PathBuf::from("/")
+    } else {
+        let absolute: Vec<&Path> = upper
+            .iter()
+            .chain(work.iter())
+            .filter(|p| p.starts_with('/'))
+            .map(Path::new)
+            .collect();
+        absolute
+            .iter()
+            .flat_map(|p| p.ancestors().skip(1))
+            .chain(at.ancestors().skip(1))
+            .find(|a| relative.iter().all(|p| exists(&a.join(p))))
             .ok_or_else(|| {
                 fail(format!(
-                    "its layer paths are relative (e.g. {:?}) to the working directory of whoever mounted it, which the mount table does not record, and they exist under none of its ancestors (containerd's mount helper does this when the options exceed a page: a deep image on containerd's overlayfs snapshotter); give the layers as rootfs mounts instead",
-                    all.iter()
-                        .find(|p| !p.starts_with('/'))
-                        .map(|s| s.as_str())
-                        .unwrap_or("")
+                    "its layer paths are relative (e.g. {:?}) to the working directory of whoever mounted it, which the mount table does not record, and they exist under none of the directories they could be relative to (the ancestors of its upper dir and of its mount point); give the layers as rootfs mounts instead",
+                    relative.first().map(|s| s.as_str()).unwrap_or("")
                 ))
             })?
             .to_path_buf()
-    } else {
-        PathBuf::from("/")
     };
     let resolve = |what: &str, p: &str| -> Result<PathBuf, PremountError> {
         if Path::new(p).components().any(|c| c == Component::ParentDir) {
@@ -355,9 +362,30 @@ mod tests {
         let err = plan_of(line, "/d/overlay2/abc/merged", &|_| false).expect_err("unresolvable");
         assert!(
             err.to_string()
-                .contains("exist under none of its ancestors"),
+                .contains("they exist under none of the directories"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn containerd_relative_lowerdirs() {
+        let line = "53 45 0:44 / /d/rootfs/overlayfs/abc rw,relatime - overlay overlay rw,lowerdir=89/fs:88/fs,upperdir=/c/snapshots/90/fs,workdir=/c/snapshots/90/work\n";
+        // 89/fs exists under /c/snapshots only (not under the mount point's ancestors).
+        let exists =
+            |p: &Path| p.parent().and_then(Path::parent) == Some(Path::new("/c/snapshots"));
+        let RootfsPlan::Overlay(o) =
+            plan_of(line, "/d/rootfs/overlayfs/abc", &exists).expect("plan")
+        else {
+            panic!("not an overlay")
+        };
+        assert_eq!(
+            o.lowers,
+            vec![
+                PathBuf::from("/c/snapshots/89/fs"),
+                "/c/snapshots/88/fs".into()
+            ]
+        );
+        assert_eq!(o.upper, Some("/c/snapshots/90/fs".into()));
     }
 
     #[test]
