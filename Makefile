@@ -20,11 +20,14 @@ all: build
 # benchmark's peer) on images built from busybox-static, and use setpriv
 # and nsenter (util-linux). The tests also build the CRI client (its
 # protobufs need protoc) and give CRI pods a network (CNI plugins, ip).
-# The benchmark also measures crun as a peer.
+# The benchmark also measures crun as a peer. The Docker suite fetches
+# Debian sid's docker.io and containerd itself (scripts/debian-debs.sh, with
+# Debian's archive keyring) and drives `docker -t` through script(1)
+# (bsdutils).
 DEPS_BUILD := libseccomp-dev
 DEPS_DEMO := $(DEPS_BUILD) containerd busybox-static util-linux
 DEPS_BENCH := $(DEPS_DEMO) crun
-DEPS_TEST := $(DEPS_DEMO) protobuf-compiler containernetworking-plugins iproute2
+DEPS_TEST := $(DEPS_DEMO) protobuf-compiler containernetworking-plugins iproute2 debian-archive-keyring bsdutils
 
 define apt_install
 	@missing=$$(for p in $(1); do \

@@ -1,7 +1,9 @@
 //! idshift's rootfs construction: an overlay over *idmapped* image layers at a
 //! cost that does not grow with the number of layers.
 //!
-//! 1. [`plan`] turns the mounts containerd passes into a [`RootfsPlan`].
+//! 1. [`plan`] turns the mounts containerd passes into a [`RootfsPlan`]
+//!    ([`premounted_plan`]: from the mount table, for a rootfs the caller
+//!    mounted itself).
 //! 2. [`probe`] finds what the kernel's mount API accepts ([`KernelFeatures`]).
 //! 3. [`build`] makes the rootfs with a [`Strategy`] and returns it as a
 //!    detached mount (an fd in no mount table), with counts of the mount
@@ -12,6 +14,7 @@
 mod error;
 mod ops;
 mod plan;
+mod premounted;
 mod probe;
 mod strategy;
 pub mod synthetic;
@@ -21,6 +24,10 @@ pub use error::RootfsError;
 pub use ops::{Counters, MountOp, MountOps};
 pub use plan::{
     plan, BindPlan, FsParam, MountSpec, OverlayPlan, PlanError, RootfsPlan, MAX_LAYERS,
+};
+pub use premounted::{
+    parse_mountinfo_line, plan_from_mountinfo, premounted_plan, unescape_octal, MountInfo,
+    PremountError,
 };
 pub use probe::{probe, probe_cached, KernelFeatures};
 pub use rustix::mount::{MountAttrFlags, MountFlags};

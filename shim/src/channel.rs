@@ -47,6 +47,10 @@ pub struct ContainerInit {
     pub idmapped_mounts: Vec<usize>,
     /// The container's cgroup directories, for its `cgroup` mounts.
     pub cgroups: crate::mounts::CgroupView,
+    /// TEST-ONLY (`IDSHIFT_TEST_FAIL=mounts`, see `faultpoint`): fail after
+    /// the spec's mounts, before `pivot_root`.
+    #[serde(default)]
+    pub fail_after_mounts: bool,
 }
 
 /// What the container's process reports.

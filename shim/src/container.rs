@@ -148,6 +148,38 @@ fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1e3
 }
 
+/// The OCI annotation that chooses, for one container, between the host's
+/// user namespace (`host`: no user namespace, the `plain` strategy, as runc
+/// runs it) and one of its own over an idshift range (`private`, also under
+/// `userns = "when-requested"`). Docker: `docker run --annotation
+/// io.idshift.userns=host`.
+pub const USERNS_ANNOTATION: &str = "io.idshift.userns";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UsernsChoice {
+    Host,
+    Private,
+}
+
+/// The container's [`USERNS_ANNOTATION`], if any; an unknown value is
+/// refused, naming it.
+pub fn userns_annotation(spec: &Spec) -> Result<Option<UsernsChoice>, String> {
+    let Some(v) = spec
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(USERNS_ANNOTATION))
+    else {
+        return Ok(None);
+    };
+    match v.as_str() {
+        "host" => Ok(Some(UsernsChoice::Host)),
+        "private" => Ok(Some(UsernsChoice::Private)),
+        other => Err(format!(
+            "annotation {USERNS_ANNOTATION}={other:?} is not understood (expected \"host\": the host's user namespace, or \"private\": one of the container's own)"
+        )),
+    }
+}
+
 pub fn run_dir(config: &Config, namespace: &str, id: &str) -> PathBuf {
     config.run_dir.join(namespace).join(id)
 }
@@ -536,9 +568,35 @@ impl Container {
         let uid_maps = to_maps(&linux.uid_mappings().clone().unwrap_or_default());
         let gid_maps = to_maps(&linux.gid_mappings().clone().unwrap_or_default());
         let requested = user.is_some() || !uid_maps.is_empty() || !gid_maps.is_empty();
-        if !requested && req.pod.is_none() && cfg.userns == UsernsMode::WhenRequested {
-            strategy = rootfs::Strategy::Plain;
-            report.strategy = strategy.to_string();
+        let choice = userns_annotation(&spec)?;
+        if choice.is_some() && (req.pod.is_some() || role != PodRole::None) {
+            return Err(format!(
+                "annotation {USERNS_ANNOTATION} is per container, but {} belongs to a pod, whose containers share the pod's user namespace",
+                req.id
+            ));
+        }
+        let when_requested = cfg.userns == UsernsMode::WhenRequested;
+        match choice {
+            Some(UsernsChoice::Host) if requested => {
+                return Err(format!(
+                    "annotation {USERNS_ANNOTATION}=host asks for the host's user namespace, but the spec asks for a user namespace (linux.namespaces or linux.uidMappings/gidMappings)"
+                ))
+            }
+            Some(UsernsChoice::Private) if strategy == rootfs::Strategy::Plain => {
+                return Err(format!(
+                    "annotation {USERNS_ANNOTATION}=private asks for a user namespace, but idshift's configured strategy is \"plain\" (no user namespaces)"
+                ))
+            }
+            Some(UsernsChoice::Host) => {
+                strategy = rootfs::Strategy::Plain;
+                report.strategy = strategy.to_string();
+            }
+            Some(UsernsChoice::Private) => {}
+            None if !requested && req.pod.is_none() && when_requested => {
+                strategy = rootfs::Strategy::Plain;
+                report.strategy = strategy.to_string();
+            }
+            None => {}
         }
         let ns = if strategy == rootfs::Strategy::Plain {
             if user.is_some() {
@@ -609,11 +667,27 @@ impl Container {
             } else {
                 req.bundle.join(root)
             };
-            rootfs::RootfsPlan::Bind(rootfs::BindPlan {
-                source,
-                recursive: true,
-                attrs: rootfs::MountAttrFlags::empty(),
-            })
+            if strategy == rootfs::Strategy::Plain {
+                rootfs::RootfsPlan::Bind(rootfs::BindPlan {
+                    source,
+                    recursive: true,
+                    attrs: rootfs::MountAttrFlags::empty(),
+                })
+            } else {
+                // A rootfs the caller mounted (Docker, `ctr run --rootfs`):
+                // an overlay is rebuilt from its layers, idmapped; a
+                // directory is cloned and idmapped.
+                let plan = rootfs::premounted_plan(&source).map_err(|e| e.to_string())?;
+                if let rootfs::RootfsPlan::Overlay(o) = &plan {
+                    log::info!(
+                        "{}: root.path {} is an overlay the caller mounted: building idshift's own overlay of its {} layers (the caller's mount is left as it is)",
+                        req.id,
+                        source.display(),
+                        o.lowers.len()
+                    );
+                }
+                plan
+            }
         } else {
             rootfs::plan(&req.rootfs, &req.bundle)
                 .map_err(|e| format!("invalid rootfs mounts: {e}"))?
@@ -672,6 +746,7 @@ impl Container {
             userns: ns.is_some(),
             idmapped_mounts,
             cgroups: cgroup.view().map_err(|e| e.to_string())?,
+            fail_after_mounts: crate::faultpoint::fail_wanted("mounts"),
         }));
         let mut fds = Vec::new();
         if let Some((ns, _)) = &ns {
@@ -887,6 +962,25 @@ fn kill_pod_members(pod: &str, sandbox_run_dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn userns_annotation_values() {
+        let with = |v: Option<&str>| {
+            let mut j = serde_json::json!({"ociVersion": "1.0.2", "root": {"path": "rootfs"}});
+            if let Some(v) = v {
+                j["annotations"] = serde_json::json!({ USERNS_ANNOTATION: v });
+            }
+            userns_annotation(&spec_from(j).expect("spec"))
+        };
+        assert_eq!(with(None), Ok(None));
+        assert_eq!(with(Some("host")), Ok(Some(UsernsChoice::Host)));
+        assert_eq!(with(Some("private")), Ok(Some(UsernsChoice::Private)));
+        let err = with(Some("Host")).expect_err("case matters");
+        assert!(
+            err.contains("annotation io.idshift.userns=\"Host\" is not understood"),
+            "{err}"
+        );
+    }
 
     fn spec_from(json: serde_json::Value) -> Result<Spec, String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;

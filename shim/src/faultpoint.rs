@@ -31,6 +31,18 @@ use std::os::fd::{BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 pub const PAUSE_ENV: &str = "IDSHIFT_TEST_PAUSE";
+/// `IDSHIFT_TEST_FAIL=<phase>[,<phase>...]` makes Create fail at a listed
+/// phase (see [`fail_wanted`]), so that a test can check what a failed
+/// Create leaves. Phases: `mounts`: the container's first process fails
+/// after it has made every spec mount, before `pivot_root`.
+pub const FAIL_ENV: &str = "IDSHIFT_TEST_FAIL";
+
+/// Whether `IDSHIFT_TEST_FAIL` lists `phase`.
+pub fn fail_wanted(phase: &str) -> bool {
+    std::env::var(FAIL_ENV)
+        .map(|v| v.split(',').any(|p| p.trim() == phase))
+        .unwrap_or(false)
+}
 
 fn wanted(phase: &str) -> bool {
     std::env::var(PAUSE_ENV)

@@ -184,6 +184,19 @@ fn stage2(
     rootfs::attach_mount(rootfs_fd.as_fd(), target)
         .map_err(|e| format!("attaching the rootfs at {}: {e}", target.display()))?;
     drop(rootfs_fd);
+    // A clone of a shared mount (a rootfs directory under a shared mount,
+    // e.g. Docker's data-root, which dockerd binds onto itself as shared)
+    // is a peer of the host's mount: made private before anything is
+    // mounted under it, or the container's mounts would propagate to the
+    // host (and pivot_root refuses a shared new root).
+    mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making the rootfs {} private: {e}", target.display()))?;
     let root_dir = fs::File::open(target)
         .map_err(|e| format!("opening the rootfs {}: {e}", target.display()))?;
     let root = mounts::Root {
@@ -206,6 +219,9 @@ fn stage2(
         mounts::default_devices(&root)?;
     }
     drop(root_dir);
+    if c.fail_after_mounts {
+        return Err("IDSHIFT_TEST_FAIL=mounts: failing after the spec's mounts, as asked".into());
+    }
     chdir(target).map_err(|e| format!("chdir {}: {e}", target.display()))?;
     pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;

@@ -479,12 +479,21 @@ pub fn mount_one(
                 dest.display()
             )
         })?;
+        // A clone of a shared host mount is the host mount's peer: unless
+        // the mount asks for a propagation of its own, it is made private
+        // at once, so that nothing mounted under it reaches the host.
+        let propagation = if o.propagation.is_empty() {
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE
+        } else {
+            o.propagation
+        };
+        set_propagation(root, dest, propagation)?;
         let extra = o.flags & !(MsFlags::MS_BIND | MsFlags::MS_REC);
         if set_flags && !extra.is_empty() {
             let mounted = root.open(dest, None)?;
             remount_bind(&fd_path(&mounted), extra, dest)?;
         }
-        return set_propagation(root, dest, o.propagation);
+        return Ok(());
     }
     if o.is_bind() || typ == "bind" {
         let md = fs::metadata(&source)

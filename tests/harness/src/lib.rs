@@ -6,11 +6,13 @@
 
 mod cni;
 mod containerd;
+mod docker;
 mod image;
 mod process;
 
 pub use cni::{cni_bin_dir, CniNetwork};
 pub use containerd::{Containerd, ContainerdOptions};
+pub use docker::{docker_install, Docker, DockerInstall, DockerOptions, DOCKER_TIMEOUT};
 pub use image::{
     build_image, build_image_with_cmd, busybox_path, busybox_rootfs, import_image, oci_arch,
     IMAGE_PATH,
