@@ -337,6 +337,7 @@ pub fn validate_process(process: &oci_spec::runtime::Process) -> Result<(), Stri
             ));
         }
     }
+    crate::init::check_capabilities(process)?;
     if let Some(adj) = process.oom_score_adj() {
         if !(-1000..=1000).contains(&adj) {
             return Err(format!(

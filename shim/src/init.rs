@@ -528,15 +528,15 @@ fn finalize(process: &Process, filter: Option<&seccomp::Filter>) -> Result<()> {
         f.load().map_err(|e| e.to_string())?;
     }
     let user = process.user();
-    let caps = process.capabilities().clone().unwrap_or_default();
-    // Bounding set first, while we still hold CAP_SETPCAP.
-    if let Some(b) = caps.bounding() {
-        let keep = cap_set(b);
-        for c in caps::all() {
-            if !keep.contains(&c) {
-                caps::drop(None, caps::CapSet::Bounding, c)
-                    .map_err(|e| format!("dropping {c} from the bounding set: {e}"))?;
-            }
+    let caps = CapSets::of(process);
+    // Bounding set first, while we still hold CAP_SETPCAP. A missing set
+    // (or no `capabilities` at all, or CRI's `{}` for "drop ALL") is an
+    // empty one, as runc reads it: were the bounding set kept, a root
+    // process would regain every capability at its execve.
+    for c in caps::all() {
+        if !caps.bounding.contains(&c) {
+            caps::drop(None, caps::CapSet::Bounding, c)
+                .map_err(|e| format!("dropping {c} from the bounding set: {e}"))?;
         }
     }
     let groups: Vec<Gid> = user
@@ -551,20 +551,17 @@ fn finalize(process: &Process, filter: Option<&seccomp::Filter>) -> Result<()> {
     nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setresgid({gid}): {e}"))?;
     nix::sys::prctl::set_keepcaps(true).map_err(|e| format!("PR_SET_KEEPCAPS: {e}"))?;
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setresuid({uid}): {e}"))?;
-    let to_set = |set: &Option<oci_spec::runtime::Capabilities>| -> caps::CapsHashSet {
-        set.as_ref().map(cap_set).unwrap_or_default()
-    };
     // Each capset must keep effective within permitted, and raising
     // inheritable needs CAP_SETPCAP, so: inheritable, effective, permitted.
-    caps::set(None, caps::CapSet::Inheritable, &to_set(caps.inheritable()))
+    caps::set(None, caps::CapSet::Inheritable, &caps.inheritable)
         .map_err(|e| format!("setting inheritable capabilities: {e}"))?;
-    caps::set(None, caps::CapSet::Effective, &to_set(caps.effective()))
+    caps::set(None, caps::CapSet::Effective, &caps.effective)
         .map_err(|e| format!("setting effective capabilities: {e}"))?;
-    caps::set(None, caps::CapSet::Permitted, &to_set(caps.permitted()))
+    caps::set(None, caps::CapSet::Permitted, &caps.permitted)
         .map_err(|e| format!("setting permitted capabilities: {e}"))?;
     caps::clear(None, caps::CapSet::Ambient)
         .map_err(|e| format!("clearing ambient capabilities: {e}"))?;
-    for c in to_set(caps.ambient()) {
+    for c in caps.ambient.iter().copied() {
         caps::raise(None, caps::CapSet::Ambient, c)
             .map_err(|e| format!("raising ambient {c}: {e}"))?;
     }
@@ -574,6 +571,75 @@ fn finalize(process: &Process, filter: Option<&seccomp::Filter>) -> Result<()> {
     chdir(process.cwd()).map_err(|e| format!("chdir to cwd {}: {e}", process.cwd().display()))?;
     if let Some(mask) = user.umask() {
         rustix::process::umask(rustix::fs::Mode::from_raw_mode(mask & 0o777));
+    }
+    Ok(())
+}
+
+/// `process.capabilities`, each set as the `caps` crate takes it. A missing
+/// set, or no `capabilities` at all, is an empty set, as runc reads the
+/// spec (not oci-spec's `LinuxCapabilities::default()`, which grants three).
+#[derive(Debug, Default, PartialEq)]
+struct CapSets {
+    bounding: caps::CapsHashSet,
+    effective: caps::CapsHashSet,
+    inheritable: caps::CapsHashSet,
+    permitted: caps::CapsHashSet,
+    ambient: caps::CapsHashSet,
+}
+
+impl CapSets {
+    fn of(process: &Process) -> CapSets {
+        let Some(c) = process.capabilities() else {
+            return CapSets::default();
+        };
+        let set = |s: &Option<oci_spec::runtime::Capabilities>| {
+            s.as_ref().map(cap_set).unwrap_or_default()
+        };
+        CapSets {
+            bounding: set(c.bounding()),
+            effective: set(c.effective()),
+            inheritable: set(c.inheritable()),
+            permitted: set(c.permitted()),
+            ambient: set(c.ambient()),
+        }
+    }
+}
+
+/// The kernel lets a process raise an inheritable capability only within
+/// its bounding set, an effective one only within its permitted set, and an
+/// ambient one only within both its permitted and inheritable sets: a spec asking otherwise is refused before anything is
+/// made (runc fails its create too), naming the capability.
+pub fn check_capabilities(process: &Process) -> Result<()> {
+    let c = CapSets::of(process);
+    let outside = |set: &caps::CapsHashSet, within: &[&caps::CapsHashSet]| {
+        let mut v: Vec<String> = set
+            .iter()
+            .filter(|x| !within.iter().all(|w| w.contains(x)))
+            .map(ToString::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    let inh = outside(&c.inheritable, &[&c.bounding]);
+    if !inh.is_empty() {
+        return Err(format!(
+            "process.capabilities.inheritable has {} outside the bounding set",
+            inh.join(", ")
+        ));
+    }
+    let eff = outside(&c.effective, &[&c.permitted]);
+    if !eff.is_empty() {
+        return Err(format!(
+            "process.capabilities.effective has {} outside the permitted set",
+            eff.join(", ")
+        ));
+    }
+    let amb = outside(&c.ambient, &[&c.permitted, &c.inheritable]);
+    if !amb.is_empty() {
+        return Err(format!(
+            "process.capabilities.ambient has {} outside the permitted and inheritable sets",
+            amb.join(", ")
+        ));
     }
     Ok(())
 }
@@ -679,6 +745,33 @@ mod tests {
         assert!(!id_mapped(map, 65537) && !id_mapped(map, 99_999_999));
         assert!(id_mapped("0 0 4294967295\n", u32::MAX - 1));
         assert!(!id_mapped("", 0));
+    }
+
+    #[test]
+    fn missing_capability_sets_are_empty() {
+        let process = |caps: serde_json::Value| -> Process {
+            let mut p = serde_json::json!({"user": {"uid": 0, "gid": 0}, "cwd": "/"});
+            if !caps.is_null() {
+                p["capabilities"] = caps;
+            }
+            serde_json::from_value(p).expect("a process")
+        };
+        assert_eq!(
+            CapSets::of(&process(serde_json::Value::Null)),
+            CapSets::default()
+        );
+        assert_eq!(
+            CapSets::of(&process(serde_json::json!({}))),
+            CapSets::default()
+        );
+        let only_eff = CapSets::of(&process(serde_json::json!({"effective": ["CAP_KILL"]})));
+        assert_eq!(
+            only_eff,
+            CapSets {
+                effective: [caps::Capability::CAP_KILL].into_iter().collect(),
+                ..CapSets::default()
+            }
+        );
     }
 
     #[test]

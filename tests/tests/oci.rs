@@ -2,7 +2,9 @@
 //! (`ctr run --config`) run by idshift and, where runc can run the same
 //! spec, by containerd's own runc shim side by side. Root needed.
 
-use idshift_tests::{busybox_rootfs, unique, Containerd, CtrOutput, IDSHIFT_RUNTIME as IDSHIFT};
+use idshift_tests::{
+    busybox_rootfs, unique, Containerd, CtrOutput, IDSHIFT_RUNTIME as IDSHIFT, RUNC_RUNTIME as RUNC,
+};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -274,5 +276,101 @@ fn pids_limit_and_live_memory_update() {
         assert_eq!(read(), (96u64 << 20).to_string());
     }
     c.kill_and_remove(NS, &[&id]).expect("remove");
+    c.assert_no_leaks(Duration::from_secs(10));
+}
+
+/// Every capability set missing or empty, alone and all at once (CRI's
+/// "drop ALL" is `"capabilities": {}`): CapBnd/CapEff/CapPrm/CapInh/CapAmb
+/// of the container's root shell are runc's. A missing set is an empty one,
+/// so with no bounding set root does not regain every capability at exec.
+#[test]
+fn missing_or_empty_capability_sets_match_runc() {
+    let c = Containerd::start("").expect("start containerd");
+    let rootfs = busybox_rootfs(c.base(), &APPLETS).expect("busybox rootfs");
+    let script = "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb):' /proc/self/status";
+    let base = spec(&c, &rootfs, script);
+    let sets = [
+        "bounding",
+        "effective",
+        "inheritable",
+        "permitted",
+        "ambient",
+    ];
+    let mut cases: Vec<(String, serde_json::Value)> = Vec::new();
+    let mut none = base.clone();
+    none["process"]
+        .as_object_mut()
+        .expect("process")
+        .remove("capabilities");
+    cases.push(("no capabilities".into(), none));
+    let mut drop_all = base.clone();
+    drop_all["process"]["capabilities"] = serde_json::json!({});
+    cases.push(("capabilities {}".into(), drop_all));
+    // Every set given (ambient within inheritable and permitted), then each
+    // one missing and each one empty.
+    let mut full = base.clone();
+    let list = serde_json::json!(["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+    for set in sets {
+        full["process"]["capabilities"][set] = list.clone();
+    }
+    cases.push(("every set".into(), full.clone()));
+    for set in sets {
+        let mut missing = full.clone();
+        missing["process"]["capabilities"]
+            .as_object_mut()
+            .expect("capabilities")
+            .remove(set);
+        if set == "inheritable" || set == "permitted" {
+            // Ambient capabilities must be in both.
+            missing["process"]["capabilities"]
+                .as_object_mut()
+                .expect("capabilities")
+                .remove("ambient");
+        }
+        cases.push((format!("{set} missing"), missing));
+        let mut empty = full.clone();
+        empty["process"]["capabilities"][set] = serde_json::json!([]);
+        if set == "inheritable" || set == "permitted" {
+            empty["process"]["capabilities"]["ambient"] = serde_json::json!([]);
+        }
+        cases.push((format!("{set} empty"), empty));
+    }
+    for (what, s) in &cases {
+        let ours = run(&c, IDSHIFT, s);
+        let runc = run(&c, RUNC, s);
+        if !runc.success() {
+            // runc refuses (e.g. inheritable outside an empty bounding
+            // set): idshift refuses at create too, naming the set.
+            assert!(
+                runc.stderr.contains("failed to create shim task"),
+                "{what}: runc: {runc:?}"
+            );
+            assert!(
+                !ours.success()
+                    && ours.stderr.contains("failed to create shim task")
+                    && ours.stderr.contains("process.capabilities."),
+                "{what}: idshift: {ours:?}"
+            );
+            eprintln!("{what}: refused by both");
+            continue;
+        }
+        assert_eq!(
+            (ours.code, &ours.stdout, &ours.stderr),
+            (runc.code, &runc.stdout, &runc.stderr),
+            "{what}: idshift (left) and runc (right) differ"
+        );
+        let text = &ours.stdout;
+        assert_eq!(text.lines().count(), 5, "{what}: {text}");
+        if what.starts_with("no capabilities") || what.starts_with("capabilities {}") {
+            assert!(
+                text.lines().all(|l| l.ends_with("0000000000000000")),
+                "{what}: every set empty: {text}"
+            );
+        }
+        if what.starts_with("bounding") {
+            assert!(text.contains("CapBnd:\t0000000000000000"), "{what}: {text}");
+        }
+        eprintln!("{what}: {}", text.replace('\n', " "));
+    }
     c.assert_no_leaks(Duration::from_secs(10));
 }
