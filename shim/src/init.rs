@@ -127,7 +127,30 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
         flags |= ns_flag(ns.typ());
     }
     unshare(flags).map_err(|e| format!("unshare({flags:?}): {e}"))?;
+    if flags.contains(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)) {
+        set_time_offsets(&linux)?;
+    }
     fork_and_report(ch, |ch| stage2(ch, &c, rootfs_fd, premade))
+}
+
+/// `linux.timeOffsets`, written for the new time namespace before its
+/// first process (the child about to be forked) enters it.
+fn set_time_offsets(linux: &oci_spec::runtime::Linux) -> Result<()> {
+    let mut offsets: Vec<_> = linux.time_offsets().iter().flatten().collect();
+    offsets.sort_by(|a, b| a.0.cmp(b.0));
+    let mut text = String::new();
+    for (clock, o) in offsets {
+        text.push_str(&format!(
+            "{clock} {} {}\n",
+            o.secs().unwrap_or(0),
+            o.nanosecs().unwrap_or(0)
+        ));
+    }
+    if text.is_empty() {
+        return Ok(());
+    }
+    fs::write("/proc/self/timens_offsets", &text)
+        .map_err(|e| format!("writing linux.timeOffsets ({}): {e}", text.trim()))
 }
 
 /// Forks (the child enters a new pid namespace, if one was unshared, as its
@@ -711,6 +734,7 @@ fn exec(
         ("net", CloneFlags::CLONE_NEWNET),
         ("pid", CloneFlags::CLONE_NEWPID),
         ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+        ("time", CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)),
         ("mnt", CloneFlags::CLONE_NEWNS),
     ] {
         let f = open(n)?;

@@ -32,6 +32,11 @@ pub struct Options {
     pub data: Vec<String>,
     /// `idmap` (the mount itself) or `ridmap` (it and its submounts).
     pub idmap: Option<IdmapDepth>,
+    /// Recursive attributes (`rro`, `rnosuid`, `ratime`, ...): set and
+    /// cleared on the mount and every submount with
+    /// `mount_setattr(AT_RECURSIVE)` once it is made.
+    pub rec_set: rootfs::MountAttrFlags,
+    pub rec_clear: rootfs::MountAttrFlags,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +52,8 @@ impl Default for Options {
             propagation: MsFlags::empty(),
             data: Vec::new(),
             idmap: None,
+            rec_set: rootfs::MountAttrFlags::empty(),
+            rec_clear: rootfs::MountAttrFlags::empty(),
         }
     }
 }
@@ -56,6 +63,101 @@ impl Options {
         self.flags.contains(MsFlags::MS_BIND)
     }
 }
+
+/// `MS_NOSYMFOLLOW` (5.10), which nix does not name.
+const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(256);
+
+/// The recursive attribute options runc knows (`rro`, ...): the attributes
+/// to set and to clear on the mount and its submounts. An atime mode
+/// (`rnoatime`, `rstrictatime`, `rrelatime` and their negations) replaces
+/// the whole atime field, as mount_setattr requires.
+pub fn recursive_attr(opt: &str) -> Option<(rootfs::MountAttrFlags, rootfs::MountAttrFlags)> {
+    use rootfs::MountAttrFlags as A;
+    let none = A::empty();
+    let atime = A::MOUNT_ATTR__ATIME;
+    Some(match opt {
+        "rro" => (A::MOUNT_ATTR_RDONLY, none),
+        "rrw" => (none, A::MOUNT_ATTR_RDONLY),
+        "rnosuid" => (A::MOUNT_ATTR_NOSUID, none),
+        "rsuid" => (none, A::MOUNT_ATTR_NOSUID),
+        "rnodev" => (A::MOUNT_ATTR_NODEV, none),
+        "rdev" => (none, A::MOUNT_ATTR_NODEV),
+        "rnoexec" => (A::MOUNT_ATTR_NOEXEC, none),
+        "rexec" => (none, A::MOUNT_ATTR_NOEXEC),
+        "rnodiratime" => (A::MOUNT_ATTR_NODIRATIME, none),
+        "rdiratime" => (none, A::MOUNT_ATTR_NODIRATIME),
+        "rnosymfollow" => (A::MOUNT_ATTR_NOSYMFOLLOW, none),
+        "rsymfollow" => (none, A::MOUNT_ATTR_NOSYMFOLLOW),
+        // MOUNT_ATTR_RELATIME is 0: clearing the field selects it.
+        "rrelatime" | "ratime" | "rnostrictatime" => (none, atime),
+        "rnoatime" => (A::MOUNT_ATTR_NOATIME, atime),
+        "rstrictatime" | "rnorelatime" => (A::MOUNT_ATTR_STRICTATIME, atime),
+        _ => return None,
+    })
+}
+
+/// Every mount option idshift understands (beyond a filesystem's own data,
+/// which non-bind mounts pass to the kernel): what `-info` advertises.
+pub const KNOWN_OPTIONS: [&str; 58] = [
+    "async",
+    "atime",
+    "bind",
+    "defaults",
+    "dev",
+    "diratime",
+    "dirsync",
+    "exec",
+    "idmap",
+    "iversion",
+    "lazytime",
+    "mand",
+    "noatime",
+    "nodev",
+    "nodiratime",
+    "noexec",
+    "noiversion",
+    "nolazytime",
+    "nomand",
+    "norelatime",
+    "nostrictatime",
+    "nosuid",
+    "nosymfollow",
+    "private",
+    "ratime",
+    "rbind",
+    "rdev",
+    "rdiratime",
+    "relatime",
+    "rexec",
+    "ridmap",
+    "rnoatime",
+    "rnodev",
+    "rnodiratime",
+    "rnoexec",
+    "rnorelatime",
+    "rnostrictatime",
+    "rnosuid",
+    "rnosymfollow",
+    "ro",
+    "rprivate",
+    "rrelatime",
+    "rro",
+    "rrw",
+    "rshared",
+    "rslave",
+    "rstrictatime",
+    "rsuid",
+    "rsymfollow",
+    "runbindable",
+    "rw",
+    "shared",
+    "slave",
+    "strictatime",
+    "suid",
+    "symfollow",
+    "sync",
+    "unbindable",
+];
 
 pub fn parse_options(opts: &[String]) -> Options {
     let mut o = Options::default();
@@ -74,7 +176,20 @@ pub fn parse_options(opts: &[String]) -> Options {
             "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
             "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
             "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
             "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
+            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
+            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
+            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
+            "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty()),
+            "nomand" => (MsFlags::empty(), MsFlags::MS_MANDLOCK),
+            "lazytime" => (MsFlags::MS_LAZYTIME, MsFlags::empty()),
+            "nolazytime" => (MsFlags::empty(), MsFlags::MS_LAZYTIME),
+            "iversion" => (MsFlags::MS_I_VERSION, MsFlags::empty()),
+            "noiversion" => (MsFlags::empty(), MsFlags::MS_I_VERSION),
+            "nosymfollow" => (MS_NOSYMFOLLOW, MsFlags::empty()),
+            "symfollow" => (MsFlags::empty(), MS_NOSYMFOLLOW),
             "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
             "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
             "idmap" => {
@@ -85,16 +200,21 @@ pub fn parse_options(opts: &[String]) -> Options {
                 o.idmap = Some(IdmapDepth::Recursive);
                 continue;
             }
-            "async" | "atime" | "diratime" | "norelatime" | "defaults" => {
-                (MsFlags::empty(), MsFlags::empty())
-            }
+            "defaults" => (MsFlags::empty(), MsFlags::empty()),
             p @ ("private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave"
             | "unbindable" | "runbindable") => {
                 o.propagation = propagation_flags(p).unwrap_or(MsFlags::empty());
                 continue;
             }
             other => {
-                o.data.push(other.to_string());
+                if let Some((set, clear)) = recursive_attr(other) {
+                    o.rec_set.remove(clear);
+                    o.rec_clear.remove(set);
+                    o.rec_set.insert(set);
+                    o.rec_clear.insert(clear);
+                } else {
+                    o.data.push(other.to_string());
+                }
                 continue;
             }
         };
@@ -163,6 +283,7 @@ pub fn mount_attrs(flags: MsFlags) -> rootfs::MountAttrFlags {
         (MsFlags::MS_NOATIME, A::MOUNT_ATTR_NOATIME),
         (MsFlags::MS_STRICTATIME, A::MOUNT_ATTR_STRICTATIME),
         (MsFlags::MS_NODIRATIME, A::MOUNT_ATTR_NODIRATIME),
+        (MS_NOSYMFOLLOW, A::MOUNT_ATTR_NOSYMFOLLOW),
     ] {
         if flags.contains(f) {
             a |= attr;
@@ -446,9 +567,57 @@ pub fn mount_one(
     premade: Option<Premade>,
     cgroups: &CgroupView,
 ) -> Result<()> {
+    let o = parse_options(&m.options().clone().unwrap_or_default());
+    check_options(m, &o)?;
+    make_mount(root, m, &o, premade, cgroups)?;
+    let dest = m.destination();
+    if !(o.rec_set.is_empty() && o.rec_clear.is_empty()) {
+        let mounted = root.open(dest, None)?;
+        crate::sys::mount_setattr_recursive(mounted.as_fd(), o.rec_set, o.rec_clear).map_err(
+            |e| {
+                format!(
+                    "setting the recursive attributes of {} (set {:?}, clear {:?}): {e}",
+                    dest.display(),
+                    o.rec_set,
+                    o.rec_clear
+                )
+            },
+        )?;
+    }
+    set_propagation(root, dest, o.propagation)
+}
+
+/// A bind mount has no filesystem data: an option that is neither a mount
+/// flag nor a recursive attribute would be dropped, so it is refused,
+/// naming it and the mount (as is runc's `tmpcopyup`, not implemented).
+pub fn check_options(m: &Mount, o: &Options) -> Result<()> {
+    let typ = m.typ().clone().unwrap_or_default();
+    if let Some(bad) = o.data.iter().find(|d| d.as_str() == "tmpcopyup") {
+        return Err(format!(
+            "mount {}: option {bad:?} is not supported by idshift",
+            m.destination().display()
+        ));
+    }
+    if (o.is_bind() || typ == "bind") && !o.data.is_empty() {
+        return Err(format!(
+            "mount {}: unknown bind mount option(s) {:?} (a bind mount takes no filesystem data)",
+            m.destination().display(),
+            o.data
+        ));
+    }
+    Ok(())
+}
+
+/// The mount itself, before its recursive attributes and propagation.
+fn make_mount(
+    root: &Root<'_>,
+    m: &Mount,
+    o: &Options,
+    premade: Option<Premade>,
+    cgroups: &CgroupView,
+) -> Result<()> {
     let dest = m.destination();
     let typ = m.typ().clone().unwrap_or_default();
-    let o = parse_options(&m.options().clone().unwrap_or_default());
     let source = m.source().clone().unwrap_or_default();
     if let Some(premade) = premade {
         let (tree, set_flags) = match premade {
@@ -484,23 +653,21 @@ pub fn mount_one(
             let mounted = root.open(dest, None)?;
             remount_bind(&fd_path(&mounted), extra, dest)?;
         }
-        return set_propagation(root, dest, o.propagation);
+        return Ok(());
     }
     if o.is_bind() || typ == "bind" {
         let md = fs::metadata(&source)
             .map_err(|e| format!("bind mount source {}: {e}", source.display()))?;
-        bind(
+        return bind(
             root,
             &source,
             dest,
             o.flags | MsFlags::MS_BIND,
             kind_of(&md),
-        )?;
-        return set_propagation(root, dest, o.propagation);
+        );
     }
     if typ == "cgroup" || typ == "cgroup2" {
-        mount_cgroup(root, m, &o, cgroups)?;
-        return set_propagation(root, dest, o.propagation);
+        return mount_cgroup(root, m, o, cgroups);
     }
     let target = root.open(dest, Some(Kind::Dir))?;
     let data = o.data.join(",");
@@ -538,7 +705,7 @@ pub fn mount_one(
             ))
         }
     }
-    set_propagation(root, dest, o.propagation)
+    Ok(())
 }
 
 /// A `cgroup` mount. cgroup v1 host: a tmpfs with each hierarchy's
@@ -719,6 +886,40 @@ mod tests {
         assert_eq!(o.idmap, Some(IdmapDepth::Recursive));
         assert_eq!(propagation_flags("shared"), Some(MsFlags::MS_SHARED));
         assert_eq!(propagation_flags("sideways"), None);
+    }
+
+    #[test]
+    fn recursive_attributes_are_parsed_and_known() {
+        use rootfs::MountAttrFlags as A;
+        let opts = |v: &[&str]| parse_options(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let o = opts(&["rbind", "rro", "rnosuid", "rnoatime"]);
+        assert_eq!(
+            o.rec_set,
+            A::MOUNT_ATTR_RDONLY | A::MOUNT_ATTR_NOSUID | A::MOUNT_ATTR_NOATIME
+        );
+        assert_eq!(o.rec_clear, A::MOUNT_ATTR__ATIME);
+        assert!(o.data.is_empty());
+        // The later option wins.
+        let o = opts(&["rro", "rrw"]);
+        assert_eq!((o.rec_set, o.rec_clear), (A::empty(), A::MOUNT_ATTR_RDONLY));
+        // Plain flags clear as mount(8) does.
+        let o = opts(&["noatime", "atime", "sync", "async"]);
+        assert_eq!(o.flags, MsFlags::empty());
+        // Every option idshift lists is one it applies (none is data).
+        for k in KNOWN_OPTIONS {
+            let o = opts(&[k]);
+            assert!(o.data.is_empty(), "{k} is dropped into data");
+        }
+        let m: Mount = serde_json::from_str(
+            r#"{"destination": "/x", "type": "bind", "source": "/tmp", "options": ["rbind", "bogus"]}"#,
+        )
+        .expect("mount");
+        let e = check_options(
+            &m,
+            &parse_options(m.options().as_deref().unwrap_or_default()),
+        )
+        .expect_err("bogus");
+        assert!(e.contains("bogus") && e.contains("/x"), "{e}");
     }
 
     fn mount_of(json: &str) -> Mount {

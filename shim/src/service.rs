@@ -900,17 +900,15 @@ impl Task for TaskService {
             .ok_or_else(|| status(Code::INVALID_ARGUMENT, "update without resources"))?;
         let res: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
             .map_err(|e| status(Code::INVALID_ARGUMENT, format!("update resources: {e}")))?;
-        let mut spec = oci_spec::runtime::Spec::default();
-        let mut linux = oci_spec::runtime::Linux::default();
-        linux.set_resources(Some(res));
-        spec.set_linux(Some(linux));
+        let resources =
+            crate::container::resources_of(&res).map_err(|e| status(Code::INVALID_ARGUMENT, e))?;
         let mut cs = self.inner.containers.lock().await;
         let c = get(&mut cs, &req.id)?;
         let cg = c
             .cgroup
             .as_ref()
             .ok_or_else(|| precondition("the container has no cgroup".into()))?;
-        cg.apply(&crate::container::resources_of_spec(&spec))
+        cg.apply(&resources)
             .map_err(|e| status(Code::FAILED_PRECONDITION, e.to_string()))?;
         Ok(Empty::new())
     }

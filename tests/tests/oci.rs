@@ -374,3 +374,198 @@ fn missing_or_empty_capability_sets_match_runc() {
     }
     c.assert_no_leaks(Duration::from_secs(10));
 }
+
+/// Unmounts a mount the test made on the host, even on failure.
+struct HostMount(PathBuf);
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// `major:minor` of a real block device of this host (for blkio throttles).
+fn a_block_device() -> String {
+    let mut devs: Vec<(String, String)> = std::fs::read_dir("/sys/block")
+        .expect("/sys/block")
+        .flatten()
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let dev = std::fs::read_to_string(e.path().join("dev")).unwrap_or_default();
+            (name, dev.trim().to_string())
+        })
+        .filter(|(_, d)| !d.is_empty())
+        .collect();
+    devs.sort_by_key(|(n, _)| (n.starts_with("loop") || n.starts_with("zram"), n.clone()));
+    devs.first().expect("a block device").1.clone()
+}
+
+/// Bind mount options: `rro` makes the mount and its submounts read-only
+/// (mount_setattr AT_RECURSIVE), `ro` only the mount, `rnoatime`/`ratime`
+/// set the atime mode of every submount: the same as runc. An option a bind
+/// mount cannot take is refused, naming it (runc passes it on as data the
+/// kernel ignores for binds).
+#[test]
+fn recursive_bind_options_match_runc() {
+    let c = Containerd::start("").expect("start containerd");
+    let rootfs = busybox_rootfs(c.base(), &APPLETS).expect("busybox rootfs");
+    let data = c.base().join(unique("rro"));
+    std::fs::create_dir_all(data.join("sub")).expect("mkdir");
+    // Writable by the container's root under idshift too (an unmapped
+    // owner there).
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m,mode=1777", "rro-sub"])
+        .arg(data.join("sub"))
+        .status()
+        .expect("mount");
+    assert!(st.success());
+    let _guard = HostMount(data.join("sub"));
+    let script = "for d in /r /r/sub /p /p/sub /a /a/sub; do touch $d/f 2>/dev/null; \
+        echo $d=$?; done; \
+        awk '$5 ~ /^\\/(r|p|a|n)(\\/sub)?$/ {print $5, $6}' /proc/self/mountinfo | sort";
+    let mut s = spec(&c, &rootfs, script);
+    let mounts = s["mounts"].as_array_mut().expect("mounts");
+    for (dest, opts) in [
+        ("/r", serde_json::json!(["rbind", "rro"])),
+        ("/p", serde_json::json!(["rbind", "ro"])),
+        ("/a", serde_json::json!(["rbind", "rnoatime", "rnodev"])),
+        (
+            "/n",
+            serde_json::json!(["rbind", "noatime", "rrelatime", "rnosuid"]),
+        ),
+    ] {
+        mounts.push(serde_json::json!({
+            "destination": dest, "type": "bind", "source": data, "options": opts,
+        }));
+    }
+    let out = same_under_both(&c, &s);
+    let text = out.ok().stdout.clone();
+    for want in ["/r=1", "/r/sub=1", "/p=1", "/p/sub=0", "/a=0", "/a/sub=0"] {
+        assert!(text.lines().any(|l| l == want), "{want}: {text}");
+    }
+    assert!(text.contains("/a/sub rw,nodev,noatime"), "{text}");
+    assert!(text.contains("/n/sub rw,nosuid,relatime"), "{text}");
+    // An unknown option on a bind mount: refused, named.
+    let mut bad = spec(&c, &rootfs, "true");
+    bad["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(serde_json::json!({
+            "destination": "/b", "type": "bind", "source": data, "options": ["rbind", "bogus"],
+        }));
+    let out = run(&c, IDSHIFT, &bad);
+    assert!(
+        !out.success()
+            && out.stderr.contains("unknown bind mount option")
+            && out.stderr.contains("bogus"),
+        "{out:?}"
+    );
+    drop(_guard);
+    c.assert_no_leaks(Duration::from_secs(10));
+}
+
+/// cgroup v1 resources beyond the basics (memory swappiness and
+/// disableOOMKiller, blkio throttles and per-device weight, cpu idle and
+/// burst) are applied as runc applies them; `unified` on a v1 host, and a
+/// hostname without a UTS namespace, are refused by both. Fields idshift
+/// refuses (intelRdt, kernel memory) name themselves. (containerd 1.6's
+/// spec types drop `process.scheduler` and `linux.timeOffsets` before the
+/// shim sees them: those are unit-tested in the shim.)
+#[test]
+fn resources_and_refusals_match_runc() {
+    let c = Containerd::start("").expect("start containerd");
+    let rootfs = busybox_rootfs(c.base(), &APPLETS).expect("busybox rootfs");
+    if !Path::new("/sys/fs/cgroup/memory").is_dir() {
+        eprintln!("not a cgroup v1 host: the v1 resources are not compared here");
+        return;
+    }
+    let dev = a_block_device();
+    let script = "cd /sys/fs/cgroup; cat memory/memory.swappiness; \
+        grep oom_kill_disable memory/memory.oom_control; \
+        cat blkio/blkio.throttle.read_bps_device blkio/blkio.throttle.write_iops_device";
+    let mut s = spec(&c, &rootfs, script);
+    s["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(serde_json::json!({
+            "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+            "options": ["nosuid", "noexec", "nodev", "relatime", "ro"],
+        }));
+    s["linux"]["resources"]["memory"] =
+        serde_json::json!({"swappiness": 30, "disableOOMKiller": true});
+    let (major, minor) = dev.split_once(':').expect("major:minor");
+    let (major, minor): (i64, i64) = (major.parse().expect("major"), minor.parse().expect("minor"));
+    s["linux"]["resources"]["blockIO"] = serde_json::json!({
+        "throttleReadBpsDevice": [{"major": major, "minor": minor, "rate": 1048576}],
+        "throttleWriteIOPSDevice": [{"major": major, "minor": minor, "rate": 100}],
+    });
+    let out = same_under_both(&c, &s);
+    let text = out.ok().stdout.clone();
+    assert_eq!(
+        text,
+        format!("30\noom_kill_disable 1\n{dev} 1048576\n{dev} 100\n"),
+        "{text}"
+    );
+    // cpu idle and burst: runc 1.1 leaves them alone, idshift applies them.
+    let mut cpu = spec(
+        &c,
+        &rootfs,
+        "cat /sys/fs/cgroup/cpu/cpu.idle /sys/fs/cgroup/cpu/cpu.cfs_burst_us",
+    );
+    cpu["mounts"] = s["mounts"].clone();
+    cpu["linux"]["resources"]["cpu"] = serde_json::json!({"idle": 1, "burst": 1000});
+    assert_eq!(run(&c, IDSHIFT, &cpu).ok().stdout, "1\n1000\n");
+    // unified on v1: refused by both.
+    let mut u = spec(&c, &rootfs, "true");
+    u["linux"]["resources"]["unified"] = serde_json::json!({"memory.high": "100000000"});
+    let ours = run(&c, IDSHIFT, &u);
+    let runc = run(&c, RUNC, &u);
+    assert!(!runc.success(), "{runc:?}");
+    assert!(
+        !ours.success() && ours.stderr.contains("linux.resources.unified"),
+        "{ours:?}"
+    );
+    // A hostname without a UTS namespace: refused by both.
+    let mut h = spec(&c, &rootfs, "hostname");
+    h["hostname"] = serde_json::json!("no-uts");
+    h["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces")
+        .retain(|n| n["type"] != "uts");
+    let ours = run(&c, IDSHIFT, &h);
+    let runc = run(&c, RUNC, &h);
+    assert!(!runc.success(), "{runc:?}");
+    assert!(
+        !ours.success() && ours.stderr.contains("hostname but has no UTS namespace"),
+        "{ours:?}"
+    );
+    // Refused by idshift, naming the field.
+    for (field, path, value) in [
+        (
+            "linux.intelRdt",
+            "/linux/intelRdt",
+            serde_json::json!({"closID": "x"}),
+        ),
+        (
+            "swappiness",
+            "/linux/resources/memory",
+            serde_json::json!({"swappiness": 101}),
+        ),
+        (
+            "memory.kernel",
+            "/linux/resources/memory",
+            serde_json::json!({"kernel": 1}),
+        ),
+    ] {
+        let mut r = spec(&c, &rootfs, "true");
+        let (parent, key) = path.rsplit_once('/').expect("path");
+        r.pointer_mut(parent).expect("parent")[key] = value;
+        let out = run(&c, IDSHIFT, &r);
+        assert!(
+            !out.success() && out.stderr.contains(field),
+            "{field}: {out:?}"
+        );
+    }
+    c.assert_no_leaks(Duration::from_secs(10));
+}
