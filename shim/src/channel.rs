@@ -32,6 +32,8 @@ pub enum ToInit {
     },
     /// Exec the workload now.
     Start,
+    /// The shim ran the prestart and createRuntime hooks.
+    HooksDone,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -47,6 +49,9 @@ pub struct ContainerInit {
     pub idmapped_mounts: Vec<usize>,
     /// The container's cgroup directories, for its `cgroup` mounts.
     pub cgroups: crate::mounts::CgroupView,
+    /// The container's state (status and pid filled in by each hook point).
+    #[serde(default)]
+    pub state: crate::hooks::State,
 }
 
 /// What the container's process reports.
@@ -54,6 +59,9 @@ pub struct ContainerInit {
 pub enum FromInit {
     /// The host pid of the process that will exec the workload.
     Pid(i32),
+    /// Mounts made, before pivot_root: the shim runs the prestart and
+    /// createRuntime hooks, then answers `HooksDone`.
+    RunHooks,
     /// Set up and waiting for `Start` (fd: the pty master with a terminal).
     Ready,
     /// Set-up or exec failed.

@@ -91,6 +91,10 @@ pub struct Container {
     pub role: PodRole,
     /// A sandbox's user namespace, for the service to keep for the pod.
     pub pod_userns: Option<PodUserns>,
+    /// The spec's hooks (poststart and poststop run from the shim).
+    pub hooks: Option<oci_spec::runtime::Hooks>,
+    /// The container's state for its hooks.
+    pub state: crate::hooks::State,
 }
 
 /// What Create was asked.
@@ -436,6 +440,7 @@ pub fn validate_spec(spec: &Spec) -> Result<(), String> {
     if let Some(p) = spec.process() {
         validate_process(p)?;
     }
+    crate::hooks::validate(spec.hooks().as_ref())?;
     let namespaces = spec
         .linux()
         .as_ref()
@@ -812,7 +817,20 @@ impl Container {
         let t = Instant::now();
         let (stdio, io) = ProcessIo::prepare(&req.uris, &req.id, &req.namespace)
             .map_err(|e| format!("setting up stdio: {e}"))?;
+        let hooks = spec.hooks().clone();
+        let state = crate::hooks::State::of(&spec, &req.id, &req.bundle);
+        let runtime_hooks = |pid: i32| {
+            let s = state.with("creating", pid);
+            for p in [
+                crate::hooks::Point::Prestart,
+                crate::hooks::Point::CreateRuntime,
+            ] {
+                crate::hooks::run_from_shim(p, &p.of(hooks.as_ref()), &s)?;
+            }
+            Ok(())
+        };
         let msg = ToInit::Container(Box::new(ContainerInit {
+            state: state.clone(),
             spec,
             rootfs_target: target,
             userns: ns.is_some(),
@@ -825,8 +843,18 @@ impl Container {
         }
         fds.push(built.mount.as_fd().as_raw_fd());
         fds.extend(idmapped_fds.iter().map(|f| f.as_raw_fd()));
-        let (mut init, pty) =
-            process::spawn_blocking("", &msg, &fds, stdio, req.uris.clone(), io, Some(&cgroup))?;
+        let (mut init, pty) = process::spawn_blocking(
+            "",
+            &msg,
+            &fds,
+            stdio,
+            req.uris.clone(),
+            io,
+            process::Setup {
+                cgroup: Some(&cgroup),
+                run_hooks: &runtime_hooks,
+            },
+        )?;
         undo.pid = Some(init.pid);
         // The init is in the cgroup already (killed with it); its pid too.
         persisted.pid = init.pid;
@@ -866,6 +894,8 @@ impl Container {
                 oom_reported: Default::default(),
                 role,
                 pod_userns,
+                hooks,
+                state,
             },
             report,
         ))

@@ -6,7 +6,7 @@
 //! processes take the same path into an existing container.
 
 use crate::channel::{Channel, ContainerInit, FromInit, ToInit};
-use crate::{mounts, seccomp, sys};
+use crate::{hooks, mounts, seccomp, sys};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::unistd::{chdir, pivot_root, Gid, Uid};
@@ -39,7 +39,7 @@ pub fn main() -> ! {
             },
             _,
         ))) => exec(&mut ch, pid, *process, seccomp.as_deref()),
-        Ok(Some((ToInit::Start, _))) => Err("Start before set-up".into()),
+        Ok(Some((ToInit::Start | ToInit::HooksDone, _))) => Err("Start before set-up".into()),
         Ok(None) => std::process::exit(1),
         Err(e) => Err(format!("reading the set-up message: {e}")),
     };
@@ -229,6 +229,30 @@ fn stage2(
         mounts::default_devices(&root)?;
     }
     drop(root_dir);
+    // Hooks before pivot_root: the shim's (prestart, createRuntime, in the
+    // host's namespaces), then createContainer here, in the container's
+    // mount namespace.
+    let hooks = spec.hooks().as_ref();
+    let runtime_hooks = [hooks::Point::Prestart, hooks::Point::CreateRuntime]
+        .iter()
+        .any(|p| !p.of(hooks).is_empty());
+    if runtime_hooks {
+        ch.send(&FromInit::RunHooks, &[])
+            .map_err(|e| format!("asking for the createRuntime hooks: {e}"))?;
+        match ch.recv::<ToInit>() {
+            Ok(Some((ToInit::HooksDone, _))) => {}
+            // The shim reported the hook's failure and gave up on us.
+            Ok(None) => std::process::exit(1),
+            Ok(Some(_)) => return Err("unexpected message while hooks ran".into()),
+            Err(e) => return Err(format!("waiting for the createRuntime hooks: {e}")),
+        }
+    }
+    let state = c.state.with("creating", std::process::id() as i32);
+    hooks::run_here(
+        hooks::Point::CreateContainer,
+        &hooks::Point::CreateContainer.of(hooks),
+        &state,
+    )?;
     chdir(target).map_err(|e| format!("chdir {}: {e}", target.display()))?;
     pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
@@ -286,7 +310,13 @@ fn stage2(
         .map_err(|e| format!("making the rootfs read-only: {e}"))?;
     }
     let process = spec.process().clone().ok_or("the spec has no process")?;
-    run(ch, &process, linux.seccomp().as_ref())
+    let start_hooks = hooks::Point::StartContainer.of(spec.hooks().as_ref());
+    run(
+        ch,
+        &process,
+        linux.seccomp().as_ref(),
+        Some((&start_hooks, &c.state)),
+    )
 }
 
 /// The namespace a sysctl belongs to, if it is one a container may set
@@ -361,8 +391,15 @@ fn set_personality(p: &oci_spec::runtime::LinuxPersonality) -> Result<()> {
     sys::set_personality(persona).map_err(|e| format!("personality({:?}): {e}", p.domain()))
 }
 
-/// Ready, wait for Start, then exec `process` (common to containers and execs).
-fn run(ch: &mut Channel, process: &Process, seccomp: Option<&LinuxSeccomp>) -> Result<()> {
+/// Ready, wait for Start, then exec `process` (common to containers and
+/// execs); a container's startContainer hooks run right before the exec,
+/// as its user (as runc runs them).
+fn run(
+    ch: &mut Channel,
+    process: &Process,
+    seccomp: Option<&LinuxSeccomp>,
+    start_hooks: Option<(&[oci_spec::runtime::Hook], &hooks::State)>,
+) -> Result<()> {
     let path = lookup(process)?;
     check_ids_mapped(process)?;
     // Checked before Ready: chdir happens at Start, whose failure would
@@ -418,6 +455,10 @@ fn run(ch: &mut Channel, process: &Process, seccomp: Option<&LinuxSeccomp>) -> R
         .collect();
     let path = CString::new(path.into_os_string().into_encoded_bytes())
         .map_err(|_| "the executable path contains a NUL byte".to_string())?;
+    if let Some((list, state)) = start_hooks {
+        let state = state.with("created", std::process::id() as i32);
+        hooks::run_here(hooks::Point::StartContainer, list, &state)?;
+    }
     if let (Some(f), seccomp::LoadAt::BeforeExec) = (&filter, load_at) {
         f.load().map_err(|e| e.to_string())?;
     }
@@ -755,7 +796,7 @@ fn exec(
             .map_err(|e| format!("joining the user namespace: {e}"))?;
         become_ns_root()?;
     }
-    fork_and_report(ch, |ch| run(ch, &process, seccomp))
+    fork_and_report(ch, |ch| run(ch, &process, seccomp, None))
 }
 
 #[cfg(test)]

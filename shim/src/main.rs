@@ -8,6 +8,7 @@ mod channel;
 mod config;
 mod container;
 mod faultpoint;
+mod hooks;
 mod init;
 mod logger;
 mod metrics;
@@ -87,6 +88,7 @@ fn main() -> ExitCode {
             }
         }
         Some("init") => init::main(),
+        Some("hooks") => hooks::helper_main(),
         Some("-info") => info(),
         Some("--help") | Some("-h") => {
             println!("{}", usage());
@@ -134,6 +136,7 @@ fn features() -> serde_json::Value {
     serde_json::json!({
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.1.0",
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
         "mountOptions": mounts::KNOWN_OPTIONS.as_slice(),
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],

@@ -134,6 +134,15 @@ pub fn start_blocking(mut ch: Channel) -> Result<(), String> {
 /// so that everything it forks (the container's init or the exec) starts
 /// there: accounted and limited from its first instruction, and rooted
 /// there if it makes a cgroup namespace.
+/// Where a new process goes and what runs at its hook point.
+pub struct Setup<'a> {
+    /// The cgroup it is moved into before it is told anything.
+    pub cgroup: Option<&'a Cgroup>,
+    /// The prestart and createRuntime hooks, given the process's pid, run
+    /// when a container's init asks (its mounts made, before pivot_root).
+    pub run_hooks: &'a dyn Fn(i32) -> Result<(), String>,
+}
+
 pub fn spawn_blocking(
     exec_id: &str,
     msg: &ToInit,
@@ -141,8 +150,9 @@ pub fn spawn_blocking(
     stdio: ChildStdio,
     uris: StdioUris,
     io: ProcessIo,
-    cgroup: Option<&Cgroup>,
+    setup: Setup<'_>,
 ) -> Result<(Process, Option<OwnedFd>), String> {
+    let Setup { cgroup, run_hooks } = setup;
     let (mut ch, child_end) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
     let exe = std::env::current_exe().map_err(|e| format!("finding the shim binary: {e}"))?;
     let mut cmd = std::process::Command::new(exe);
@@ -182,7 +192,15 @@ pub fn spawn_blocking(
         Ok(None) => return Err(died("forked")),
         Err(e) => return Err(format!("reading the init's pid: {e}")),
     };
-    let pty = match ch.recv::<FromInit>() {
+    let mut ready = ch.recv::<FromInit>();
+    if let Ok(Some((FromInit::RunHooks, _))) = ready {
+        // On failure, dropping `ch` makes the waiting process exit.
+        run_hooks(pid)?;
+        ch.send(&ToInit::HooksDone, &[])
+            .map_err(|e| format!("resuming the init after the hooks: {e}"))?;
+        ready = ch.recv::<FromInit>();
+    }
+    let pty = match ready {
         Ok(Some((FromInit::Ready, mut fds))) => fds.pop(),
         Ok(Some((FromInit::Error(e), _))) => return Err(e),
         Ok(Some((m, _))) => return Err(format!("unexpected message {m:?}")),
@@ -193,7 +211,7 @@ pub fn spawn_blocking(
     let process = match msg {
         ToInit::Container(c) => c.spec.process().as_ref(),
         ToInit::Exec { process, .. } => Some(process.as_ref()),
-        ToInit::Start => None,
+        ToInit::Start | ToInit::HooksDone => None,
     };
     if let Some(p) = process {
         apply_rlimits(pid, p)?;

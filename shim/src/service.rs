@@ -504,16 +504,43 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtResult<api::StartResponse> {
-        let (ch, pid) = {
+        let (ch, pid, poststart) = {
             let mut cs = self.inner.containers.lock().await;
             let c = get(&mut cs, &req.id)?;
+            let poststart = req.exec_id.is_empty().then(|| {
+                (
+                    crate::hooks::Point::Poststart.of(c.hooks.as_ref()),
+                    c.state.clone(),
+                    c.cgroup.clone(),
+                )
+            });
             let p = process(c, &req.exec_id)?;
             process::transition(p.state, Event::Start).map_err(precondition)?;
-            (p.take_channel().map_err(precondition)?, p.pid)
+            (p.take_channel().map_err(precondition)?, p.pid, poststart)
         };
-        let started = tokio::task::spawn_blocking(move || process::start_blocking(ch))
-            .await
-            .map_err(|e| status(Code::INTERNAL, format!("start panicked: {e}")))?;
+        let started = tokio::task::spawn_blocking(move || {
+            process::start_blocking(ch)?;
+            // poststart: the workload runs; a failing hook kills the
+            // container (as runc does) and fails Start.
+            if let Some((hooks, state, cgroup)) = poststart {
+                let state = state.with("running", pid);
+                if let Err(e) =
+                    crate::hooks::run_from_shim(crate::hooks::Point::Poststart, &hooks, &state)
+                {
+                    if let Some(cg) = &cgroup {
+                        let _ = cg.kill_all(libc::SIGKILL);
+                    }
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    return Err(e);
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| status(Code::INTERNAL, format!("start panicked: {e}")))?;
         if let Err(e) = started {
             return Err(status(
                 Code::FAILED_PRECONDITION,
@@ -696,7 +723,10 @@ impl Task for TaskService {
                 stdio,
                 uris.clone(),
                 io,
-                cgroup.as_ref(),
+                process::Setup {
+                    cgroup: cgroup.as_ref(),
+                    run_hooks: &|_| Ok(()),
+                },
             )?;
             if let Some(m) = pty {
                 p.io.attach_pty(&uris, m)
@@ -849,6 +879,14 @@ impl Task for TaskService {
                 crate::faultpoint::pause("delete", run_root, &c.id);
             }
             c.cleanup();
+            // poststop: after the container is gone; a failure is logged.
+            let poststop = crate::hooks::Point::Poststop.of(c.hooks.as_ref());
+            let state = c.state.with("stopped", 0);
+            if let Err(e) =
+                crate::hooks::run_from_shim(crate::hooks::Point::Poststop, &poststop, &state)
+            {
+                log::warn!("container {}: {e}", c.id);
+            }
         })
         .await
         .map_err(|e| status(Code::INTERNAL, format!("cleanup panicked: {e}")))?;

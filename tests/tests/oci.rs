@@ -275,7 +275,8 @@ fn pids_limit_and_live_memory_update() {
     if Path::new("/sys/fs/cgroup/memory").is_dir() {
         assert_eq!(read(), (96u64 << 20).to_string());
     }
-    c.kill_and_remove(NS, &[&id]).expect("remove");
+    c.ctr(NS, &["task", "delete", &id]).ok();
+    let _ = c.ctr(NS, &["container", "delete", &id]);
     c.assert_no_leaks(Duration::from_secs(10));
 }
 
@@ -567,5 +568,151 @@ fn resources_and_refusals_match_runc() {
             "{field}: {out:?}"
         );
     }
+    c.assert_no_leaks(Duration::from_secs(10));
+}
+
+/// Every hook point, each hook writing the state it received (and its
+/// argv[0] and env) to a marker file: the same hooks run, in the same
+/// order, with the same statuses and state keys, under idshift and runc.
+/// createContainer runs before pivot_root (host paths), startContainer
+/// after it (the container's paths, through a bind mount). A failing
+/// createRuntime hook fails create with its stderr and leaves nothing; a
+/// failing poststart kills the container.
+#[test]
+fn hooks_run_as_under_runc() {
+    let c = Containerd::start("").expect("start containerd");
+    let rootfs = busybox_rootfs(c.base(), &APPLETS).expect("busybox rootfs");
+    let host = "/bin/sh";
+    let mut markers = std::collections::BTreeMap::new();
+    for runtime in [IDSHIFT, RUNC] {
+        let out_dir = c.base().join(unique("hooks"));
+        std::fs::create_dir(&out_dir).expect("mkdir");
+        std::fs::set_permissions(&out_dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let hook = |point: &str, dir: &Path, path: &str| {
+            serde_json::json!({
+                "path": path,
+                "args": ["sh", "-c",
+                    format!("n=$(ls {d} | wc -l); cat > {d}/$n-{point}; echo \" $0 $HOOK_ENV\" >> {d}/$n-{point}",
+                        d = dir.display())],
+                "env": [format!("HOOK_ENV={point}-env")],
+                "timeout": 20,
+            })
+        };
+        let mut s = spec(&c, &rootfs, "echo ran");
+        s["mounts"].as_array_mut().expect("mounts").push(serde_json::json!({
+            "destination": "/hookout", "type": "bind", "source": out_dir, "options": ["rbind", "rw"],
+        }));
+        s["annotations"] = serde_json::json!({"test.hooks": "yes"});
+        s["hooks"] = serde_json::json!({
+            "prestart": [hook("prestart", &out_dir, host)],
+            "createRuntime": [hook("createRuntime", &out_dir, host)],
+            "createContainer": [hook("createContainer", &out_dir, host)],
+            "startContainer": [hook("startContainer", Path::new("/hookout"), "/bin/sh")],
+            "poststart": [hook("poststart", &out_dir, host)],
+            "poststop": [hook("poststop", &out_dir, host)],
+        });
+        let out = run(&c, runtime, &s);
+        assert_eq!(out.ok().stdout, "ran\n", "{runtime}");
+        // poststop ran before delete returned; read what each hook saw.
+        let mut files: Vec<_> = std::fs::read_dir(&out_dir)
+            .expect("markers")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        files.sort_by_key(|f| f.split('-').next().and_then(|n| n.parse::<u32>().ok()));
+        let mut seen = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(out_dir.join(&f)).expect("marker");
+            let (json, tail) =
+                text.rsplit_once(' ')
+                    .map(|(a, _)| a)
+                    .map_or((text.as_str(), ""), |j| {
+                        let i = j.rfind('}').map_or(j.len(), |i| i + 1);
+                        (&text[..i], &text[i..])
+                    });
+            let state: serde_json::Value =
+                serde_json::from_str(json).unwrap_or_else(|e| panic!("{runtime} {f}: {e}: {text}"));
+            let mut keys: Vec<&String> = state.as_object().expect("object").keys().collect();
+            keys.sort();
+            seen.push(format!(
+                "{f} status={} keys={keys:?} annotations={} pid>0={} tail={}",
+                state["status"],
+                state["annotations"],
+                state["pid"].as_i64().is_some_and(|p| p > 0),
+                tail.trim()
+            ));
+        }
+        markers.insert(runtime, seen);
+    }
+    let (ours, runc) = (&markers[IDSHIFT], &markers[RUNC]);
+    eprintln!("idshift: {ours:#?}\nrunc: {runc:#?}");
+    // The order and statuses the runtime spec defines: runc 1.1 runs
+    // poststart while the init runs startContainer (either may come first)
+    // and shows it the status "created"; idshift runs it once the workload
+    // runs, with "running" (README).
+    let order: Vec<&str> = ours
+        .iter()
+        .map(|l| l.split(' ').next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "0-prestart",
+            "1-createRuntime",
+            "2-createContainer",
+            "3-startContainer",
+            "4-poststart",
+            "5-poststop"
+        ]
+    );
+    assert!(ours[4].contains("status=\"running\""), "{}", ours[4]);
+    let normal = |v: &Vec<String>| {
+        let mut v: Vec<String> = v
+            .iter()
+            .map(|l| {
+                l.split_once('-').map_or(l.as_str(), |(_, r)| r).replace(
+                    "poststart status=\"running\"",
+                    "poststart status=\"created\"",
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        normal(ours),
+        normal(runc),
+        "hooks under idshift (left) and runc (right)"
+    );
+    // A failing createRuntime hook: create fails with its stderr, nothing
+    // is left.
+    let mut bad = spec(&c, &rootfs, "true");
+    bad["hooks"] = serde_json::json!({"createRuntime": [{
+        "path": "/bin/sh", "args": ["sh", "-c", "echo hook-says-no >&2; exit 3"],
+    }]});
+    let out = run(&c, IDSHIFT, &bad);
+    assert!(
+        !out.success()
+            && out.stderr.contains("hook-says-no")
+            && out.stderr.contains("createRuntime"),
+        "{out:?}"
+    );
+    // A failing poststart hook kills the container.
+    let mut ps = spec(&c, &rootfs, "sleep 1000");
+    ps["hooks"] = serde_json::json!({"poststart": [{
+        "path": "/bin/sh", "args": ["sh", "-c", "echo poststart-fails >&2; exit 1"],
+    }]});
+    let (id, out) = c.run_spec(NS, IDSHIFT, "o", &ps);
+    assert!(
+        !out.success() && out.stderr.contains("poststart-fails"),
+        "{out:?}"
+    );
+    assert!(
+        idshift_tests::processes_matching("sleep 1000").is_empty(),
+        "the container was not killed"
+    );
+    // ctr leaves the failed task behind: delete it.
+    c.ctr(NS, &["task", "delete", &id]).ok();
+    let _ = c.ctr(NS, &["container", "delete", &id]);
     c.assert_no_leaks(Duration::from_secs(10));
 }
