@@ -97,6 +97,7 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
     // directories, e.g. CRI's /etc/hosts and /dev/shm, are mode 0700).
     let spec_mounts = c.spec.mounts().clone().unwrap_or_default();
     let mut premade = mounts::clone_bind_sources(&spec_mounts, &c.idmapped_mounts)?;
+    let devices = mounts::clone_devices(linux.devices().as_deref().unwrap_or_default())?;
     for (i, tree) in c.idmapped_mounts.iter().zip(idmapped) {
         if let Some(slot) = premade.get_mut(*i) {
             *slot = Some(mounts::Premade::Idmapped(tree));
@@ -130,7 +131,7 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
     if flags.contains(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)) {
         set_time_offsets(&linux)?;
     }
-    fork_and_report(ch, |ch| stage2(ch, &c, rootfs_fd, premade))
+    fork_and_report(ch, |ch| stage2(ch, &c, rootfs_fd, premade, devices))
 }
 
 /// `linux.timeOffsets`, written for the new time namespace before its
@@ -190,6 +191,7 @@ fn stage2(
     c: &ContainerInit,
     rootfs_fd: OwnedFd,
     mut premade: Vec<Option<mounts::Premade>>,
+    devices: Vec<Option<OwnedFd>>,
 ) -> Result<()> {
     let spec = &c.spec;
     let target = &c.rootfs_target;
@@ -228,6 +230,11 @@ fn stage2(
     if dev_tmpfs {
         mounts::default_devices(&root)?;
     }
+    mounts::make_devices(
+        &root,
+        linux.devices().as_deref().unwrap_or_default(),
+        devices,
+    )?;
     drop(root_dir);
     // Hooks before pivot_root: the shim's (prestart, createRuntime, in the
     // host's namespaces), then createContainer here, in the container's

@@ -818,6 +818,144 @@ pub fn default_devices(root: &Root<'_>) -> Result<()> {
     Ok(())
 }
 
+/// `linux.devices`: a detached clone of each character or block device's
+/// host node (a user namespace cannot mknod: the host's node is bound, as
+/// runc binds it in a user namespace), taken with the host's privileges
+/// before the user namespace is joined; `None` for a fifo (made inside).
+/// The host node must be the device the spec names.
+pub fn clone_devices(devices: &[oci_spec::runtime::LinuxDevice]) -> Result<Vec<Option<OwnedFd>>> {
+    use oci_spec::runtime::LinuxDeviceType as T;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let path = d.path();
+            let field = format!("linux.devices[{i}] {}", path.display());
+            if !path.is_absolute() {
+                return Err(format!("{field}: the path is not absolute"));
+            }
+            let want_block = match d.typ() {
+                T::C | T::U => false,
+                T::B => true,
+                T::P => return Ok(None),
+                T::A => return Err(format!("{field}: type \"a\" is not a device type")),
+            };
+            let is_it = |p: &Path| {
+                fs::symlink_metadata(p).is_ok_and(|md| {
+                    let ft = md.file_type();
+                    let kind = if want_block {
+                        ft.is_block_device()
+                    } else {
+                        ft.is_char_device()
+                    };
+                    let rdev = md.rdev();
+                    kind && (
+                        i64::from(rustix::fs::major(rdev)),
+                        i64::from(rustix::fs::minor(rdev)),
+                    ) == (d.major(), d.minor())
+                })
+            };
+            // The host's node at the same path, else the host's node of that
+            // device anywhere in /dev (one level down).
+            let host = if is_it(path) {
+                path.to_path_buf()
+            } else {
+                find_host_node(&is_it).ok_or_else(|| {
+                    format!(
+                        "{field}: the host has no {} device {}:{} node to bind (a user namespace cannot mknod)",
+                        if want_block { "block" } else { "character" },
+                        d.major(),
+                        d.minor()
+                    )
+                })?
+            };
+            rustix::mount::open_tree(
+                rustix::fs::CWD,
+                &host,
+                rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+                    | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
+            )
+            .map(Some)
+            .map_err(|e| format!("{field}: cloning the host's node: {e}"))
+        })
+        .collect()
+}
+
+/// A node of the host's /dev (or a directory right under it) `is_it` accepts.
+fn find_host_node(is_it: &dyn Fn(&Path) -> bool) -> Option<PathBuf> {
+    let entries = |dir: &Path| -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .map(|r| r.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let top = entries(Path::new("/dev"));
+    if let Some(p) = top.iter().find(|p| is_it(p)) {
+        return Some(p.clone());
+    }
+    top.iter()
+        .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()))
+        .flat_map(|d| entries(d))
+        .find(|p| is_it(p))
+}
+
+/// Puts each `linux.devices` node at its path in the rootfs: the host's
+/// node bound (its mode and owner are the host's), or a fifo made with the
+/// spec's mode.
+pub fn make_devices(
+    root: &Root<'_>,
+    devices: &[oci_spec::runtime::LinuxDevice],
+    trees: Vec<Option<OwnedFd>>,
+) -> Result<()> {
+    for (d, tree) in devices.iter().zip(trees) {
+        let dest = d.path();
+        match tree {
+            Some(tree) => {
+                let target = root.open(dest, Some(Kind::File))?;
+                rustix::mount::move_mount(
+                    tree.as_fd(),
+                    "",
+                    target.as_fd(),
+                    "",
+                    rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH
+                        | rustix::mount::MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+                )
+                .map_err(|e| format!("binding the device {}: {e}", dest.display()))?;
+            }
+            None => {
+                let name = dest
+                    .file_name()
+                    .ok_or_else(|| format!("linux.devices {}: no file name", dest.display()))?;
+                let parent = root.open(dest.parent().unwrap_or(Path::new("/")), Some(Kind::Dir))?;
+                let mode = Mode::from_raw_mode(d.file_mode().unwrap_or(0o666) & 0o7777);
+                match rustix::fs::mknodat(&parent, name, rustix::fs::FileType::Fifo, mode, 0) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(format!("making the fifo {}: {e}", dest.display())),
+                }
+                // The mode as given, whatever the umask.
+                let fifo = rustix::fs::openat(
+                    &parent,
+                    name,
+                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| format!("opening the fifo {}: {e}", dest.display()))?;
+                rustix::fs::chmod(fd_path(&fifo), mode)
+                    .map_err(|e| format!("chmod of the fifo {}: {e}", dest.display()))?;
+                if d.uid().is_some() || d.gid().is_some() {
+                    rustix::fs::chown(
+                        fd_path(&fifo),
+                        d.uid().map(rustix::fs::Uid::from_raw),
+                        d.gid().map(rustix::fs::Gid::from_raw),
+                    )
+                    .map_err(|e| format!("chown of the fifo {}: {e}", dest.display()))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Masks `p` (after pivot_root): an empty read-only tmpfs over a
 /// directory, /dev/null over anything else. A missing path is fine.
 pub fn mask_path(p: &Path) -> Result<()> {

@@ -716,3 +716,47 @@ fn hooks_run_as_under_runc() {
     let _ = c.ctr(NS, &["container", "delete", &id]);
     c.assert_no_leaks(Duration::from_secs(10));
 }
+
+/// `linux.devices` as `ctr run --device` gives them (the node and its
+/// cgroup rule): the host's node appears at its path with its type, numbers
+/// and mode (bound from the host: a user namespace cannot mknod), and is
+/// usable as under runc. A device the host lacks fails create, naming it.
+#[test]
+fn devices_match_runc() {
+    let c = Containerd::start("").expect("start containerd");
+    let rootfs = busybox_rootfs(c.base(), &APPLETS).expect("busybox rootfs");
+    let script = "stat -c '%F %t:%T %a' /dev/fuse /dev/extra/full; \
+        echo x > /dev/extra/full; echo full=$?; head -c 3 /dev/extra/full | wc -c";
+    let mut s = spec(&c, &rootfs, script);
+    s["linux"]["devices"] = serde_json::json!([
+        {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o600, "uid": 0, "gid": 0},
+        {"path": "/dev/extra/full", "type": "c", "major": 1, "minor": 7, "fileMode": 0o666, "uid": 0, "gid": 0},
+    ]);
+    let rules = s["linux"]["resources"]["devices"]
+        .as_array_mut()
+        .expect("ctr's device rules");
+    for (major, minor) in [(10, 229), (1, 7)] {
+        rules.push(serde_json::json!({"allow": true, "type": "c", "major": major, "minor": minor, "access": "rwm"}));
+    }
+    let host_fuse = std::fs::metadata("/dev/fuse").map(|m| m.permissions().mode() & 0o777);
+    let out = same_under_both(&c, &s);
+    let text = out.ok().stdout.clone();
+    assert!(
+        text.starts_with(&format!(
+            "character special file a:e5 {:o}\ncharacter special file 1:7 666\n",
+            host_fuse.expect("/dev/fuse on the host")
+        )),
+        "{text}"
+    );
+    assert!(text.contains("full=1\n3\n"), "{text}");
+    let mut bad = spec(&c, &rootfs, "true");
+    bad["linux"]["devices"] = serde_json::json!([
+        {"path": "/dev/no-such-device-here", "type": "c", "major": 10, "minor": 4242},
+    ]);
+    let out = run(&c, IDSHIFT, &bad);
+    assert!(
+        !out.success() && out.stderr.contains("linux.devices[0] /dev/no-such-device-here: the host has no character device 10:4242"),
+        "{out:?}"
+    );
+    c.assert_no_leaks(Duration::from_secs(10));
+}
