@@ -166,9 +166,7 @@ pub fn spawn_blocking(
         crate::sys::dup2_raw(child_fd, crate::init::CHANNEL_FD)
     });
     // The helper exits once it has forked; the shim's reaper collects it.
-    let helper = cmd
-        .spawn()
-        .map_err(|e| format!("starting the container init: {e}"))?;
+    let helper = spawn_reaped(&mut cmd).map_err(|e| format!("starting the container init: {e}"))?;
     drop(child_end);
     if let Some(cg) = cgroup {
         let pid = i32::try_from(helper.id()).map_err(|e| format!("helper pid: {e}"))?;
@@ -231,6 +229,18 @@ pub fn spawn_blocking(
     ))
 }
 
+/// `Command::spawn` for a process whose exit the shim's reaper collects.
+/// When the exec of a child with a `pre_exec` hook fails, std waits for the
+/// child and panics ("wait() should either return Ok or panic") if someone
+/// else reaped it first, as the shim's reaper may: that is an error here.
+pub fn spawn_reaped(cmd: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cmd.spawn())).unwrap_or_else(|_| {
+        Err(std::io::Error::other(
+            "its exec failed (and the child was reaped before it could be waited for)",
+        ))
+    })
+}
+
 /// `process.rlimits`, set on the ready process by the shim (host root), as
 /// runc's parent does: inside its user namespace the process could not
 /// raise a hard limit. A failure fails Create (or Exec), naming the rlimit.
@@ -291,6 +301,41 @@ fn rlimit_resource(name: &str) -> Option<rustix::process::Resource> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failed exec whose child a reaper collects before std waits for it:
+    /// an error, never a panic. Run in a child process of the test binary
+    /// (its reaper thread would steal other tests' children).
+    #[test]
+    fn a_failed_exec_reaped_elsewhere_is_an_error() {
+        if std::env::var_os("IDSHIFT_REAPER_TEST").is_some() {
+            std::thread::spawn(|| loop {
+                let _ = nix::sys::wait::waitpid(None, None);
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            });
+            for _ in 0..200 {
+                let mut cmd = std::process::Command::new("/nonexistent/idshift-test-binary");
+                crate::sys::pre_exec(&mut cmd, || Ok(()));
+                assert!(spawn_reaped(&mut cmd).is_err());
+            }
+            return;
+        }
+        let exe = std::env::current_exe().expect("test binary");
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "process::tests::a_failed_exec_reaped_elsewhere_is_an_error",
+                "--nocapture",
+            ])
+            .env("IDSHIFT_REAPER_TEST", "1")
+            .output()
+            .expect("run the test in a child");
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     /// rlimits land on the target process (read back from /proc/PID/limits);
     /// one the kernel refuses (NOFILE above nr_open) is named with its
