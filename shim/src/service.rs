@@ -392,6 +392,17 @@ impl Task for TaskService {
             ));
         }
         let config = self.config(&req.options).await?;
+        // `shim delete` (after a crash) gets no runtime options: it finds
+        // the config this container was made with in its bundle.
+        if let Some(p) = self.inner.config_path.lock().await.clone() {
+            let file = std::path::Path::new(&req.bundle).join(crate::config::CONFIG_PATH_FILE);
+            std::fs::write(&file, p.as_os_str().as_encoded_bytes()).map_err(|e| {
+                status(
+                    Code::INTERNAL,
+                    format!("recording the config path in {}: {e}", file.display()),
+                )
+            })?;
+        }
         // A container of a CRI pod joins the user namespace its sandbox made.
         let role = crate::container::read_spec(std::path::Path::new(&req.bundle))
             .map(|spec| crate::container::pod_role(&req.id, &spec))
