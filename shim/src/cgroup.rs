@@ -2122,6 +2122,34 @@ mod tests {
             assert!(e.to_string().contains("pids.max"), "{e}");
         }
         cg.apply(&Resources::default()).expect("nothing to apply");
+        // unified: a file of the container's own cgroup, written as given.
+        cg.apply(&Resources {
+            unified: vec![("cgroup.max.descendants".into(), "5".into())],
+            ..Default::default()
+        })
+        .expect("unified");
+        assert_eq!(read_trim(&dir.join("cgroup.max.descendants")), "5");
+        for (key, want) in [
+            ("../cgroup.max.descendants", "not a cgroup file"),
+            ("cgroup.procs", "not a cgroup file"),
+            ("nosuch.file", "does not exist"),
+        ] {
+            let e = cg
+                .apply(&Resources {
+                    unified: vec![(key.into(), "1".into())],
+                    ..Default::default()
+                })
+                .expect_err(key);
+            assert!(e.to_string().contains(want), "{key}: {e}");
+        }
+        // v1-only fields are refused on v2, naming the field.
+        let e = cg
+            .apply(&Resources {
+                memory_swappiness: Some(10),
+                ..Default::default()
+            })
+            .expect_err("swappiness on v2");
+        assert!(e.to_string().contains("memory.swappiness"), "{e}");
         let s = cg.stats().expect("stats");
         if !available.split_whitespace().any(|c| c == "memory") {
             assert_eq!(s.memory_usage, 0);

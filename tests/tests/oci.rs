@@ -275,8 +275,7 @@ fn pids_limit_and_live_memory_update() {
     if Path::new("/sys/fs/cgroup/memory").is_dir() {
         assert_eq!(read(), (96u64 << 20).to_string());
     }
-    c.ctr(NS, &["task", "delete", &id]).ok();
-    let _ = c.ctr(NS, &["container", "delete", &id]);
+    c.kill_and_remove(NS, &[&id]).expect("remove");
     c.assert_no_leaks(Duration::from_secs(10));
 }
 
@@ -698,7 +697,7 @@ fn hooks_run_as_under_runc() {
         "{out:?}"
     );
     // A failing poststart hook kills the container.
-    let mut ps = spec(&c, &rootfs, "sleep 1000");
+    let mut ps = spec(&c, &rootfs, "sleep 987654");
     ps["hooks"] = serde_json::json!({"poststart": [{
         "path": "/bin/sh", "args": ["sh", "-c", "echo poststart-fails >&2; exit 1"],
     }]});
@@ -707,12 +706,16 @@ fn hooks_run_as_under_runc() {
         !out.success() && out.stderr.contains("poststart-fails"),
         "{out:?}"
     );
-    assert!(
-        idshift_tests::processes_matching("sleep 1000").is_empty(),
-        "the container was not killed"
-    );
-    // ctr leaves the failed task behind: delete it.
-    c.ctr(NS, &["task", "delete", &id]).ok();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !idshift_tests::processes_matching("sleep 987654").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container was not killed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // ctr may leave the failed task behind (or have removed it): delete it.
+    let _ = c.ctr(NS, &["task", "delete", &id]);
     let _ = c.ctr(NS, &["container", "delete", &id]);
     c.assert_no_leaks(Duration::from_secs(10));
 }
