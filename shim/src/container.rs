@@ -335,7 +335,13 @@ pub fn refuse_unsupported(spec: &Spec) -> Result<(), String> {
             .flatten()
             .any(|n| n.typ() == t && n.path().is_none())
     };
-    // As runc: the names are set in a UTS namespace of the container's own.
+    // As runc: the names are set in a UTS namespace of the container's (new,
+    // or joined by path as a CRI pod's containers join their sandbox's).
+    let uts = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|n| n.typ() == LinuxNamespaceType::Uts);
     for (field, set) in [
         (
             "hostname",
@@ -346,9 +352,9 @@ pub fn refuse_unsupported(spec: &Spec) -> Result<(), String> {
             spec.domainname().as_ref().is_some_and(|h| !h.is_empty()),
         ),
     ] {
-        if set && !own(LinuxNamespaceType::Uts) {
+        if set && !uts {
             return Err(format!(
-                "the spec sets {field} but has no UTS namespace of its own (linux.namespaces has no \"uts\" without a path)"
+                "the spec sets {field} but has no UTS namespace of its own (linux.namespaces has no \"uts\")"
             ));
         }
     }
@@ -1139,6 +1145,13 @@ mod tests {
         // hostname without a UTS namespace of its own.
         let mut h = base;
         h["hostname"] = serde_json::json!("h");
+        assert_eq!(
+            refuse_unsupported(&spec_from(h.clone()).expect("spec")),
+            Ok(())
+        );
+        // A joined UTS namespace (a CRI pod's container) is one, as in runc.
+        h["linux"]["namespaces"] =
+            serde_json::json!([{"type": "mount"}, {"type": "uts", "path": "/proc/1/ns/uts"}]);
         assert_eq!(
             refuse_unsupported(&spec_from(h.clone()).expect("spec")),
             Ok(())

@@ -291,11 +291,18 @@ fn stage2(
     for p in linux.readonly_paths().clone().unwrap_or_default() {
         mounts::readonly_path(Path::new(&p))?;
     }
-    if own(LinuxNamespaceType::Uts) {
-        if let Some(h) = spec.hostname() {
+    // In the container's UTS namespace, new or joined (as runc).
+    if linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|n| n.typ() == LinuxNamespaceType::Uts)
+    {
+        // An empty name leaves the namespace's (a pod's, when joined) alone.
+        if let Some(h) = spec.hostname().as_ref().filter(|h| !h.is_empty()) {
             nix::unistd::sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
         }
-        if let Some(d) = spec.domainname() {
+        if let Some(d) = spec.domainname().as_ref().filter(|d| !d.is_empty()) {
             sys::set_domainname(d).map_err(|e| format!("setdomainname {d:?}: {e}"))?;
         }
     }
