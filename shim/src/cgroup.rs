@@ -216,6 +216,96 @@ pub struct Resources {
     pub hugetlb: Vec<(String, u64)>,
     /// The device allow-list, in order (`linux.resources.devices`).
     pub devices: Vec<DeviceRule>,
+    /// `memory.swappiness` (0..=100; cgroup v1 only).
+    pub memory_swappiness: Option<u64>,
+    /// `memory.disableOOMKiller` true (cgroup v1's `memory.oom_control`).
+    pub disable_oom_killer: bool,
+    /// `cpu.idle` (0 or 1).
+    pub cpu_idle: Option<i64>,
+    /// `cpu.burst`, microseconds.
+    pub cpu_burst: Option<u64>,
+    /// `cpu.realtimeRuntime`/`realtimePeriod`, microseconds (cgroup v1 only).
+    pub cpu_rt_runtime: Option<i64>,
+    pub cpu_rt_period: Option<u64>,
+    /// `blockIO.weightDevice`: major, minor, weight (10..=1000).
+    pub blkio_weight_device: Vec<(i64, i64, u16)>,
+    /// `blockIO.throttle*Device`.
+    pub blkio_throttle: Vec<Throttle>,
+    /// `rdma`: device, hca_handle, hca_object limits.
+    pub rdma: Vec<(String, Option<u32>, Option<u32>)>,
+    /// `network.classID` (cgroup v1's net_cls only).
+    pub net_class_id: Option<u32>,
+    /// `network.priorities` (cgroup v1's net_prio only): interface, priority.
+    pub net_priorities: Vec<(String, u32)>,
+    /// `unified`: cgroup v2 files and values, written as given (v2 only).
+    pub unified: Vec<(String, String)>,
+}
+
+/// What a `blockIO.throttle*Device` entry limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThrottleKind {
+    ReadBps,
+    WriteBps,
+    ReadIops,
+    WriteIops,
+}
+
+/// One `blockIO.throttle*Device` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Throttle {
+    pub kind: ThrottleKind,
+    pub major: i64,
+    pub minor: i64,
+    /// 0 removes the limit.
+    pub rate: u64,
+}
+
+impl Throttle {
+    /// v1's file (`blkio.throttle.read_bps_device`) and line.
+    fn v1(&self) -> (&'static str, String) {
+        let file = match self.kind {
+            ThrottleKind::ReadBps => "blkio.throttle.read_bps_device",
+            ThrottleKind::WriteBps => "blkio.throttle.write_bps_device",
+            ThrottleKind::ReadIops => "blkio.throttle.read_iops_device",
+            ThrottleKind::WriteIops => "blkio.throttle.write_iops_device",
+        };
+        (file, format!("{}:{} {}", self.major, self.minor, self.rate))
+    }
+
+    /// v2's `io.max` line (`8:0 rbps=1048576`; 0 is `max`).
+    fn v2(&self) -> String {
+        let key = match self.kind {
+            ThrottleKind::ReadBps => "rbps",
+            ThrottleKind::WriteBps => "wbps",
+            ThrottleKind::ReadIops => "riops",
+            ThrottleKind::WriteIops => "wiops",
+        };
+        let rate = if self.rate == 0 {
+            "max".to_string()
+        } else {
+            self.rate.to_string()
+        };
+        format!("{}:{} {key}={rate}", self.major, self.minor)
+    }
+}
+
+/// A `unified` key must name a file of the container's own cgroup
+/// directory (`memory.high`), never a path.
+fn check_unified_key(key: &str) -> Result<()> {
+    let ok = !key.is_empty()
+        && !key.contains('/')
+        && !key.starts_with('.')
+        && key.contains('.')
+        && key != "cgroup.procs"
+        && key != "cgroup.threads"
+        && key != "cgroup.subtree_control";
+    if ok {
+        Ok(())
+    } else {
+        Err(CgroupError::Invalid(format!(
+            "linux.resources.unified key {key:?} is not a cgroup file the container may set"
+        )))
+    }
 }
 
 /// One `linux.resources.devices` rule.
@@ -957,6 +1047,23 @@ impl Cgroup {
             let max = if v <= 0 { "max".into() } else { v.to_string() };
             self.set("pids", "pids.max", &max)?;
         }
+        if let Some(v) = r.cpu_idle {
+            self.set("cpu", "cpu.idle", &v.to_string())?;
+        }
+        for (dev, handles, objects) in &r.rdma {
+            if dev.is_empty() || dev.contains(char::is_whitespace) {
+                return Err(CgroupError::Invalid(format!(
+                    "linux.resources.rdma device {dev:?} is not a device name"
+                )));
+            }
+            let mut line = dev.clone();
+            for (k, v) in [("hca_handle", handles), ("hca_object", objects)] {
+                if let Some(v) = v {
+                    line.push_str(&format!(" {k}={v}"));
+                }
+            }
+            self.set("rdma", "rdma.max", &line)?;
+        }
         Ok(())
     }
 
@@ -1042,6 +1149,46 @@ impl Cgroup {
                 ),
             }
         }
+        for (major, minor, w) in &r.blkio_weight_device {
+            let f = self.file("blkio", "blkio.weight_device")?;
+            let f = if f.exists() {
+                f
+            } else {
+                f.with_file_name("blkio.bfq.weight_device")
+            };
+            write(&f, &format!("{major}:{minor} {w}"))?;
+        }
+        for t in &r.blkio_throttle {
+            let (file, line) = t.v1();
+            self.set("blkio", file, &line)?;
+        }
+        if let Some(v) = r.memory_swappiness {
+            self.set("memory", "memory.swappiness", &v.to_string())?;
+        }
+        if r.disable_oom_killer {
+            self.set("memory", "memory.oom_control", "1")?;
+        }
+        if let Some(v) = r.cpu_burst {
+            self.set("cpu", "cpu.cfs_burst_us", &v.to_string())?;
+        }
+        // The period first: the runtime must fit in it.
+        if let Some(v) = r.cpu_rt_period.filter(|v| *v != 0) {
+            self.set("cpu", "cpu.rt_period_us", &v.to_string())?;
+        }
+        if let Some(v) = r.cpu_rt_runtime.filter(|v| *v != 0) {
+            self.set("cpu", "cpu.rt_runtime_us", &v.to_string())?;
+        }
+        if let Some(v) = r.net_class_id {
+            self.set("net_cls", "net_cls.classid", &v.to_string())?;
+        }
+        for (iface, prio) in &r.net_priorities {
+            self.set("net_prio", "net_prio.ifpriomap", &format!("{iface} {prio}"))?;
+        }
+        if !r.unified.is_empty() {
+            return Err(CgroupError::Unsupported(
+                "linux.resources.unified needs a cgroup v2 host (this one is v1)".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -1094,6 +1241,55 @@ impl Cgroup {
             } else {
                 write(&weight, &blkio_to_io_weight(w).to_string())?;
             }
+        }
+        for (major, minor, w) in &r.blkio_weight_device {
+            let weight = self.file("io", "io.weight")?;
+            let bfq = weight.with_file_name("io.bfq.weight");
+            if !weight.exists() && bfq.exists() {
+                write(&bfq, &format!("{major}:{minor} {w}"))?;
+            } else {
+                write(
+                    &weight,
+                    &format!("{major}:{minor} {}", blkio_to_io_weight(*w)),
+                )?;
+            }
+        }
+        for t in &r.blkio_throttle {
+            self.set("io", "io.max", &t.v2())?;
+        }
+        if let Some(v) = r.cpu_burst {
+            self.set("cpu", "cpu.max.burst", &v.to_string())?;
+        }
+        let v1_only = [
+            ("memory.swappiness", r.memory_swappiness.is_some()),
+            ("memory.disableOOMKiller", r.disable_oom_killer),
+            (
+                "cpu.realtimeRuntime",
+                r.cpu_rt_runtime.is_some_and(|v| v != 0),
+            ),
+            (
+                "cpu.realtimePeriod",
+                r.cpu_rt_period.is_some_and(|v| v != 0),
+            ),
+            ("network.classID", r.net_class_id.is_some()),
+            ("network.priorities", !r.net_priorities.is_empty()),
+        ];
+        if let Some((field, _)) = v1_only.iter().find(|(_, set)| *set) {
+            return Err(CgroupError::Unsupported(format!(
+                "linux.resources.{field} has no cgroup v2 equivalent (set it through linux.resources.unified)"
+            )));
+        }
+        for (key, value) in &r.unified {
+            check_unified_key(key)?;
+            let dir = self.v2_root()?.join(self.rel()?);
+            let f = dir.join(key);
+            if !f.exists() {
+                return Err(CgroupError::Unsupported(format!(
+                    "linux.resources.unified: {} does not exist (controller not enabled, or no such file)",
+                    f.display()
+                )));
+            }
+            write(&f, value)?;
         }
         Ok(())
     }
@@ -1926,6 +2122,34 @@ mod tests {
             assert!(e.to_string().contains("pids.max"), "{e}");
         }
         cg.apply(&Resources::default()).expect("nothing to apply");
+        // unified: a file of the container's own cgroup, written as given.
+        cg.apply(&Resources {
+            unified: vec![("cgroup.max.descendants".into(), "5".into())],
+            ..Default::default()
+        })
+        .expect("unified");
+        assert_eq!(read_trim(&dir.join("cgroup.max.descendants")), "5");
+        for (key, want) in [
+            ("../cgroup.max.descendants", "not a cgroup file"),
+            ("cgroup.procs", "not a cgroup file"),
+            ("nosuch.file", "does not exist"),
+        ] {
+            let e = cg
+                .apply(&Resources {
+                    unified: vec![(key.into(), "1".into())],
+                    ..Default::default()
+                })
+                .expect_err(key);
+            assert!(e.to_string().contains(want), "{key}: {e}");
+        }
+        // v1-only fields are refused on v2, naming the field.
+        let e = cg
+            .apply(&Resources {
+                memory_swappiness: Some(10),
+                ..Default::default()
+            })
+            .expect_err("swappiness on v2");
+        assert!(e.to_string().contains("memory.swappiness"), "{e}");
         let s = cg.stats().expect("stats");
         if !available.split_whitespace().any(|c| c == "memory") {
             assert_eq!(s.memory_usage, 0);

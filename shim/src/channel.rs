@@ -32,6 +32,8 @@ pub enum ToInit {
     },
     /// Exec the workload now.
     Start,
+    /// The shim ran the prestart and createRuntime hooks.
+    HooksDone,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -51,6 +53,9 @@ pub struct ContainerInit {
     /// the spec's mounts, before `pivot_root`.
     #[serde(default)]
     pub fail_after_mounts: bool,
+    /// The container's state (status and pid filled in by each hook point).
+    #[serde(default)]
+    pub state: crate::hooks::State,
 }
 
 /// What the container's process reports.
@@ -58,6 +63,9 @@ pub struct ContainerInit {
 pub enum FromInit {
     /// The host pid of the process that will exec the workload.
     Pid(i32),
+    /// Mounts made, before pivot_root: the shim runs the prestart and
+    /// createRuntime hooks, then answers `HooksDone`.
+    RunHooks,
     /// Set up and waiting for `Start` (fd: the pty master with a terminal).
     Ready,
     /// Set-up or exec failed.

@@ -6,6 +6,10 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use userns::AllocatorConfig;
 
+/// The file in a container's bundle naming the config its runtime options
+/// gave (`ConfigPath`), for `shim delete`, which gets no options.
+pub const CONFIG_PATH_FILE: &str = "idshift-config-path";
+
 pub const DEFAULT_CONFIG: &str = "/etc/idshift/config.toml";
 /// An environment variable naming the config file (set on containerd).
 pub const CONFIG_ENV: &str = "IDSHIFT_CONFIG";

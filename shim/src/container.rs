@@ -105,6 +105,10 @@ pub struct Container {
     /// The bundle directory's identity at create: containerd removing it
     /// (or replacing it) means it forgot the container.
     pub bundle_id: Option<BundleId>,
+    /// The spec's hooks (poststart and poststop run from the shim).
+    pub hooks: Option<oci_spec::runtime::Hooks>,
+    /// The container's state for its hooks.
+    pub state: crate::hooks::State,
 }
 
 /// A directory's (device, inode).
@@ -340,6 +344,92 @@ pub fn refuse_unsupported(spec: &Spec) -> Result<(), String> {
         if p.selinux_label().as_ref().is_some_and(|a| !a.is_empty()) {
             return Err("the spec sets an SELinux label (process.selinuxLabel), which idshift does not apply".into());
         }
+        if p.scheduler().is_some() {
+            return Err(
+                "process.scheduler is not supported by idshift (it is refused, not ignored)".into(),
+            );
+        }
+        if p.exec_cpu_affinity().is_some() {
+            return Err(
+                "process.execCPUAffinity is not supported by idshift (it is refused, not ignored)"
+                    .into(),
+            );
+        }
+    }
+    let linux = spec.linux().clone().unwrap_or_default();
+    if linux.mount_label().as_ref().is_some_and(|l| !l.is_empty()) {
+        return Err(
+            "the spec sets an SELinux mount label (linux.mountLabel), which idshift does not apply"
+                .into(),
+        );
+    }
+    if linux.intel_rdt().is_some() {
+        return Err(
+            "linux.intelRdt is not supported by idshift (it is refused, not ignored)".into(),
+        );
+    }
+    if linux.memory_policy().is_some() {
+        return Err(
+            "linux.memoryPolicy is not supported by idshift (it is refused, not ignored)".into(),
+        );
+    }
+    if linux.net_devices().as_ref().is_some_and(|d| !d.is_empty()) {
+        return Err(
+            "linux.netDevices is not supported by idshift (it is refused, not ignored)".into(),
+        );
+    }
+    if linux
+        .personality()
+        .as_ref()
+        .is_some_and(|p| p.flags().as_ref().is_some_and(|f| !f.is_empty()))
+    {
+        return Err(
+            "linux.personality.flags are not supported (no flag is defined by the runtime spec)"
+                .into(),
+        );
+    }
+    let own = |t: LinuxNamespaceType| {
+        linux
+            .namespaces()
+            .iter()
+            .flatten()
+            .any(|n| n.typ() == t && n.path().is_none())
+    };
+    // As runc: the names are set in a UTS namespace of the container's (new,
+    // or joined by path as a CRI pod's containers join their sandbox's).
+    let uts = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|n| n.typ() == LinuxNamespaceType::Uts);
+    for (field, set) in [
+        (
+            "hostname",
+            spec.hostname().as_ref().is_some_and(|h| !h.is_empty()),
+        ),
+        (
+            "domainname",
+            spec.domainname().as_ref().is_some_and(|h| !h.is_empty()),
+        ),
+    ] {
+        if set && !uts {
+            return Err(format!(
+                "the spec sets {field} but has no UTS namespace of its own (linux.namespaces has no \"uts\")"
+            ));
+        }
+    }
+    let offsets = linux.time_offsets().clone().unwrap_or_default();
+    if !offsets.is_empty() {
+        if !own(LinuxNamespaceType::Time) {
+            return Err("linux.timeOffsets needs a time namespace of the container's own (linux.namespaces has no \"time\" without a path)".into());
+        }
+        for clock in offsets.keys() {
+            if clock != "monotonic" && clock != "boottime" {
+                return Err(format!(
+                    "linux.timeOffsets: clock {clock:?} is not monotonic or boottime"
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -397,6 +487,7 @@ pub fn validate_process(process: &oci_spec::runtime::Process) -> Result<(), Stri
             ));
         }
     }
+    crate::init::check_capabilities(process)?;
     if let Some(adj) = process.oom_score_adj() {
         if !(-1000..=1000).contains(&adj) {
             return Err(format!(
@@ -415,6 +506,7 @@ pub fn validate_spec(spec: &Spec) -> Result<(), String> {
     if let Some(p) = spec.process() {
         validate_process(p)?;
     }
+    crate::hooks::validate(spec.hooks().as_ref())?;
     let namespaces = spec
         .linux()
         .as_ref()
@@ -437,15 +529,57 @@ pub fn validate_spec(spec: &Spec) -> Result<(), String> {
     Ok(())
 }
 
-pub fn resources_of_spec(spec: &Spec) -> Resources {
+/// The spec's `linux.resources` (see [`resources_of`]).
+pub fn resources_of_spec(spec: &Spec) -> Result<Resources, String> {
+    match spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
+        Some(res) => resources_of(res),
+        None => Ok(Resources::default()),
+    }
+}
+
+/// `linux.resources` (at create, or an Update's) as the cgroup applies
+/// them. Fields no cgroup version can apply are refused here, naming them;
+/// fields only one version has are refused by the cgroup on the other.
+pub fn resources_of(res: &oci_spec::runtime::LinuxResources) -> Result<Resources, String> {
+    use crate::cgroup::{Throttle, ThrottleKind};
     let mut r = Resources::default();
-    let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().clone()) else {
-        return r;
+    let refuse = |field: &str, why: &str| -> Result<Resources, String> {
+        Err(format!("linux.resources.{field} is not supported: {why}"))
     };
     if let Some(m) = res.memory() {
         r.memory_limit = m.limit();
         r.memory_swap = m.swap();
         r.memory_reservation = m.reservation();
+        if m.kernel().is_some() {
+            return refuse(
+                "memory.kernel",
+                "kernel memory limits are deprecated and gone from recent kernels",
+            );
+        }
+        if m.kernel_tcp().is_some() {
+            return refuse(
+                "memory.kernelTCP",
+                "kernel TCP memory limits are not applied by idshift",
+            );
+        }
+        if m.use_hierarchy() == Some(false) {
+            return refuse(
+                "memory.useHierarchy",
+                "memory accounting is always hierarchical",
+            );
+        }
+        if m.check_before_update() == Some(true) {
+            return refuse("memory.checkBeforeUpdate", "not implemented by idshift");
+        }
+        if let Some(v) = m.swappiness() {
+            if v > 100 {
+                return Err(format!(
+                    "linux.resources.memory.swappiness {v} is not between 0 and 100"
+                ));
+            }
+            r.memory_swappiness = Some(v);
+        }
+        r.disable_oom_killer = m.disable_oom_killer() == Some(true);
     }
     if let Some(c) = res.cpu() {
         r.cpu_shares = c.shares();
@@ -453,13 +587,68 @@ pub fn resources_of_spec(spec: &Spec) -> Resources {
         r.cpu_period = c.period();
         r.cpuset_cpus = c.cpus().clone();
         r.cpuset_mems = c.mems().clone();
+        r.cpu_idle = c.idle();
+        r.cpu_burst = c.burst();
+        r.cpu_rt_runtime = c.realtime_runtime();
+        r.cpu_rt_period = c.realtime_period();
     }
     if let Some(p) = res.pids() {
         r.pids_limit = Some(p.limit());
     }
     if let Some(b) = res.block_io() {
         r.blkio_weight = b.weight();
+        if b.leaf_weight().is_some() {
+            return refuse(
+                "blockIO.leafWeight",
+                "leaf weights are gone from the kernel (CFQ)",
+            );
+        }
+        for d in b.weight_device().iter().flatten() {
+            if d.leaf_weight().is_some() {
+                return refuse(
+                    "blockIO.weightDevice[].leafWeight",
+                    "leaf weights are gone from the kernel (CFQ)",
+                );
+            }
+            if let Some(w) = d.weight() {
+                r.blkio_weight_device.push((d.major(), d.minor(), w));
+            }
+        }
+        for (kind, list) in [
+            (ThrottleKind::ReadBps, b.throttle_read_bps_device()),
+            (ThrottleKind::WriteBps, b.throttle_write_bps_device()),
+            (ThrottleKind::ReadIops, b.throttle_read_iops_device()),
+            (ThrottleKind::WriteIops, b.throttle_write_iops_device()),
+        ] {
+            for d in list.iter().flatten() {
+                r.blkio_throttle.push(Throttle {
+                    kind,
+                    major: d.major(),
+                    minor: d.minor(),
+                    rate: d.rate(),
+                });
+            }
+        }
     }
+    if let Some(n) = res.network() {
+        r.net_class_id = n.class_id();
+        for p in n.priorities().iter().flatten() {
+            r.net_priorities.push((p.name().clone(), p.priority()));
+        }
+    }
+    let mut rdma: Vec<_> = res.rdma().iter().flatten().collect();
+    rdma.sort_by(|a, b| a.0.cmp(b.0));
+    for (dev, l) in rdma {
+        r.rdma.push((dev.clone(), l.hca_handles(), l.hca_objects()));
+    }
+    let mut unified: Vec<(String, String)> = res
+        .unified()
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    unified.sort();
+    r.unified = unified;
     for h in res.hugepage_limits().iter().flatten() {
         r.hugetlb
             .push((h.page_size().clone(), h.limit().max(0) as u64));
@@ -499,7 +688,7 @@ pub fn resources_of_spec(spec: &Spec) -> Resources {
             });
         }
     }
-    r
+    Ok(r)
 }
 
 impl Container {
@@ -733,14 +922,27 @@ impl Container {
         undo.cgroup = Some(Cgroup::open(&h, &cg_path));
         let cgroup = Cgroup::create(&h, &cg_path).map_err(|e| e.to_string())?;
         cgroup
-            .apply(&resources_of_spec(&spec))
+            .apply(&resources_of_spec(&spec)?)
             .map_err(|e| e.to_string())?;
 
         // 4. The first process, set up and waiting for Start.
         let t = Instant::now();
         let (stdio, io) = ProcessIo::prepare(&req.uris, &req.id, &req.namespace)
             .map_err(|e| format!("setting up stdio: {e}"))?;
+        let hooks = spec.hooks().clone();
+        let state = crate::hooks::State::of(&spec, &req.id, &req.bundle);
+        let runtime_hooks = |pid: i32| {
+            let s = state.with("creating", pid);
+            for p in [
+                crate::hooks::Point::Prestart,
+                crate::hooks::Point::CreateRuntime,
+            ] {
+                crate::hooks::run_from_shim(p, &p.of(hooks.as_ref()), &s)?;
+            }
+            Ok(())
+        };
         let msg = ToInit::Container(Box::new(ContainerInit {
+            state: state.clone(),
             spec,
             rootfs_target: target,
             userns: ns.is_some(),
@@ -754,8 +956,18 @@ impl Container {
         }
         fds.push(built.mount.as_fd().as_raw_fd());
         fds.extend(idmapped_fds.iter().map(|f| f.as_raw_fd()));
-        let (mut init, pty) =
-            process::spawn_blocking("", &msg, &fds, stdio, req.uris.clone(), io, Some(&cgroup))?;
+        let (mut init, pty) = process::spawn_blocking(
+            "",
+            &msg,
+            &fds,
+            stdio,
+            req.uris.clone(),
+            io,
+            process::Setup {
+                cgroup: Some(&cgroup),
+                run_hooks: &runtime_hooks,
+            },
+        )?;
         undo.pid = Some(init.pid);
         // The init is in the cgroup already (killed with it); its pid too.
         persisted.pid = init.pid;
@@ -796,6 +1008,8 @@ impl Container {
                 role,
                 pod_userns,
                 bundle_id,
+                hooks,
+                state,
             },
             report,
         ))
@@ -987,6 +1201,136 @@ mod tests {
         std::fs::write(dir.path().join("config.json"), json.to_string())
             .map_err(|e| e.to_string())?;
         read_spec(dir.path())
+    }
+
+    #[test]
+    fn fields_idshift_cannot_apply_are_refused_by_name() {
+        let base = serde_json::json!({
+            "ociVersion": "1.2.0",
+            "root": {"path": "rootfs"},
+            "process": {"user": {"uid": 0, "gid": 0}, "cwd": "/", "args": ["sh"]},
+            "linux": {"namespaces": [{"type": "mount"}, {"type": "uts"}]},
+        });
+        assert_eq!(
+            refuse_unsupported(&spec_from(base.clone()).expect("spec")),
+            Ok(())
+        );
+        let cases = [
+            (
+                "/process/scheduler",
+                serde_json::json!({"policy": "SCHED_OTHER"}),
+                "process.scheduler",
+            ),
+            (
+                "/linux/intelRdt",
+                serde_json::json!({"closID": "x"}),
+                "linux.intelRdt",
+            ),
+            (
+                "/linux/mountLabel",
+                serde_json::json!("x"),
+                "linux.mountLabel",
+            ),
+            (
+                "/linux/netDevices",
+                serde_json::json!({"eth1": {}}),
+                "linux.netDevices",
+            ),
+            (
+                "/linux/memoryPolicy",
+                serde_json::json!({"mode": "MPOL_BIND", "nodes": "0"}),
+                "linux.memoryPolicy",
+            ),
+            (
+                "/linux/timeOffsets",
+                serde_json::json!({"monotonic": {"secs": 1}}),
+                "linux.timeOffsets needs a time namespace",
+            ),
+        ];
+        for (path, value, want) in cases {
+            let mut j = base.clone();
+            let (parent, key) = path.rsplit_once('/').expect("path");
+            j.pointer_mut(parent).expect("parent")[key] = value;
+            let e = refuse_unsupported(&spec_from(j).expect("spec")).expect_err(path);
+            assert!(e.contains(want), "{path}: {e}");
+        }
+        // timeOffsets with a time namespace: accepted for monotonic and
+        // boottime only.
+        let mut t = base.clone();
+        t["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("namespaces")
+            .push(serde_json::json!({"type": "time"}));
+        t["linux"]["timeOffsets"] = serde_json::json!({"monotonic": {"secs": 1}});
+        assert_eq!(
+            refuse_unsupported(&spec_from(t.clone()).expect("spec")),
+            Ok(())
+        );
+        t["linux"]["timeOffsets"] = serde_json::json!({"realtime": {"secs": 1}});
+        let e = refuse_unsupported(&spec_from(t).expect("spec")).expect_err("realtime");
+        assert!(e.contains("realtime"), "{e}");
+        // hostname without a UTS namespace of its own.
+        let mut h = base;
+        h["hostname"] = serde_json::json!("h");
+        assert_eq!(
+            refuse_unsupported(&spec_from(h.clone()).expect("spec")),
+            Ok(())
+        );
+        // A joined UTS namespace (a CRI pod's container) is one, as in runc.
+        h["linux"]["namespaces"] =
+            serde_json::json!([{"type": "mount"}, {"type": "uts", "path": "/proc/1/ns/uts"}]);
+        assert_eq!(
+            refuse_unsupported(&spec_from(h.clone()).expect("spec")),
+            Ok(())
+        );
+        h["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}]);
+        let e = refuse_unsupported(&spec_from(h).expect("spec")).expect_err("no uts");
+        assert!(e.contains("hostname but has no UTS namespace"), "{e}");
+    }
+
+    #[test]
+    fn resources_name_what_they_refuse() {
+        let res = |j: serde_json::Value| -> Result<Resources, String> {
+            resources_of(&serde_json::from_value(j).expect("resources"))
+        };
+        let r = res(serde_json::json!({
+            "memory": {"swappiness": 10, "disableOOMKiller": true},
+            "blockIO": {"throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 5}],
+                        "weightDevice": [{"major": 8, "minor": 0, "weight": 100}]},
+            "rdma": {"mlx5_0": {"hcaHandles": 3}},
+            "unified": {"memory.high": "1000000"},
+        }))
+        .expect("resources");
+        assert_eq!(r.memory_swappiness, Some(10));
+        assert!(r.disable_oom_killer);
+        assert_eq!(r.blkio_throttle.len(), 1);
+        assert_eq!(r.blkio_weight_device, [(8, 0, 100)]);
+        assert_eq!(r.rdma, [("mlx5_0".to_string(), Some(3), None)]);
+        assert_eq!(
+            r.unified,
+            [("memory.high".to_string(), "1000000".to_string())]
+        );
+        for (j, want) in [
+            (
+                serde_json::json!({"memory": {"kernel": 1}}),
+                "memory.kernel",
+            ),
+            (
+                serde_json::json!({"memory": {"kernelTCP": 1}}),
+                "memory.kernelTCP",
+            ),
+            (
+                serde_json::json!({"memory": {"swappiness": 101}}),
+                "swappiness 101",
+            ),
+            (
+                serde_json::json!({"blockIO": {"leafWeight": 10}}),
+                "blockIO.leafWeight",
+            ),
+        ] {
+            let e = res(j).expect_err(want);
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]

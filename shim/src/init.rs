@@ -6,7 +6,7 @@
 //! processes take the same path into an existing container.
 
 use crate::channel::{Channel, ContainerInit, FromInit, ToInit};
-use crate::{mounts, seccomp, sys};
+use crate::{hooks, mounts, seccomp, sys};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::unistd::{chdir, pivot_root, Gid, Uid};
@@ -39,7 +39,7 @@ pub fn main() -> ! {
             },
             _,
         ))) => exec(&mut ch, pid, *process, seccomp.as_deref()),
-        Ok(Some((ToInit::Start, _))) => Err("Start before set-up".into()),
+        Ok(Some((ToInit::Start | ToInit::HooksDone, _))) => Err("Start before set-up".into()),
         Ok(None) => std::process::exit(1),
         Err(e) => Err(format!("reading the set-up message: {e}")),
     };
@@ -97,6 +97,7 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
     // directories, e.g. CRI's /etc/hosts and /dev/shm, are mode 0700).
     let spec_mounts = c.spec.mounts().clone().unwrap_or_default();
     let mut premade = mounts::clone_bind_sources(&spec_mounts, &c.idmapped_mounts)?;
+    let devices = mounts::clone_devices(linux.devices().as_deref().unwrap_or_default())?;
     for (i, tree) in c.idmapped_mounts.iter().zip(idmapped) {
         if let Some(slot) = premade.get_mut(*i) {
             *slot = Some(mounts::Premade::Idmapped(tree));
@@ -127,7 +128,30 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
         flags |= ns_flag(ns.typ());
     }
     unshare(flags).map_err(|e| format!("unshare({flags:?}): {e}"))?;
-    fork_and_report(ch, |ch| stage2(ch, &c, rootfs_fd, premade))
+    if flags.contains(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)) {
+        set_time_offsets(&linux)?;
+    }
+    fork_and_report(ch, |ch| stage2(ch, &c, rootfs_fd, premade, devices))
+}
+
+/// `linux.timeOffsets`, written for the new time namespace before its
+/// first process (the child about to be forked) enters it.
+fn set_time_offsets(linux: &oci_spec::runtime::Linux) -> Result<()> {
+    let mut offsets: Vec<_> = linux.time_offsets().iter().flatten().collect();
+    offsets.sort_by(|a, b| a.0.cmp(b.0));
+    let mut text = String::new();
+    for (clock, o) in offsets {
+        text.push_str(&format!(
+            "{clock} {} {}\n",
+            o.secs().unwrap_or(0),
+            o.nanosecs().unwrap_or(0)
+        ));
+    }
+    if text.is_empty() {
+        return Ok(());
+    }
+    fs::write("/proc/self/timens_offsets", &text)
+        .map_err(|e| format!("writing linux.timeOffsets ({}): {e}", text.trim()))
 }
 
 /// Forks (the child enters a new pid namespace, if one was unshared, as its
@@ -167,6 +191,7 @@ fn stage2(
     c: &ContainerInit,
     rootfs_fd: OwnedFd,
     mut premade: Vec<Option<mounts::Premade>>,
+    devices: Vec<Option<OwnedFd>>,
 ) -> Result<()> {
     let spec = &c.spec;
     let target = &c.rootfs_target;
@@ -218,10 +243,39 @@ fn stage2(
     if dev_tmpfs {
         mounts::default_devices(&root)?;
     }
+    mounts::make_devices(
+        &root,
+        linux.devices().as_deref().unwrap_or_default(),
+        devices,
+    )?;
     drop(root_dir);
     if c.fail_after_mounts {
         return Err("IDSHIFT_TEST_FAIL=mounts: failing after the spec's mounts, as asked".into());
     }
+    // Hooks before pivot_root: the shim's (prestart, createRuntime, in the
+    // host's namespaces), then createContainer here, in the container's
+    // mount namespace.
+    let hooks = spec.hooks().as_ref();
+    let runtime_hooks = [hooks::Point::Prestart, hooks::Point::CreateRuntime]
+        .iter()
+        .any(|p| !p.of(hooks).is_empty());
+    if runtime_hooks {
+        ch.send(&FromInit::RunHooks, &[])
+            .map_err(|e| format!("asking for the createRuntime hooks: {e}"))?;
+        match ch.recv::<ToInit>() {
+            Ok(Some((ToInit::HooksDone, _))) => {}
+            // The shim reported the hook's failure and gave up on us.
+            Ok(None) => std::process::exit(1),
+            Ok(Some(_)) => return Err("unexpected message while hooks ran".into()),
+            Err(e) => return Err(format!("waiting for the createRuntime hooks: {e}")),
+        }
+    }
+    let state = c.state.with("creating", std::process::id() as i32);
+    hooks::run_here(
+        hooks::Point::CreateContainer,
+        &hooks::Point::CreateContainer.of(hooks),
+        &state,
+    )?;
     chdir(target).map_err(|e| format!("chdir {}: {e}", target.display()))?;
     pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
@@ -253,11 +307,18 @@ fn stage2(
     for p in linux.readonly_paths().clone().unwrap_or_default() {
         mounts::readonly_path(Path::new(&p))?;
     }
-    if own(LinuxNamespaceType::Uts) {
-        if let Some(h) = spec.hostname() {
+    // In the container's UTS namespace, new or joined (as runc).
+    if linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|n| n.typ() == LinuxNamespaceType::Uts)
+    {
+        // An empty name leaves the namespace's (a pod's, when joined) alone.
+        if let Some(h) = spec.hostname().as_ref().filter(|h| !h.is_empty()) {
             nix::unistd::sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
         }
-        if let Some(d) = spec.domainname() {
+        if let Some(d) = spec.domainname().as_ref().filter(|d| !d.is_empty()) {
             sys::set_domainname(d).map_err(|e| format!("setdomainname {d:?}: {e}"))?;
         }
     }
@@ -279,7 +340,13 @@ fn stage2(
         .map_err(|e| format!("making the rootfs read-only: {e}"))?;
     }
     let process = spec.process().clone().ok_or("the spec has no process")?;
-    run(ch, &process, linux.seccomp().as_ref())
+    let start_hooks = hooks::Point::StartContainer.of(spec.hooks().as_ref());
+    run(
+        ch,
+        &process,
+        linux.seccomp().as_ref(),
+        Some((&start_hooks, &c.state)),
+    )
 }
 
 /// The namespace a sysctl belongs to, if it is one a container may set
@@ -354,8 +421,15 @@ fn set_personality(p: &oci_spec::runtime::LinuxPersonality) -> Result<()> {
     sys::set_personality(persona).map_err(|e| format!("personality({:?}): {e}", p.domain()))
 }
 
-/// Ready, wait for Start, then exec `process` (common to containers and execs).
-fn run(ch: &mut Channel, process: &Process, seccomp: Option<&LinuxSeccomp>) -> Result<()> {
+/// Ready, wait for Start, then exec `process` (common to containers and
+/// execs); a container's startContainer hooks run right before the exec,
+/// as its user (as runc runs them).
+fn run(
+    ch: &mut Channel,
+    process: &Process,
+    seccomp: Option<&LinuxSeccomp>,
+    start_hooks: Option<(&[oci_spec::runtime::Hook], &hooks::State)>,
+) -> Result<()> {
     let path = lookup(process)?;
     check_ids_mapped(process)?;
     // Checked before Ready: chdir happens at Start, whose failure would
@@ -411,6 +485,10 @@ fn run(ch: &mut Channel, process: &Process, seccomp: Option<&LinuxSeccomp>) -> R
         .collect();
     let path = CString::new(path.into_os_string().into_encoded_bytes())
         .map_err(|_| "the executable path contains a NUL byte".to_string())?;
+    if let Some((list, state)) = start_hooks {
+        let state = state.with("created", std::process::id() as i32);
+        hooks::run_here(hooks::Point::StartContainer, list, &state)?;
+    }
     if let (Some(f), seccomp::LoadAt::BeforeExec) = (&filter, load_at) {
         f.load().map_err(|e| e.to_string())?;
     }
@@ -544,15 +622,15 @@ fn finalize(process: &Process, filter: Option<&seccomp::Filter>) -> Result<()> {
         f.load().map_err(|e| e.to_string())?;
     }
     let user = process.user();
-    let caps = process.capabilities().clone().unwrap_or_default();
-    // Bounding set first, while we still hold CAP_SETPCAP.
-    if let Some(b) = caps.bounding() {
-        let keep = cap_set(b);
-        for c in caps::all() {
-            if !keep.contains(&c) {
-                caps::drop(None, caps::CapSet::Bounding, c)
-                    .map_err(|e| format!("dropping {c} from the bounding set: {e}"))?;
-            }
+    let caps = CapSets::of(process);
+    // Bounding set first, while we still hold CAP_SETPCAP. A missing set
+    // (or no `capabilities` at all, or CRI's `{}` for "drop ALL") is an
+    // empty one, as runc reads it: were the bounding set kept, a root
+    // process would regain every capability at its execve.
+    for c in caps::all() {
+        if !caps.bounding.contains(&c) {
+            caps::drop(None, caps::CapSet::Bounding, c)
+                .map_err(|e| format!("dropping {c} from the bounding set: {e}"))?;
         }
     }
     let groups: Vec<Gid> = user
@@ -567,20 +645,17 @@ fn finalize(process: &Process, filter: Option<&seccomp::Filter>) -> Result<()> {
     nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setresgid({gid}): {e}"))?;
     nix::sys::prctl::set_keepcaps(true).map_err(|e| format!("PR_SET_KEEPCAPS: {e}"))?;
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setresuid({uid}): {e}"))?;
-    let to_set = |set: &Option<oci_spec::runtime::Capabilities>| -> caps::CapsHashSet {
-        set.as_ref().map(cap_set).unwrap_or_default()
-    };
     // Each capset must keep effective within permitted, and raising
     // inheritable needs CAP_SETPCAP, so: inheritable, effective, permitted.
-    caps::set(None, caps::CapSet::Inheritable, &to_set(caps.inheritable()))
+    caps::set(None, caps::CapSet::Inheritable, &caps.inheritable)
         .map_err(|e| format!("setting inheritable capabilities: {e}"))?;
-    caps::set(None, caps::CapSet::Effective, &to_set(caps.effective()))
+    caps::set(None, caps::CapSet::Effective, &caps.effective)
         .map_err(|e| format!("setting effective capabilities: {e}"))?;
-    caps::set(None, caps::CapSet::Permitted, &to_set(caps.permitted()))
+    caps::set(None, caps::CapSet::Permitted, &caps.permitted)
         .map_err(|e| format!("setting permitted capabilities: {e}"))?;
     caps::clear(None, caps::CapSet::Ambient)
         .map_err(|e| format!("clearing ambient capabilities: {e}"))?;
-    for c in to_set(caps.ambient()) {
+    for c in caps.ambient.iter().copied() {
         caps::raise(None, caps::CapSet::Ambient, c)
             .map_err(|e| format!("raising ambient {c}: {e}"))?;
     }
@@ -590,6 +665,75 @@ fn finalize(process: &Process, filter: Option<&seccomp::Filter>) -> Result<()> {
     chdir(process.cwd()).map_err(|e| format!("chdir to cwd {}: {e}", process.cwd().display()))?;
     if let Some(mask) = user.umask() {
         rustix::process::umask(rustix::fs::Mode::from_raw_mode(mask & 0o777));
+    }
+    Ok(())
+}
+
+/// `process.capabilities`, each set as the `caps` crate takes it. A missing
+/// set, or no `capabilities` at all, is an empty set, as runc reads the
+/// spec (not oci-spec's `LinuxCapabilities::default()`, which grants three).
+#[derive(Debug, Default, PartialEq)]
+struct CapSets {
+    bounding: caps::CapsHashSet,
+    effective: caps::CapsHashSet,
+    inheritable: caps::CapsHashSet,
+    permitted: caps::CapsHashSet,
+    ambient: caps::CapsHashSet,
+}
+
+impl CapSets {
+    fn of(process: &Process) -> CapSets {
+        let Some(c) = process.capabilities() else {
+            return CapSets::default();
+        };
+        let set = |s: &Option<oci_spec::runtime::Capabilities>| {
+            s.as_ref().map(cap_set).unwrap_or_default()
+        };
+        CapSets {
+            bounding: set(c.bounding()),
+            effective: set(c.effective()),
+            inheritable: set(c.inheritable()),
+            permitted: set(c.permitted()),
+            ambient: set(c.ambient()),
+        }
+    }
+}
+
+/// The kernel lets a process raise an inheritable capability only within
+/// its bounding set, an effective one only within its permitted set, and an
+/// ambient one only within both its permitted and inheritable sets: a spec asking otherwise is refused before anything is
+/// made (runc fails its create too), naming the capability.
+pub fn check_capabilities(process: &Process) -> Result<()> {
+    let c = CapSets::of(process);
+    let outside = |set: &caps::CapsHashSet, within: &[&caps::CapsHashSet]| {
+        let mut v: Vec<String> = set
+            .iter()
+            .filter(|x| !within.iter().all(|w| w.contains(x)))
+            .map(ToString::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+    let inh = outside(&c.inheritable, &[&c.bounding]);
+    if !inh.is_empty() {
+        return Err(format!(
+            "process.capabilities.inheritable has {} outside the bounding set",
+            inh.join(", ")
+        ));
+    }
+    let eff = outside(&c.effective, &[&c.permitted]);
+    if !eff.is_empty() {
+        return Err(format!(
+            "process.capabilities.effective has {} outside the permitted set",
+            eff.join(", ")
+        ));
+    }
+    let amb = outside(&c.ambient, &[&c.permitted, &c.inheritable]);
+    if !amb.is_empty() {
+        return Err(format!(
+            "process.capabilities.ambient has {} outside the permitted and inheritable sets",
+            amb.join(", ")
+        ));
     }
     Ok(())
 }
@@ -661,6 +805,7 @@ fn exec(
         ("net", CloneFlags::CLONE_NEWNET),
         ("pid", CloneFlags::CLONE_NEWPID),
         ("cgroup", CloneFlags::CLONE_NEWCGROUP),
+        ("time", CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)),
         ("mnt", CloneFlags::CLONE_NEWNS),
     ] {
         let f = open(n)?;
@@ -681,7 +826,7 @@ fn exec(
             .map_err(|e| format!("joining the user namespace: {e}"))?;
         become_ns_root()?;
     }
-    fork_and_report(ch, |ch| run(ch, &process, seccomp))
+    fork_and_report(ch, |ch| run(ch, &process, seccomp, None))
 }
 
 #[cfg(test)]
@@ -695,6 +840,33 @@ mod tests {
         assert!(!id_mapped(map, 65537) && !id_mapped(map, 99_999_999));
         assert!(id_mapped("0 0 4294967295\n", u32::MAX - 1));
         assert!(!id_mapped("", 0));
+    }
+
+    #[test]
+    fn missing_capability_sets_are_empty() {
+        let process = |caps: serde_json::Value| -> Process {
+            let mut p = serde_json::json!({"user": {"uid": 0, "gid": 0}, "cwd": "/"});
+            if !caps.is_null() {
+                p["capabilities"] = caps;
+            }
+            serde_json::from_value(p).expect("a process")
+        };
+        assert_eq!(
+            CapSets::of(&process(serde_json::Value::Null)),
+            CapSets::default()
+        );
+        assert_eq!(
+            CapSets::of(&process(serde_json::json!({}))),
+            CapSets::default()
+        );
+        let only_eff = CapSets::of(&process(serde_json::json!({"effective": ["CAP_KILL"]})));
+        assert_eq!(
+            only_eff,
+            CapSets {
+                effective: [caps::Capability::CAP_KILL].into_iter().collect(),
+                ..CapSets::default()
+            }
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod container;
 mod containerd_api;
 mod faultpoint;
 mod gc;
+mod hooks;
 mod init;
 mod logger;
 mod metrics;
@@ -91,6 +92,7 @@ fn main() -> ExitCode {
         }
         Some("init") => init::main(),
         Some("gc") => gc::main(&args[1..]),
+        Some("hooks") => hooks::helper_main(),
         Some("-info") => info(),
         Some("--help") | Some("-h") => {
             println!("{}", usage());
@@ -114,15 +116,7 @@ fn info() -> ExitCode {
     use std::io::{Read, Write};
     let mut ignored = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut ignored);
-    let features = serde_json::json!({
-        "ociVersionMin": "1.0.0",
-        "ociVersionMax": "1.1.0",
-        "linux": {
-            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
-            "mountExtensions": {"idmap": {"enabled": true}},
-        },
-        "annotations": {"io.github.idshift.rootfs": "idmapped overlay, constant cost in layers"},
-    });
+    let features = features();
     let mut version = RuntimeVersion::new();
     version.version = env!("CARGO_PKG_VERSION").into();
     let mut f = Any::new();
@@ -136,6 +130,36 @@ fn info() -> ExitCode {
         Ok(bytes) if std::io::stdout().write_all(&bytes).is_ok() => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
     }
+}
+
+/// The OCI runtime features (runc's `features` JSON shape): what this shim
+/// really applies. CRI clients read `mountOptions` (e.g. for `rro`).
+fn features() -> serde_json::Value {
+    let mut caps: Vec<String> = caps::all().iter().map(ToString::to_string).collect();
+    caps.sort();
+    serde_json::json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": "1.1.0",
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+        "mountOptions": mounts::KNOWN_OPTIONS.as_slice(),
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
+            "capabilities": caps,
+            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false, "rdma": true},
+            "seccomp": {
+                "enabled": true,
+                "actions": seccomp::ACTIONS,
+                "operators": seccomp::OPERATORS,
+                "knownFlags": seccomp::FLAGS,
+                "supportedFlags": seccomp::FLAGS,
+            },
+            "apparmor": {"enabled": false},
+            "selinux": {"enabled": false},
+            "intelRdt": {"enabled": false},
+            "mountExtensions": {"idmap": {"enabled": true}},
+        },
+        "annotations": {"io.github.idshift.rootfs": "idmapped overlay, constant cost in layers"},
+    })
 }
 
 /// containerd's verbs (`start`, `delete`, serving with `-socket`).

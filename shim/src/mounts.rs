@@ -32,6 +32,11 @@ pub struct Options {
     pub data: Vec<String>,
     /// `idmap` (the mount itself) or `ridmap` (it and its submounts).
     pub idmap: Option<IdmapDepth>,
+    /// Recursive attributes (`rro`, `rnosuid`, `ratime`, ...): set and
+    /// cleared on the mount and every submount with
+    /// `mount_setattr(AT_RECURSIVE)` once it is made.
+    pub rec_set: rootfs::MountAttrFlags,
+    pub rec_clear: rootfs::MountAttrFlags,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +52,8 @@ impl Default for Options {
             propagation: MsFlags::empty(),
             data: Vec::new(),
             idmap: None,
+            rec_set: rootfs::MountAttrFlags::empty(),
+            rec_clear: rootfs::MountAttrFlags::empty(),
         }
     }
 }
@@ -56,6 +63,101 @@ impl Options {
         self.flags.contains(MsFlags::MS_BIND)
     }
 }
+
+/// `MS_NOSYMFOLLOW` (5.10), which nix does not name.
+const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(256);
+
+/// The recursive attribute options runc knows (`rro`, ...): the attributes
+/// to set and to clear on the mount and its submounts. An atime mode
+/// (`rnoatime`, `rstrictatime`, `rrelatime` and their negations) replaces
+/// the whole atime field, as mount_setattr requires.
+pub fn recursive_attr(opt: &str) -> Option<(rootfs::MountAttrFlags, rootfs::MountAttrFlags)> {
+    use rootfs::MountAttrFlags as A;
+    let none = A::empty();
+    let atime = A::MOUNT_ATTR__ATIME;
+    Some(match opt {
+        "rro" => (A::MOUNT_ATTR_RDONLY, none),
+        "rrw" => (none, A::MOUNT_ATTR_RDONLY),
+        "rnosuid" => (A::MOUNT_ATTR_NOSUID, none),
+        "rsuid" => (none, A::MOUNT_ATTR_NOSUID),
+        "rnodev" => (A::MOUNT_ATTR_NODEV, none),
+        "rdev" => (none, A::MOUNT_ATTR_NODEV),
+        "rnoexec" => (A::MOUNT_ATTR_NOEXEC, none),
+        "rexec" => (none, A::MOUNT_ATTR_NOEXEC),
+        "rnodiratime" => (A::MOUNT_ATTR_NODIRATIME, none),
+        "rdiratime" => (none, A::MOUNT_ATTR_NODIRATIME),
+        "rnosymfollow" => (A::MOUNT_ATTR_NOSYMFOLLOW, none),
+        "rsymfollow" => (none, A::MOUNT_ATTR_NOSYMFOLLOW),
+        // MOUNT_ATTR_RELATIME is 0: clearing the field selects it.
+        "rrelatime" | "ratime" | "rnostrictatime" => (none, atime),
+        "rnoatime" => (A::MOUNT_ATTR_NOATIME, atime),
+        "rstrictatime" | "rnorelatime" => (A::MOUNT_ATTR_STRICTATIME, atime),
+        _ => return None,
+    })
+}
+
+/// Every mount option idshift understands (beyond a filesystem's own data,
+/// which non-bind mounts pass to the kernel): what `-info` advertises.
+pub const KNOWN_OPTIONS: [&str; 58] = [
+    "async",
+    "atime",
+    "bind",
+    "defaults",
+    "dev",
+    "diratime",
+    "dirsync",
+    "exec",
+    "idmap",
+    "iversion",
+    "lazytime",
+    "mand",
+    "noatime",
+    "nodev",
+    "nodiratime",
+    "noexec",
+    "noiversion",
+    "nolazytime",
+    "nomand",
+    "norelatime",
+    "nostrictatime",
+    "nosuid",
+    "nosymfollow",
+    "private",
+    "ratime",
+    "rbind",
+    "rdev",
+    "rdiratime",
+    "relatime",
+    "rexec",
+    "ridmap",
+    "rnoatime",
+    "rnodev",
+    "rnodiratime",
+    "rnoexec",
+    "rnorelatime",
+    "rnostrictatime",
+    "rnosuid",
+    "rnosymfollow",
+    "ro",
+    "rprivate",
+    "rrelatime",
+    "rro",
+    "rrw",
+    "rshared",
+    "rslave",
+    "rstrictatime",
+    "rsuid",
+    "rsymfollow",
+    "runbindable",
+    "rw",
+    "shared",
+    "slave",
+    "strictatime",
+    "suid",
+    "symfollow",
+    "sync",
+    "unbindable",
+];
 
 pub fn parse_options(opts: &[String]) -> Options {
     let mut o = Options::default();
@@ -74,7 +176,20 @@ pub fn parse_options(opts: &[String]) -> Options {
             "noatime" => (MsFlags::MS_NOATIME, MsFlags::empty()),
             "nodiratime" => (MsFlags::MS_NODIRATIME, MsFlags::empty()),
             "relatime" => (MsFlags::MS_RELATIME, MsFlags::empty()),
+            "norelatime" => (MsFlags::empty(), MsFlags::MS_RELATIME),
             "strictatime" => (MsFlags::MS_STRICTATIME, MsFlags::empty()),
+            "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
+            "atime" => (MsFlags::empty(), MsFlags::MS_NOATIME),
+            "diratime" => (MsFlags::empty(), MsFlags::MS_NODIRATIME),
+            "async" => (MsFlags::empty(), MsFlags::MS_SYNCHRONOUS),
+            "mand" => (MsFlags::MS_MANDLOCK, MsFlags::empty()),
+            "nomand" => (MsFlags::empty(), MsFlags::MS_MANDLOCK),
+            "lazytime" => (MsFlags::MS_LAZYTIME, MsFlags::empty()),
+            "nolazytime" => (MsFlags::empty(), MsFlags::MS_LAZYTIME),
+            "iversion" => (MsFlags::MS_I_VERSION, MsFlags::empty()),
+            "noiversion" => (MsFlags::empty(), MsFlags::MS_I_VERSION),
+            "nosymfollow" => (MS_NOSYMFOLLOW, MsFlags::empty()),
+            "symfollow" => (MsFlags::empty(), MS_NOSYMFOLLOW),
             "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
             "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
             "idmap" => {
@@ -85,16 +200,21 @@ pub fn parse_options(opts: &[String]) -> Options {
                 o.idmap = Some(IdmapDepth::Recursive);
                 continue;
             }
-            "async" | "atime" | "diratime" | "norelatime" | "defaults" => {
-                (MsFlags::empty(), MsFlags::empty())
-            }
+            "defaults" => (MsFlags::empty(), MsFlags::empty()),
             p @ ("private" | "rprivate" | "shared" | "rshared" | "slave" | "rslave"
             | "unbindable" | "runbindable") => {
                 o.propagation = propagation_flags(p).unwrap_or(MsFlags::empty());
                 continue;
             }
             other => {
-                o.data.push(other.to_string());
+                if let Some((set, clear)) = recursive_attr(other) {
+                    o.rec_set.remove(clear);
+                    o.rec_clear.remove(set);
+                    o.rec_set.insert(set);
+                    o.rec_clear.insert(clear);
+                } else {
+                    o.data.push(other.to_string());
+                }
                 continue;
             }
         };
@@ -163,6 +283,7 @@ pub fn mount_attrs(flags: MsFlags) -> rootfs::MountAttrFlags {
         (MsFlags::MS_NOATIME, A::MOUNT_ATTR_NOATIME),
         (MsFlags::MS_STRICTATIME, A::MOUNT_ATTR_STRICTATIME),
         (MsFlags::MS_NODIRATIME, A::MOUNT_ATTR_NODIRATIME),
+        (MS_NOSYMFOLLOW, A::MOUNT_ATTR_NOSYMFOLLOW),
     ] {
         if flags.contains(f) {
             a |= attr;
@@ -446,9 +567,57 @@ pub fn mount_one(
     premade: Option<Premade>,
     cgroups: &CgroupView,
 ) -> Result<()> {
+    let o = parse_options(&m.options().clone().unwrap_or_default());
+    check_options(m, &o)?;
+    make_mount(root, m, &o, premade, cgroups)?;
+    let dest = m.destination();
+    if !(o.rec_set.is_empty() && o.rec_clear.is_empty()) {
+        let mounted = root.open(dest, None)?;
+        crate::sys::mount_setattr_recursive(mounted.as_fd(), o.rec_set, o.rec_clear).map_err(
+            |e| {
+                format!(
+                    "setting the recursive attributes of {} (set {:?}, clear {:?}): {e}",
+                    dest.display(),
+                    o.rec_set,
+                    o.rec_clear
+                )
+            },
+        )?;
+    }
+    set_propagation(root, dest, o.propagation)
+}
+
+/// A bind mount has no filesystem data: an option that is neither a mount
+/// flag nor a recursive attribute would be dropped, so it is refused,
+/// naming it and the mount (as is runc's `tmpcopyup`, not implemented).
+pub fn check_options(m: &Mount, o: &Options) -> Result<()> {
+    let typ = m.typ().clone().unwrap_or_default();
+    if let Some(bad) = o.data.iter().find(|d| d.as_str() == "tmpcopyup") {
+        return Err(format!(
+            "mount {}: option {bad:?} is not supported by idshift",
+            m.destination().display()
+        ));
+    }
+    if (o.is_bind() || typ == "bind") && !o.data.is_empty() {
+        return Err(format!(
+            "mount {}: unknown bind mount option(s) {:?} (a bind mount takes no filesystem data)",
+            m.destination().display(),
+            o.data
+        ));
+    }
+    Ok(())
+}
+
+/// The mount itself, before its recursive attributes and propagation.
+fn make_mount(
+    root: &Root<'_>,
+    m: &Mount,
+    o: &Options,
+    premade: Option<Premade>,
+    cgroups: &CgroupView,
+) -> Result<()> {
     let dest = m.destination();
     let typ = m.typ().clone().unwrap_or_default();
-    let o = parse_options(&m.options().clone().unwrap_or_default());
     let source = m.source().clone().unwrap_or_default();
     if let Some(premade) = premade {
         let (tree, set_flags) = match premade {
@@ -498,18 +667,16 @@ pub fn mount_one(
     if o.is_bind() || typ == "bind" {
         let md = fs::metadata(&source)
             .map_err(|e| format!("bind mount source {}: {e}", source.display()))?;
-        bind(
+        return bind(
             root,
             &source,
             dest,
             o.flags | MsFlags::MS_BIND,
             kind_of(&md),
-        )?;
-        return set_propagation(root, dest, o.propagation);
+        );
     }
     if typ == "cgroup" || typ == "cgroup2" {
-        mount_cgroup(root, m, &o, cgroups)?;
-        return set_propagation(root, dest, o.propagation);
+        return mount_cgroup(root, m, o, cgroups);
     }
     let target = root.open(dest, Some(Kind::Dir))?;
     let data = o.data.join(",");
@@ -547,7 +714,7 @@ pub fn mount_one(
             ))
         }
     }
-    set_propagation(root, dest, o.propagation)
+    Ok(())
 }
 
 /// A `cgroup` mount. cgroup v1 host: a tmpfs with each hierarchy's
@@ -660,6 +827,144 @@ pub fn default_devices(root: &Root<'_>) -> Result<()> {
     Ok(())
 }
 
+/// `linux.devices`: a detached clone of each character or block device's
+/// host node (a user namespace cannot mknod: the host's node is bound, as
+/// runc binds it in a user namespace), taken with the host's privileges
+/// before the user namespace is joined; `None` for a fifo (made inside).
+/// The host node must be the device the spec names.
+pub fn clone_devices(devices: &[oci_spec::runtime::LinuxDevice]) -> Result<Vec<Option<OwnedFd>>> {
+    use oci_spec::runtime::LinuxDeviceType as T;
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let path = d.path();
+            let field = format!("linux.devices[{i}] {}", path.display());
+            if !path.is_absolute() {
+                return Err(format!("{field}: the path is not absolute"));
+            }
+            let want_block = match d.typ() {
+                T::C | T::U => false,
+                T::B => true,
+                T::P => return Ok(None),
+                T::A => return Err(format!("{field}: type \"a\" is not a device type")),
+            };
+            let is_it = |p: &Path| {
+                fs::symlink_metadata(p).is_ok_and(|md| {
+                    let ft = md.file_type();
+                    let kind = if want_block {
+                        ft.is_block_device()
+                    } else {
+                        ft.is_char_device()
+                    };
+                    let rdev = md.rdev();
+                    kind && (
+                        i64::from(rustix::fs::major(rdev)),
+                        i64::from(rustix::fs::minor(rdev)),
+                    ) == (d.major(), d.minor())
+                })
+            };
+            // The host's node at the same path, else the host's node of that
+            // device anywhere in /dev (one level down).
+            let host = if is_it(path) {
+                path.to_path_buf()
+            } else {
+                find_host_node(&is_it).ok_or_else(|| {
+                    format!(
+                        "{field}: the host has no {} device {}:{} node to bind (a user namespace cannot mknod)",
+                        if want_block { "block" } else { "character" },
+                        d.major(),
+                        d.minor()
+                    )
+                })?
+            };
+            rustix::mount::open_tree(
+                rustix::fs::CWD,
+                &host,
+                rustix::mount::OpenTreeFlags::OPEN_TREE_CLONE
+                    | rustix::mount::OpenTreeFlags::OPEN_TREE_CLOEXEC,
+            )
+            .map(Some)
+            .map_err(|e| format!("{field}: cloning the host's node: {e}"))
+        })
+        .collect()
+}
+
+/// A node of the host's /dev (or a directory right under it) `is_it` accepts.
+fn find_host_node(is_it: &dyn Fn(&Path) -> bool) -> Option<PathBuf> {
+    let entries = |dir: &Path| -> Vec<PathBuf> {
+        fs::read_dir(dir)
+            .map(|r| r.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let top = entries(Path::new("/dev"));
+    if let Some(p) = top.iter().find(|p| is_it(p)) {
+        return Some(p.clone());
+    }
+    top.iter()
+        .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()))
+        .flat_map(|d| entries(d))
+        .find(|p| is_it(p))
+}
+
+/// Puts each `linux.devices` node at its path in the rootfs: the host's
+/// node bound (its mode and owner are the host's), or a fifo made with the
+/// spec's mode.
+pub fn make_devices(
+    root: &Root<'_>,
+    devices: &[oci_spec::runtime::LinuxDevice],
+    trees: Vec<Option<OwnedFd>>,
+) -> Result<()> {
+    for (d, tree) in devices.iter().zip(trees) {
+        let dest = d.path();
+        match tree {
+            Some(tree) => {
+                let target = root.open(dest, Some(Kind::File))?;
+                rustix::mount::move_mount(
+                    tree.as_fd(),
+                    "",
+                    target.as_fd(),
+                    "",
+                    rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH
+                        | rustix::mount::MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH,
+                )
+                .map_err(|e| format!("binding the device {}: {e}", dest.display()))?;
+            }
+            None => {
+                let name = dest
+                    .file_name()
+                    .ok_or_else(|| format!("linux.devices {}: no file name", dest.display()))?;
+                let parent = root.open(dest.parent().unwrap_or(Path::new("/")), Some(Kind::Dir))?;
+                let mode = Mode::from_raw_mode(d.file_mode().unwrap_or(0o666) & 0o7777);
+                match rustix::fs::mknodat(&parent, name, rustix::fs::FileType::Fifo, mode, 0) {
+                    Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                    Err(e) => return Err(format!("making the fifo {}: {e}", dest.display())),
+                }
+                // The mode as given, whatever the umask.
+                let fifo = rustix::fs::openat(
+                    &parent,
+                    name,
+                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| format!("opening the fifo {}: {e}", dest.display()))?;
+                rustix::fs::chmod(fd_path(&fifo), mode)
+                    .map_err(|e| format!("chmod of the fifo {}: {e}", dest.display()))?;
+                if d.uid().is_some() || d.gid().is_some() {
+                    rustix::fs::chown(
+                        fd_path(&fifo),
+                        d.uid().map(rustix::fs::Uid::from_raw),
+                        d.gid().map(rustix::fs::Gid::from_raw),
+                    )
+                    .map_err(|e| format!("chown of the fifo {}: {e}", dest.display()))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Masks `p` (after pivot_root): an empty read-only tmpfs over a
 /// directory, /dev/null over anything else. A missing path is fine.
 pub fn mask_path(p: &Path) -> Result<()> {
@@ -728,6 +1033,40 @@ mod tests {
         assert_eq!(o.idmap, Some(IdmapDepth::Recursive));
         assert_eq!(propagation_flags("shared"), Some(MsFlags::MS_SHARED));
         assert_eq!(propagation_flags("sideways"), None);
+    }
+
+    #[test]
+    fn recursive_attributes_are_parsed_and_known() {
+        use rootfs::MountAttrFlags as A;
+        let opts = |v: &[&str]| parse_options(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let o = opts(&["rbind", "rro", "rnosuid", "rnoatime"]);
+        assert_eq!(
+            o.rec_set,
+            A::MOUNT_ATTR_RDONLY | A::MOUNT_ATTR_NOSUID | A::MOUNT_ATTR_NOATIME
+        );
+        assert_eq!(o.rec_clear, A::MOUNT_ATTR__ATIME);
+        assert!(o.data.is_empty());
+        // The later option wins.
+        let o = opts(&["rro", "rrw"]);
+        assert_eq!((o.rec_set, o.rec_clear), (A::empty(), A::MOUNT_ATTR_RDONLY));
+        // Plain flags clear as mount(8) does.
+        let o = opts(&["noatime", "atime", "sync", "async"]);
+        assert_eq!(o.flags, MsFlags::empty());
+        // Every option idshift lists is one it applies (none is data).
+        for k in KNOWN_OPTIONS {
+            let o = opts(&[k]);
+            assert!(o.data.is_empty(), "{k} is dropped into data");
+        }
+        let m: Mount = serde_json::from_str(
+            r#"{"destination": "/x", "type": "bind", "source": "/tmp", "options": ["rbind", "bogus"]}"#,
+        )
+        .expect("mount");
+        let e = check_options(
+            &m,
+            &parse_options(m.options().as_deref().unwrap_or_default()),
+        )
+        .expect_err("bogus");
+        assert!(e.contains("bogus") && e.contains("/x"), "{e}");
     }
 
     fn mount_of(json: &str) -> Mount {

@@ -134,6 +134,15 @@ pub fn start_blocking(mut ch: Channel) -> Result<(), String> {
 /// so that everything it forks (the container's init or the exec) starts
 /// there: accounted and limited from its first instruction, and rooted
 /// there if it makes a cgroup namespace.
+/// Where a new process goes and what runs at its hook point.
+pub struct Setup<'a> {
+    /// The cgroup it is moved into before it is told anything.
+    pub cgroup: Option<&'a Cgroup>,
+    /// The prestart and createRuntime hooks, given the process's pid, run
+    /// when a container's init asks (its mounts made, before pivot_root).
+    pub run_hooks: &'a dyn Fn(i32) -> Result<(), String>,
+}
+
 pub fn spawn_blocking(
     exec_id: &str,
     msg: &ToInit,
@@ -141,8 +150,9 @@ pub fn spawn_blocking(
     stdio: ChildStdio,
     uris: StdioUris,
     io: ProcessIo,
-    cgroup: Option<&Cgroup>,
+    setup: Setup<'_>,
 ) -> Result<(Process, Option<OwnedFd>), String> {
+    let Setup { cgroup, run_hooks } = setup;
     let (mut ch, child_end) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
     let exe = std::env::current_exe().map_err(|e| format!("finding the shim binary: {e}"))?;
     let mut cmd = std::process::Command::new(exe);
@@ -156,9 +166,7 @@ pub fn spawn_blocking(
         crate::sys::dup2_raw(child_fd, crate::init::CHANNEL_FD)
     });
     // The helper exits once it has forked; the shim's reaper collects it.
-    let helper = cmd
-        .spawn()
-        .map_err(|e| format!("starting the container init: {e}"))?;
+    let helper = spawn_reaped(&mut cmd).map_err(|e| format!("starting the container init: {e}"))?;
     drop(child_end);
     if let Some(cg) = cgroup {
         let pid = i32::try_from(helper.id()).map_err(|e| format!("helper pid: {e}"))?;
@@ -182,7 +190,15 @@ pub fn spawn_blocking(
         Ok(None) => return Err(died("forked")),
         Err(e) => return Err(format!("reading the init's pid: {e}")),
     };
-    let pty = match ch.recv::<FromInit>() {
+    let mut ready = ch.recv::<FromInit>();
+    if let Ok(Some((FromInit::RunHooks, _))) = ready {
+        // On failure, dropping `ch` makes the waiting process exit.
+        run_hooks(pid)?;
+        ch.send(&ToInit::HooksDone, &[])
+            .map_err(|e| format!("resuming the init after the hooks: {e}"))?;
+        ready = ch.recv::<FromInit>();
+    }
+    let pty = match ready {
         Ok(Some((FromInit::Ready, mut fds))) => fds.pop(),
         Ok(Some((FromInit::Error(e), _))) => return Err(e),
         Ok(Some((m, _))) => return Err(format!("unexpected message {m:?}")),
@@ -193,7 +209,7 @@ pub fn spawn_blocking(
     let process = match msg {
         ToInit::Container(c) => c.spec.process().as_ref(),
         ToInit::Exec { process, .. } => Some(process.as_ref()),
-        ToInit::Start => None,
+        ToInit::Start | ToInit::HooksDone => None,
     };
     if let Some(p) = process {
         apply_rlimits(pid, p)?;
@@ -211,6 +227,18 @@ pub fn spawn_blocking(
         },
         pty,
     ))
+}
+
+/// `Command::spawn` for a process whose exit the shim's reaper collects.
+/// When the exec of a child with a `pre_exec` hook fails, std waits for the
+/// child and panics ("wait() should either return Ok or panic") if someone
+/// else reaped it first, as the shim's reaper may: that is an error here.
+pub fn spawn_reaped(cmd: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cmd.spawn())).unwrap_or_else(|_| {
+        Err(std::io::Error::other(
+            "its exec failed (and the child was reaped before it could be waited for)",
+        ))
+    })
 }
 
 /// `process.rlimits`, set on the ready process by the shim (host root), as
@@ -273,6 +301,41 @@ fn rlimit_resource(name: &str) -> Option<rustix::process::Resource> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A failed exec whose child a reaper collects before std waits for it:
+    /// an error, never a panic. Run in a child process of the test binary
+    /// (its reaper thread would steal other tests' children).
+    #[test]
+    fn a_failed_exec_reaped_elsewhere_is_an_error() {
+        if std::env::var_os("IDSHIFT_REAPER_TEST").is_some() {
+            std::thread::spawn(|| loop {
+                let _ = nix::sys::wait::waitpid(None, None);
+                std::thread::sleep(std::time::Duration::from_micros(50));
+            });
+            for _ in 0..200 {
+                let mut cmd = std::process::Command::new("/nonexistent/idshift-test-binary");
+                crate::sys::pre_exec(&mut cmd, || Ok(()));
+                assert!(spawn_reaped(&mut cmd).is_err());
+            }
+            return;
+        }
+        let exe = std::env::current_exe().expect("test binary");
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "process::tests::a_failed_exec_reaped_elsewhere_is_an_error",
+                "--nocapture",
+            ])
+            .env("IDSHIFT_REAPER_TEST", "1")
+            .output()
+            .expect("run the test in a child");
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     /// rlimits land on the target process (read back from /proc/PID/limits);
     /// one the kernel refuses (NOFILE above nr_open) is named with its

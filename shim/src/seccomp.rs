@@ -23,6 +23,32 @@ use libseccomp::{
 use oci_spec::runtime::LinuxSeccomp;
 use serde::Deserialize;
 
+/// The actions, operators and flags a profile may use (`-info` lists them).
+pub const ACTIONS: [&str; 8] = [
+    "SCMP_ACT_ALLOW",
+    "SCMP_ACT_ERRNO",
+    "SCMP_ACT_KILL",
+    "SCMP_ACT_KILL_PROCESS",
+    "SCMP_ACT_KILL_THREAD",
+    "SCMP_ACT_LOG",
+    "SCMP_ACT_TRACE",
+    "SCMP_ACT_TRAP",
+];
+pub const OPERATORS: [&str; 7] = [
+    "SCMP_CMP_EQ",
+    "SCMP_CMP_GE",
+    "SCMP_CMP_GT",
+    "SCMP_CMP_LE",
+    "SCMP_CMP_LT",
+    "SCMP_CMP_MASKED_EQ",
+    "SCMP_CMP_NE",
+];
+pub const FLAGS: [&str; 3] = [
+    "SECCOMP_FILTER_FLAG_LOG",
+    "SECCOMP_FILTER_FLAG_SPEC_ALLOW",
+    "SECCOMP_FILTER_FLAG_TSYNC",
+];
+
 /// Syscall arguments are indexed 0 to 5.
 const MAX_ARG_INDEX: u64 = 5;
 /// The kernel's BPF_MAXINSNS: a longer filter is refused at load.

@@ -47,12 +47,14 @@ pub struct Inner {
     /// The user namespaces of the CRI pods served here, by sandbox id, kept
     /// from the sandbox's create to its delete for the pod's containers.
     pods: Mutex<HashMap<String, PodUserns>>,
-    /// Exits of pids not (yet) known to any process: a fast exit can beat
-    /// the registration of its pid.
-    unclaimed: Mutex<HashMap<i32, i32>>,
+    /// Exits of pids not (yet) known to any process, held while a process
+    /// is being started (a fast exit can beat the registration of its pid).
+    unclaimed: Arc<ExitHold>,
     publisher: RemotePublisher,
     exit: Arc<ExitSignal>,
     config_path: Mutex<Option<std::path::PathBuf>>,
+    /// Held by Pause and Resume (only), one at a time.
+    freezing: Mutex<()>,
     /// Container ids whose cgroup reported an OOM kill.
     oom_tx: tokio::sync::mpsc::UnboundedSender<String>,
     /// Who started this shim, for telling whether containerd forgot it.
@@ -85,6 +87,59 @@ impl Drop for Creating<'_> {
     }
 }
 
+/// Exits of pids no process is registered for. They are held only while a
+/// start window is open (Create or Exec spawning a process that may exit
+/// before its pid is registered), as containerd's Go shim does, and
+/// forgotten when the last window closes: a later process that gets the
+/// same pid must not be reported exited by a stale record.
+#[derive(Default)]
+pub struct ExitHold(std::sync::Mutex<HoldState>);
+
+#[derive(Default)]
+struct HoldState {
+    windows: usize,
+    exits: HashMap<i32, i32>,
+}
+
+/// An open start window; closed on drop.
+pub struct StartWindow(Arc<ExitHold>);
+
+impl ExitHold {
+    fn state(&self) -> std::sync::MutexGuard<'_, HoldState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn open(self: &Arc<Self>) -> StartWindow {
+        self.state().windows += 1;
+        StartWindow(self.clone())
+    }
+
+    /// An exit no process claims: held if a window is open, else dropped.
+    pub fn exited(&self, pid: i32, code: i32) {
+        let mut s = self.state();
+        if s.windows > 0 {
+            s.exits.insert(pid, code);
+        } else {
+            log::debug!("exit of pid {pid} ({code}), not a process of ours");
+        }
+    }
+
+    /// The held exit of a pid just registered.
+    pub fn claim(&self, pid: i32) -> Option<i32> {
+        self.state().exits.remove(&pid)
+    }
+}
+
+impl Drop for StartWindow {
+    fn drop(&mut self) {
+        let mut s = self.0.state();
+        s.windows = s.windows.saturating_sub(1);
+        if s.windows == 0 {
+            s.exits.clear();
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct TaskService {
     inner: Arc<Inner>,
@@ -109,10 +164,11 @@ impl TaskService {
                 namespace: namespace.to_string(),
                 containers: Mutex::new(HashMap::new()),
                 pods: Mutex::new(HashMap::new()),
-                unclaimed: Mutex::new(HashMap::new()),
+                unclaimed: Arc::new(ExitHold::default()),
                 publisher,
                 exit,
                 config_path: Mutex::new(None),
+                freezing: Mutex::new(()),
                 oom_tx,
                 origin,
                 creating: AtomicUsize::new(0),
@@ -191,14 +247,14 @@ impl TaskService {
                     break;
                 }
             }
+            if found.is_none() {
+                // Decided while the containers are locked: a start registers
+                // its pid under that lock, then claims its exit.
+                self.inner.unclaimed.exited(pid, code);
+            }
             found
         };
         let Some((cid, exec_id)) = found else {
-            let mut u = self.inner.unclaimed.lock().await;
-            if u.len() > 4096 {
-                u.clear();
-            }
-            u.insert(pid, code);
             return;
         };
         for mut io in drains {
@@ -262,7 +318,7 @@ impl TaskService {
 
     /// Registers a new pid; if it already exited, handles that now.
     async fn claim(&self, pid: i32) {
-        let code = self.inner.unclaimed.lock().await.remove(&pid);
+        let code = self.inner.unclaimed.claim(pid);
         if let Some(code) = code {
             let me = self.clone();
             tokio::spawn(async move { me.on_exit(pid, code).await });
@@ -550,17 +606,38 @@ impl TaskService {
     /// Pause (freeze the cgroup) or resume (thaw it), and say so.
     async fn set_paused(&self, id: &str, pause: bool) -> TtResult<Empty> {
         let event = if pause { Event::Pause } else { Event::Resume };
-        {
+        // Pauses and resumes follow one another; the freezer's wait (up to
+        // seconds) holds neither the containers' lock nor a runtime thread.
+        let _one_at_a_time = self.inner.freezing.lock().await;
+        let cg = {
             let mut cs = self.inner.containers.lock().await;
             let c = get(&mut cs, id)?;
             process::transition(c.init.state, event).map_err(precondition)?;
-            let cg = c
-                .cgroup
-                .as_ref()
-                .ok_or_else(|| precondition("the container has no cgroup".into()))?;
-            let frozen = if pause { cg.freeze() } else { cg.thaw() };
-            frozen.map_err(|e| status(Code::INTERNAL, e.to_string()))?;
-            c.init.apply(event).map_err(precondition)?;
+            c.cgroup
+                .clone()
+                .ok_or_else(|| precondition("the container has no cgroup".into()))?
+        };
+        let blocking_cg = cg.clone();
+        tokio::task::spawn_blocking(move || {
+            if pause {
+                blocking_cg.freeze()
+            } else {
+                blocking_cg.thaw()
+            }
+        })
+        .await
+        .map_err(|e| status(Code::INTERNAL, format!("freezer panicked: {e}")))?
+        .map_err(|e| status(Code::INTERNAL, e.to_string()))?;
+        {
+            let mut cs = self.inner.containers.lock().await;
+            let applied = get(&mut cs, id).and_then(|c| c.init.apply(event).map_err(precondition));
+            if let Err(e) = applied {
+                // The container exited or went meanwhile: leave nothing frozen.
+                if pause {
+                    let _ = tokio::task::spawn_blocking(move || cg.thaw()).await;
+                }
+                return Err(e);
+            }
         }
         let container_id = id.to_string();
         if pause {
@@ -665,6 +742,7 @@ impl Task for TaskService {
                 ),
             ));
         }
+        let _window = self.inner.unclaimed.open();
         if self.inner.containers.lock().await.contains_key(&req.id) {
             return Err(status(
                 Code::ALREADY_EXISTS,
@@ -674,6 +752,17 @@ impl Task for TaskService {
         let config = self.config(&req.options).await?;
         if let Ok(mut o) = self.inner.orphan.lock() {
             *o = config.orphan.clone();
+        }
+        // `shim delete` (after a crash) gets no runtime options: it finds
+        // the config this container was made with in its bundle.
+        if let Some(p) = self.inner.config_path.lock().await.clone() {
+            let file = std::path::Path::new(&req.bundle).join(crate::config::CONFIG_PATH_FILE);
+            std::fs::write(&file, p.as_os_str().as_encoded_bytes()).map_err(|e| {
+                status(
+                    Code::INTERNAL,
+                    format!("recording the config path in {}: {e}", file.display()),
+                )
+            })?;
         }
         // A container of a CRI pod joins the user namespace its sandbox made.
         let role = crate::container::read_spec(std::path::Path::new(&req.bundle))
@@ -788,16 +877,43 @@ impl Task for TaskService {
         _ctx: &TtrpcContext,
         req: api::StartRequest,
     ) -> TtResult<api::StartResponse> {
-        let (ch, pid) = {
+        let (ch, pid, poststart) = {
             let mut cs = self.inner.containers.lock().await;
             let c = get(&mut cs, &req.id)?;
+            let poststart = req.exec_id.is_empty().then(|| {
+                (
+                    crate::hooks::Point::Poststart.of(c.hooks.as_ref()),
+                    c.state.clone(),
+                    c.cgroup.clone(),
+                )
+            });
             let p = process(c, &req.exec_id)?;
             process::transition(p.state, Event::Start).map_err(precondition)?;
-            (p.take_channel().map_err(precondition)?, p.pid)
+            (p.take_channel().map_err(precondition)?, p.pid, poststart)
         };
-        let started = tokio::task::spawn_blocking(move || process::start_blocking(ch))
-            .await
-            .map_err(|e| status(Code::INTERNAL, format!("start panicked: {e}")))?;
+        let started = tokio::task::spawn_blocking(move || {
+            process::start_blocking(ch)?;
+            // poststart: the workload runs; a failing hook kills the
+            // container (as runc does) and fails Start.
+            if let Some((hooks, state, cgroup)) = poststart {
+                let state = state.with("running", pid);
+                if let Err(e) =
+                    crate::hooks::run_from_shim(crate::hooks::Point::Poststart, &hooks, &state)
+                {
+                    if let Some(cg) = &cgroup {
+                        let _ = cg.kill_all(libc::SIGKILL);
+                    }
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                    return Err(e);
+                }
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| status(Code::INTERNAL, format!("start panicked: {e}")))?;
         if let Err(e) = started {
             return Err(status(
                 Code::FAILED_PRECONDITION,
@@ -918,6 +1034,7 @@ impl Task for TaskService {
     }
 
     async fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtResult<Empty> {
+        let _window = self.inner.unclaimed.open();
         let (init_pid, namespace, cgroup, bundle) = {
             let mut cs = self.inner.containers.lock().await;
             let c = get(&mut cs, &req.id)?;
@@ -980,7 +1097,10 @@ impl Task for TaskService {
                 stdio,
                 uris.clone(),
                 io,
-                cgroup.as_ref(),
+                process::Setup {
+                    cgroup: cgroup.as_ref(),
+                    run_hooks: &|_| Ok(()),
+                },
             )?;
             if let Some(m) = pty {
                 p.io.attach_pty(&uris, m)
@@ -1107,6 +1227,14 @@ impl Task for TaskService {
                 crate::faultpoint::pause("delete", run_root, &c.id);
             }
             c.cleanup();
+            // poststop: after the container is gone; a failure is logged.
+            let poststop = crate::hooks::Point::Poststop.of(c.hooks.as_ref());
+            let state = c.state.with("stopped", 0);
+            if let Err(e) =
+                crate::hooks::run_from_shim(crate::hooks::Point::Poststop, &poststop, &state)
+            {
+                log::warn!("container {}: {e}", c.id);
+            }
         })
         .await
         .map_err(|e| status(Code::INTERNAL, format!("cleanup panicked: {e}")))?;
@@ -1158,17 +1286,15 @@ impl Task for TaskService {
             .ok_or_else(|| status(Code::INVALID_ARGUMENT, "update without resources"))?;
         let res: oci_spec::runtime::LinuxResources = serde_json::from_slice(&any.value)
             .map_err(|e| status(Code::INVALID_ARGUMENT, format!("update resources: {e}")))?;
-        let mut spec = oci_spec::runtime::Spec::default();
-        let mut linux = oci_spec::runtime::Linux::default();
-        linux.set_resources(Some(res));
-        spec.set_linux(Some(linux));
+        let resources =
+            crate::container::resources_of(&res).map_err(|e| status(Code::INVALID_ARGUMENT, e))?;
         let mut cs = self.inner.containers.lock().await;
         let c = get(&mut cs, &req.id)?;
         let cg = c
             .cgroup
             .as_ref()
             .ok_or_else(|| precondition("the container has no cgroup".into()))?;
-        cg.apply(&crate::container::resources_of_spec(&spec))
+        cg.apply(&resources)
             .map_err(|e| status(Code::FAILED_PRECONDITION, e.to_string()))?;
         Ok(Empty::new())
     }
@@ -1252,5 +1378,28 @@ mod tests {
         let why = bundle_forgotten(&bundle, at_create).expect("gone");
         assert!(why.contains("is gone"), "{why}");
         assert!(bundle_forgotten(&bundle, None).is_some());
+    }
+
+    /// An exit seen during a start window is claimed by the process
+    /// registered in it; outside a window, or after it closed, an unknown
+    /// pid's exit is forgotten, so a later process that reuses the pid is
+    /// not reported exited.
+    #[test]
+    fn unknown_exits_are_held_only_during_a_start_window() {
+        let hold = Arc::new(ExitHold::default());
+        hold.exited(100, 0);
+        assert_eq!(hold.claim(100), None, "no window: dropped");
+        let w = hold.open();
+        hold.exited(101, 3);
+        hold.exited(102, 9);
+        assert_eq!(hold.claim(101), Some(3), "a fast exit in the window");
+        let w2 = hold.open();
+        drop(w);
+        assert_eq!(hold.claim(102), Some(9), "a window is still open");
+        hold.exited(103, 1);
+        drop(w2);
+        // pid 103 reused by a process registered later: nothing stale.
+        let _w3 = hold.open();
+        assert_eq!(hold.claim(103), None, "forgotten when the windows closed");
     }
 }

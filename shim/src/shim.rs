@@ -218,7 +218,18 @@ impl Shim for IdshiftShim {
     }
 
     async fn delete_shim(&mut self) -> Result<DeleteResponse, Error> {
-        let config = Config::load(None).map_err(Error::InvalidArgument)?;
+        // The config the container was made with (its runtime options'
+        // ConfigPath, recorded in the bundle, containerd's cwd for delete),
+        // else the default one.
+        let recorded = std::env::current_dir()
+            .ok()
+            .and_then(|b| std::fs::read(b.join(crate::config::CONFIG_PATH_FILE)).ok())
+            .map(|b| {
+                std::path::PathBuf::from(
+                    <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(b),
+                )
+            });
+        let config = Config::load(recorded.as_deref()).map_err(Error::InvalidArgument)?;
         let dir = run_dir(&config, &self.namespace, &self.id);
         let mut resp = DeleteResponse::new();
         let p = match read_persisted(&dir) {

@@ -647,3 +647,51 @@ fn namespaces_given_by_path_are_joined() {
     c.kill_and_remove(NS, &["ns-a"]).expect("remove");
     c.assert_no_leaks(Duration::from_secs(10));
 }
+
+/// `ctr run --device /dev/fuse` (the device and its cgroup rule, as ctr
+/// writes them): the node is there, with the host's type, numbers and mode,
+/// under idshift as under runc.
+#[test]
+fn ctr_run_device_matches_runc() {
+    let c = setup("", &[(IMG, 1)]);
+    let script =
+        "stat -c '%F %t:%T %a' /dev/fuse; grep -c ' /dev/fuse ' /proc/self/mountinfo; true";
+    let run = |runtime: &str, id: &str| {
+        c.ctr(
+            NS,
+            &[
+                "run",
+                "--rm",
+                runtime,
+                "--device",
+                "/dev/fuse",
+                IMG,
+                id,
+                "/bin/sh",
+                "-c",
+                script,
+            ],
+        )
+    };
+    let ours = run(RT, "dev-idshift");
+    let runc = run("--runtime=io.containerd.runc.v2", "dev-runc");
+    let mode = std::fs::metadata("/dev/fuse").map(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o777
+    });
+    let want = format!("character special file a:e5 {:o}", mode.expect("/dev/fuse"));
+    assert_eq!(
+        ours.ok().stdout.lines().next(),
+        Some(want.as_str()),
+        "{ours:?}"
+    );
+    assert_eq!(
+        runc.ok().stdout.lines().next(),
+        Some(want.as_str()),
+        "{runc:?}"
+    );
+    // idshift binds the host's node (a user namespace cannot mknod); runc
+    // without a user namespace makes one.
+    assert_eq!(ours.stdout.lines().nth(1), Some("1"), "{ours:?}");
+    c.assert_no_leaks(Duration::from_secs(10));
+}

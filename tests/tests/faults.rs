@@ -964,3 +964,79 @@ fn full_state_dir_fails_clearly_and_recovers() {
     drop(disk);
     c.assert_no_leaks(Duration::from_secs(10));
 }
+
+/// A container made with runtime options naming a config (`ConfigPath`,
+/// ctr's `--runtime-config-path`) whose run_dir and state_dir are not the
+/// default config's: after its shim is SIGKILLed, `shim delete` (which
+/// containerd gives no options) cleans up by that config, found in the
+/// bundle: its run dir is removed and its ID range released.
+#[test]
+fn shim_delete_after_a_crash_uses_the_containers_config_path() {
+    let (c, ns) = setup("", &[], &[(IMG, 1)]);
+    let other = c.base().join("other-config");
+    let (run_dir, state_dir) = (other.join("run"), other.join("state"));
+    std::fs::create_dir_all(&other).expect("mkdir");
+    let cfg = other.join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "state_dir = {:?}\nrun_dir = {:?}\n",
+            state_dir.display().to_string(),
+            run_dir.display().to_string()
+        ),
+    )
+    .expect("write config");
+    let cfg_arg = cfg.display().to_string();
+    let out = c.ctr(
+        &ns,
+        &[
+            "run",
+            "-d",
+            IDSHIFT_RUNTIME,
+            "--runtime-config-path",
+            &cfg_arg,
+            IMG,
+            "cfg",
+            "sleep",
+            "100000",
+        ],
+    );
+    assert!(out.success(), "{out:?}\n{}", c.log_tail(40));
+    let init = wait_status(&c, &ns, "cfg", "RUNNING", Duration::from_secs(30));
+    let container_run_dir = run_dir.join(&ns).join("cfg");
+    assert!(
+        container_run_dir.is_dir(),
+        "{}",
+        container_run_dir.display()
+    );
+    let owners = || {
+        std::fs::read_to_string(state_dir.join("ranges.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.get("owners").and_then(|o| o.as_object()).map(|o| o.len()))
+            .unwrap_or(0)
+    };
+    assert_eq!(owners(), 1, "the range is in the other config's state_dir");
+    assert_eq!(c.live_ranges(), 0, "nothing in the default state_dir");
+    let shim = shim_pid(&c, "cfg");
+    let socket = shim_socket(&c, &ns, "cfg");
+    sigkill(shim);
+    wait_for(
+        "shim delete to release the range in the other state_dir",
+        &c,
+        Duration::from_secs(20),
+        || owners() == 0,
+    );
+    wait_for(
+        "the run dir to be removed",
+        &c,
+        Duration::from_secs(20),
+        || !container_run_dir.exists(),
+    );
+    wait_for("the init to be killed", &c, Duration::from_secs(20), || {
+        !alive(init)
+    });
+    remove(&c, &ns, "cfg");
+    assert!(!socket.exists(), "{}", socket.display());
+    c.assert_no_leaks(Duration::from_secs(20));
+}

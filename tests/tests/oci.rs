@@ -2,7 +2,9 @@
 //! (`ctr run --config`) run by idshift and, where runc can run the same
 //! spec, by containerd's own runc shim side by side. Root needed.
 
-use idshift_tests::{busybox_rootfs, unique, Containerd, CtrOutput, IDSHIFT_RUNTIME as IDSHIFT};
+use idshift_tests::{
+    busybox_rootfs, unique, Containerd, CtrOutput, IDSHIFT_RUNTIME as IDSHIFT, RUNC_RUNTIME as RUNC,
+};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -274,5 +276,490 @@ fn pids_limit_and_live_memory_update() {
         assert_eq!(read(), (96u64 << 20).to_string());
     }
     c.kill_and_remove(NS, &[&id]).expect("remove");
+    c.assert_no_leaks(Duration::from_secs(10));
+}
+
+/// Every capability set missing or empty, alone and all at once (CRI's
+/// "drop ALL" is `"capabilities": {}`): CapBnd/CapEff/CapPrm/CapInh/CapAmb
+/// of the container's root shell are runc's. A missing set is an empty one,
+/// so with no bounding set root does not regain every capability at exec.
+#[test]
+fn missing_or_empty_capability_sets_match_runc() {
+    let c = Containerd::start("").expect("start containerd");
+    let rootfs = busybox_rootfs(c.base(), &APPLETS).expect("busybox rootfs");
+    let script = "grep -E '^Cap(Inh|Prm|Eff|Bnd|Amb):' /proc/self/status";
+    let base = spec(&c, &rootfs, script);
+    let sets = [
+        "bounding",
+        "effective",
+        "inheritable",
+        "permitted",
+        "ambient",
+    ];
+    let mut cases: Vec<(String, serde_json::Value)> = Vec::new();
+    let mut none = base.clone();
+    none["process"]
+        .as_object_mut()
+        .expect("process")
+        .remove("capabilities");
+    cases.push(("no capabilities".into(), none));
+    let mut drop_all = base.clone();
+    drop_all["process"]["capabilities"] = serde_json::json!({});
+    cases.push(("capabilities {}".into(), drop_all));
+    // Every set given (ambient within inheritable and permitted), then each
+    // one missing and each one empty.
+    let mut full = base.clone();
+    let list = serde_json::json!(["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+    for set in sets {
+        full["process"]["capabilities"][set] = list.clone();
+    }
+    cases.push(("every set".into(), full.clone()));
+    for set in sets {
+        let mut missing = full.clone();
+        missing["process"]["capabilities"]
+            .as_object_mut()
+            .expect("capabilities")
+            .remove(set);
+        if set == "inheritable" || set == "permitted" {
+            // Ambient capabilities must be in both.
+            missing["process"]["capabilities"]
+                .as_object_mut()
+                .expect("capabilities")
+                .remove("ambient");
+        }
+        cases.push((format!("{set} missing"), missing));
+        let mut empty = full.clone();
+        empty["process"]["capabilities"][set] = serde_json::json!([]);
+        if set == "inheritable" || set == "permitted" {
+            empty["process"]["capabilities"]["ambient"] = serde_json::json!([]);
+        }
+        cases.push((format!("{set} empty"), empty));
+    }
+    for (what, s) in &cases {
+        let ours = run(&c, IDSHIFT, s);
+        let runc = run(&c, RUNC, s);
+        if !runc.success() {
+            // runc refuses (e.g. inheritable outside an empty bounding
+            // set): idshift refuses at create too, naming the set.
+            assert!(
+                runc.stderr.contains("failed to create shim task"),
+                "{what}: runc: {runc:?}"
+            );
+            assert!(
+                !ours.success()
+                    && ours.stderr.contains("failed to create shim task")
+                    && ours.stderr.contains("process.capabilities."),
+                "{what}: idshift: {ours:?}"
+            );
+            eprintln!("{what}: refused by both");
+            continue;
+        }
+        assert_eq!(
+            (ours.code, &ours.stdout, &ours.stderr),
+            (runc.code, &runc.stdout, &runc.stderr),
+            "{what}: idshift (left) and runc (right) differ"
+        );
+        let text = &ours.stdout;
+        assert_eq!(text.lines().count(), 5, "{what}: {text}");
+        if what.starts_with("no capabilities") || what.starts_with("capabilities {}") {
+            assert!(
+                text.lines().all(|l| l.ends_with("0000000000000000")),
+                "{what}: every set empty: {text}"
+            );
+        }
+        if what.starts_with("bounding") {
+            assert!(text.contains("CapBnd:\t0000000000000000"), "{what}: {text}");
+        }
+        eprintln!("{what}: {}", text.replace('\n', " "));
+    }
+    c.assert_no_leaks(Duration::from_secs(10));
+}
+
+/// Unmounts a mount the test made on the host, even on failure.
+struct HostMount(PathBuf);
+
+impl Drop for HostMount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// `major:minor` of a real block device of this host (for blkio throttles).
+fn a_block_device() -> String {
+    let mut devs: Vec<(String, String)> = std::fs::read_dir("/sys/block")
+        .expect("/sys/block")
+        .flatten()
+        .map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let dev = std::fs::read_to_string(e.path().join("dev")).unwrap_or_default();
+            (name, dev.trim().to_string())
+        })
+        .filter(|(_, d)| !d.is_empty())
+        .collect();
+    devs.sort_by_key(|(n, _)| (n.starts_with("loop") || n.starts_with("zram"), n.clone()));
+    devs.first().expect("a block device").1.clone()
+}
+
+/// Bind mount options: `rro` makes the mount and its submounts read-only
+/// (mount_setattr AT_RECURSIVE), `ro` only the mount, `rnoatime`/`ratime`
+/// set the atime mode of every submount: the same as runc. An option a bind
+/// mount cannot take is refused, naming it (runc passes it on as data the
+/// kernel ignores for binds).
+#[test]
+fn recursive_bind_options_match_runc() {
+    let c = Containerd::start("").expect("start containerd");
+    let rootfs = busybox_rootfs(c.base(), &APPLETS).expect("busybox rootfs");
+    let data = c.base().join(unique("rro"));
+    std::fs::create_dir_all(data.join("sub")).expect("mkdir");
+    // Writable by the container's root under idshift too (an unmapped
+    // owner there).
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m,mode=1777", "rro-sub"])
+        .arg(data.join("sub"))
+        .status()
+        .expect("mount");
+    assert!(st.success());
+    let _guard = HostMount(data.join("sub"));
+    let script = "for d in /r /r/sub /p /p/sub /a /a/sub; do touch $d/f 2>/dev/null; \
+        echo $d=$?; done; \
+        awk '$5 ~ /^\\/(r|p|a|n)(\\/sub)?$/ {print $5, $6}' /proc/self/mountinfo | sort";
+    let mut s = spec(&c, &rootfs, script);
+    let mounts = s["mounts"].as_array_mut().expect("mounts");
+    for (dest, opts) in [
+        ("/r", serde_json::json!(["rbind", "rro"])),
+        ("/p", serde_json::json!(["rbind", "ro"])),
+        ("/a", serde_json::json!(["rbind", "rnoatime", "rnodev"])),
+        (
+            "/n",
+            serde_json::json!(["rbind", "noatime", "rrelatime", "rnosuid"]),
+        ),
+    ] {
+        mounts.push(serde_json::json!({
+            "destination": dest, "type": "bind", "source": data, "options": opts,
+        }));
+    }
+    let out = same_under_both(&c, &s);
+    let text = out.ok().stdout.clone();
+    for want in ["/r=1", "/r/sub=1", "/p=1", "/p/sub=0", "/a=0", "/a/sub=0"] {
+        assert!(text.lines().any(|l| l == want), "{want}: {text}");
+    }
+    assert!(text.contains("/a/sub rw,nodev,noatime"), "{text}");
+    assert!(text.contains("/n/sub rw,nosuid,relatime"), "{text}");
+    // An unknown option on a bind mount: refused, named.
+    let mut bad = spec(&c, &rootfs, "true");
+    bad["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(serde_json::json!({
+            "destination": "/b", "type": "bind", "source": data, "options": ["rbind", "bogus"],
+        }));
+    let out = run(&c, IDSHIFT, &bad);
+    assert!(
+        !out.success()
+            && out.stderr.contains("unknown bind mount option")
+            && out.stderr.contains("bogus"),
+        "{out:?}"
+    );
+    drop(_guard);
+    c.assert_no_leaks(Duration::from_secs(10));
+}
+
+/// cgroup v1 resources beyond the basics (memory swappiness and
+/// disableOOMKiller, blkio throttles and per-device weight, cpu idle and
+/// burst) are applied as runc applies them; `unified` on a v1 host, and a
+/// hostname without a UTS namespace, are refused by both. Fields idshift
+/// refuses (intelRdt, kernel memory) name themselves. (containerd 1.6's
+/// spec types drop `process.scheduler` and `linux.timeOffsets` before the
+/// shim sees them: those are unit-tested in the shim.)
+#[test]
+fn resources_and_refusals_match_runc() {
+    let c = Containerd::start("").expect("start containerd");
+    let rootfs = busybox_rootfs(c.base(), &APPLETS).expect("busybox rootfs");
+    if !Path::new("/sys/fs/cgroup/memory").is_dir() {
+        eprintln!("not a cgroup v1 host: the v1 resources are not compared here");
+        return;
+    }
+    let dev = a_block_device();
+    let script = "cd /sys/fs/cgroup; cat memory/memory.swappiness; \
+        grep oom_kill_disable memory/memory.oom_control; \
+        cat blkio/blkio.throttle.read_bps_device blkio/blkio.throttle.write_iops_device";
+    let mut s = spec(&c, &rootfs, script);
+    s["mounts"]
+        .as_array_mut()
+        .expect("mounts")
+        .push(serde_json::json!({
+            "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+            "options": ["nosuid", "noexec", "nodev", "relatime", "ro"],
+        }));
+    s["linux"]["resources"]["memory"] =
+        serde_json::json!({"swappiness": 30, "disableOOMKiller": true});
+    let (major, minor) = dev.split_once(':').expect("major:minor");
+    let (major, minor): (i64, i64) = (major.parse().expect("major"), minor.parse().expect("minor"));
+    s["linux"]["resources"]["blockIO"] = serde_json::json!({
+        "throttleReadBpsDevice": [{"major": major, "minor": minor, "rate": 1048576}],
+        "throttleWriteIOPSDevice": [{"major": major, "minor": minor, "rate": 100}],
+    });
+    let out = same_under_both(&c, &s);
+    let text = out.ok().stdout.clone();
+    assert_eq!(
+        text,
+        format!("30\noom_kill_disable 1\n{dev} 1048576\n{dev} 100\n"),
+        "{text}"
+    );
+    // cpu idle and burst: runc 1.1 leaves them alone, idshift applies them.
+    let mut cpu = spec(
+        &c,
+        &rootfs,
+        "cat /sys/fs/cgroup/cpu/cpu.idle /sys/fs/cgroup/cpu/cpu.cfs_burst_us",
+    );
+    cpu["mounts"] = s["mounts"].clone();
+    cpu["linux"]["resources"]["cpu"] = serde_json::json!({"idle": 1, "burst": 1000});
+    assert_eq!(run(&c, IDSHIFT, &cpu).ok().stdout, "1\n1000\n");
+    // unified on v1: refused by both.
+    let mut u = spec(&c, &rootfs, "true");
+    u["linux"]["resources"]["unified"] = serde_json::json!({"memory.high": "100000000"});
+    let ours = run(&c, IDSHIFT, &u);
+    let runc = run(&c, RUNC, &u);
+    assert!(!runc.success(), "{runc:?}");
+    assert!(
+        !ours.success() && ours.stderr.contains("linux.resources.unified"),
+        "{ours:?}"
+    );
+    // A hostname without a UTS namespace: refused by both.
+    let mut h = spec(&c, &rootfs, "hostname");
+    h["hostname"] = serde_json::json!("no-uts");
+    h["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces")
+        .retain(|n| n["type"] != "uts");
+    let ours = run(&c, IDSHIFT, &h);
+    let runc = run(&c, RUNC, &h);
+    assert!(!runc.success(), "{runc:?}");
+    assert!(
+        !ours.success() && ours.stderr.contains("hostname but has no UTS namespace"),
+        "{ours:?}"
+    );
+    // Refused by idshift, naming the field.
+    for (field, path, value) in [
+        (
+            "linux.intelRdt",
+            "/linux/intelRdt",
+            serde_json::json!({"closID": "x"}),
+        ),
+        (
+            "swappiness",
+            "/linux/resources/memory",
+            serde_json::json!({"swappiness": 101}),
+        ),
+        (
+            "memory.kernel",
+            "/linux/resources/memory",
+            serde_json::json!({"kernel": 1}),
+        ),
+    ] {
+        let mut r = spec(&c, &rootfs, "true");
+        let (parent, key) = path.rsplit_once('/').expect("path");
+        r.pointer_mut(parent).expect("parent")[key] = value;
+        let out = run(&c, IDSHIFT, &r);
+        assert!(
+            !out.success() && out.stderr.contains(field),
+            "{field}: {out:?}"
+        );
+    }
+    c.assert_no_leaks(Duration::from_secs(10));
+}
+
+/// Every hook point, each hook writing the state it received (and its
+/// argv[0] and env) to a marker file: the same hooks run, in the same
+/// order, with the same statuses and state keys, under idshift and runc.
+/// createContainer runs before pivot_root (host paths), startContainer
+/// after it (the container's paths, through a bind mount). A failing
+/// createRuntime hook fails create with its stderr and leaves nothing; a
+/// failing poststart kills the container.
+#[test]
+fn hooks_run_as_under_runc() {
+    let c = Containerd::start("").expect("start containerd");
+    let rootfs = busybox_rootfs(c.base(), &APPLETS).expect("busybox rootfs");
+    let host = "/bin/sh";
+    let mut markers = std::collections::BTreeMap::new();
+    for runtime in [IDSHIFT, RUNC] {
+        let out_dir = c.base().join(unique("hooks"));
+        std::fs::create_dir(&out_dir).expect("mkdir");
+        std::fs::set_permissions(&out_dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+        let hook = |point: &str, dir: &Path, path: &str| {
+            serde_json::json!({
+                "path": path,
+                "args": ["sh", "-c",
+                    format!("n=$(ls {d} | wc -l); cat > {d}/$n-{point}; echo \" $0 $HOOK_ENV\" >> {d}/$n-{point}",
+                        d = dir.display())],
+                "env": [format!("HOOK_ENV={point}-env")],
+                "timeout": 20,
+            })
+        };
+        let mut s = spec(&c, &rootfs, "echo ran");
+        s["mounts"].as_array_mut().expect("mounts").push(serde_json::json!({
+            "destination": "/hookout", "type": "bind", "source": out_dir, "options": ["rbind", "rw"],
+        }));
+        s["annotations"] = serde_json::json!({"test.hooks": "yes"});
+        s["hooks"] = serde_json::json!({
+            "prestart": [hook("prestart", &out_dir, host)],
+            "createRuntime": [hook("createRuntime", &out_dir, host)],
+            "createContainer": [hook("createContainer", &out_dir, host)],
+            "startContainer": [hook("startContainer", Path::new("/hookout"), "/bin/sh")],
+            "poststart": [hook("poststart", &out_dir, host)],
+            "poststop": [hook("poststop", &out_dir, host)],
+        });
+        let out = run(&c, runtime, &s);
+        assert_eq!(out.ok().stdout, "ran\n", "{runtime}");
+        // poststop ran before delete returned; read what each hook saw.
+        let mut files: Vec<_> = std::fs::read_dir(&out_dir)
+            .expect("markers")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .collect();
+        files.sort_by_key(|f| f.split('-').next().and_then(|n| n.parse::<u32>().ok()));
+        let mut seen = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(out_dir.join(&f)).expect("marker");
+            let (json, tail) =
+                text.rsplit_once(' ')
+                    .map(|(a, _)| a)
+                    .map_or((text.as_str(), ""), |j| {
+                        let i = j.rfind('}').map_or(j.len(), |i| i + 1);
+                        (&text[..i], &text[i..])
+                    });
+            let state: serde_json::Value =
+                serde_json::from_str(json).unwrap_or_else(|e| panic!("{runtime} {f}: {e}: {text}"));
+            let mut keys: Vec<&String> = state.as_object().expect("object").keys().collect();
+            keys.sort();
+            seen.push(format!(
+                "{f} status={} keys={keys:?} annotations={} pid>0={} tail={}",
+                state["status"],
+                state["annotations"],
+                state["pid"].as_i64().is_some_and(|p| p > 0),
+                tail.trim()
+            ));
+        }
+        markers.insert(runtime, seen);
+    }
+    let (ours, runc) = (&markers[IDSHIFT], &markers[RUNC]);
+    eprintln!("idshift: {ours:#?}\nrunc: {runc:#?}");
+    // The order and statuses the runtime spec defines: runc 1.1 runs
+    // poststart while the init runs startContainer (either may come first)
+    // and shows it the status "created"; idshift runs it once the workload
+    // runs, with "running" (README).
+    let order: Vec<&str> = ours
+        .iter()
+        .map(|l| l.split(' ').next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "0-prestart",
+            "1-createRuntime",
+            "2-createContainer",
+            "3-startContainer",
+            "4-poststart",
+            "5-poststop"
+        ]
+    );
+    assert!(ours[4].contains("status=\"running\""), "{}", ours[4]);
+    let normal = |v: &Vec<String>| {
+        let mut v: Vec<String> = v
+            .iter()
+            .map(|l| {
+                l.split_once('-').map_or(l.as_str(), |(_, r)| r).replace(
+                    "poststart status=\"running\"",
+                    "poststart status=\"created\"",
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        normal(ours),
+        normal(runc),
+        "hooks under idshift (left) and runc (right)"
+    );
+    // A failing createRuntime hook: create fails with its stderr, nothing
+    // is left.
+    let mut bad = spec(&c, &rootfs, "true");
+    bad["hooks"] = serde_json::json!({"createRuntime": [{
+        "path": "/bin/sh", "args": ["sh", "-c", "echo hook-says-no >&2; exit 3"],
+    }]});
+    let out = run(&c, IDSHIFT, &bad);
+    assert!(
+        !out.success()
+            && out.stderr.contains("hook-says-no")
+            && out.stderr.contains("createRuntime"),
+        "{out:?}"
+    );
+    // A failing poststart hook kills the container.
+    let mut ps = spec(&c, &rootfs, "sleep 987654");
+    ps["hooks"] = serde_json::json!({"poststart": [{
+        "path": "/bin/sh", "args": ["sh", "-c", "echo poststart-fails >&2; exit 1"],
+    }]});
+    let (id, out) = c.run_spec(NS, IDSHIFT, "o", &ps);
+    assert!(
+        !out.success() && out.stderr.contains("poststart-fails"),
+        "{out:?}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !idshift_tests::processes_matching("sleep 987654").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the container was not killed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // ctr may leave the failed task behind (or have removed it): delete it.
+    let _ = c.ctr(NS, &["task", "delete", &id]);
+    let _ = c.ctr(NS, &["container", "delete", &id]);
+    c.assert_no_leaks(Duration::from_secs(10));
+}
+
+/// `linux.devices` as `ctr run --device` gives them (the node and its
+/// cgroup rule): the host's node appears at its path with its type, numbers
+/// and mode (bound from the host: a user namespace cannot mknod), and is
+/// usable as under runc. A device the host lacks fails create, naming it.
+#[test]
+fn devices_match_runc() {
+    let c = Containerd::start("").expect("start containerd");
+    let rootfs = busybox_rootfs(c.base(), &APPLETS).expect("busybox rootfs");
+    let script = "stat -c '%F %t:%T %a' /dev/fuse /dev/extra/full; \
+        echo x > /dev/extra/full; echo full=$?; head -c 3 /dev/extra/full | wc -c";
+    let mut s = spec(&c, &rootfs, script);
+    s["linux"]["devices"] = serde_json::json!([
+        {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 0o600, "uid": 0, "gid": 0},
+        {"path": "/dev/extra/full", "type": "c", "major": 1, "minor": 7, "fileMode": 0o666, "uid": 0, "gid": 0},
+    ]);
+    let rules = s["linux"]["resources"]["devices"]
+        .as_array_mut()
+        .expect("ctr's device rules");
+    for (major, minor) in [(10, 229), (1, 7)] {
+        rules.push(serde_json::json!({"allow": true, "type": "c", "major": major, "minor": minor, "access": "rwm"}));
+    }
+    let host_fuse = std::fs::metadata("/dev/fuse").map(|m| m.permissions().mode() & 0o777);
+    let out = same_under_both(&c, &s);
+    let text = out.ok().stdout.clone();
+    assert!(
+        text.starts_with(&format!(
+            "character special file a:e5 {:o}\ncharacter special file 1:7 666\n",
+            host_fuse.expect("/dev/fuse on the host")
+        )),
+        "{text}"
+    );
+    assert!(text.contains("full=1\n3\n"), "{text}");
+    let mut bad = spec(&c, &rootfs, "true");
+    bad["linux"]["devices"] = serde_json::json!([
+        {"path": "/dev/no-such-device-here", "type": "c", "major": 10, "minor": 4242},
+    ]);
+    let out = run(&c, IDSHIFT, &bad);
+    assert!(
+        !out.success() && out.stderr.contains("linux.devices[0] /dev/no-such-device-here: the host has no character device 10:4242"),
+        "{out:?}"
+    );
     c.assert_no_leaks(Duration::from_secs(10));
 }

@@ -34,6 +34,16 @@ fn info_describes_the_runtime() {
     assert!(features["linux"]["namespaces"]
         .as_array()
         .is_some_and(|a| a.iter().any(|n| n == "user")));
+    // CRI clients look for rro here before asking for recursive read-only
+    // mounts.
+    let opts = features["mountOptions"].as_array().expect("mountOptions");
+    for o in ["rro", "rbind", "ridmap", "ratime", "nosymfollow"] {
+        assert!(opts.iter().any(|x| x == o), "{o} missing in {opts:?}");
+    }
+    assert_eq!(features["linux"]["cgroup"]["v1"], true);
+    assert!(features["linux"]["seccomp"]["actions"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|x| x == "SCMP_ACT_ERRNO")));
 }
 
 #[test]
