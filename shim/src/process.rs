@@ -197,6 +197,7 @@ pub fn spawn_blocking(
     };
     if let Some(p) = process {
         apply_rlimits(pid, p)?;
+        apply_oom_score_adj(pid, p)?;
     }
     let (exit_tx, _) = watch::channel(None);
     Ok((
@@ -242,6 +243,34 @@ pub fn apply_rlimits(pid: i32, process: &oci_spec::runtime::Process) -> Result<(
         })?;
     }
     Ok(())
+}
+
+/// `process.oomScoreAdj`, written by the shim (host root) to the ready
+/// process's `/proc/<pid>/oom_score_adj`, as runc's parent does: from inside
+/// its user namespace the process cannot open that file (kubelet gives
+/// BestEffort pods 1000). A value below the current one is skipped, as
+/// containerd's `restrict_oom_score_adj` does: the container does not get
+/// more protection from the OOM killer than its shim has.
+pub fn apply_oom_score_adj(pid: i32, process: &oci_spec::runtime::Process) -> Result<(), String> {
+    let Some(adj) = process.oom_score_adj() else {
+        return Ok(());
+    };
+    let path = format!("/proc/{pid}/oom_score_adj");
+    let current: i32 = std::fs::read_to_string(&path)
+        .map_err(|e| format!("process.oomScoreAdj {adj}: reading {path}: {e}"))?
+        .trim()
+        .parse()
+        .map_err(|e| format!("process.oomScoreAdj {adj}: parsing {path}: {e}"))?;
+    if adj <= current {
+        if adj < current {
+            log::debug!(
+                "process.oomScoreAdj {adj} is below the current {current}: kept at {current}"
+            );
+        }
+        return Ok(());
+    }
+    std::fs::write(&path, adj.to_string())
+        .map_err(|e| format!("process.oomScoreAdj: setting {path} to {adj}: {e}"))
 }
 
 /// The kernel resource of an OCI rlimit type name.
@@ -323,6 +352,41 @@ mod tests {
             bad,
             Err("process.rlimits RLIMIT_NOFILE (soft 1024, hard 18446744073709551615): Operation not permitted (os error 1)".into())
         );
+    }
+
+    /// oom_score_adj is raised on the target process by the shim, and a
+    /// lower value leaves it as it was.
+    #[test]
+    fn oom_score_adj_is_raised_never_lowered() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = i32::try_from(child.id()).expect("pid");
+        let process = |adj: i32| -> oci_spec::runtime::Process {
+            serde_json::from_value(serde_json::json!({
+                "cwd": "/", "user": {"uid": 0, "gid": 0}, "oomScoreAdj": adj
+            }))
+            .expect("process")
+        };
+        let read = || {
+            std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        let before: i32 = read().parse().expect("current value");
+        let want = (before + 500).min(1000);
+        let up = apply_oom_score_adj(pid, &process(want));
+        let after_up = read();
+        let down = apply_oom_score_adj(pid, &process(before));
+        let after_down = read();
+        let _ = child.kill();
+        let _ = child.wait();
+        up.expect("raise");
+        down.expect("lower is skipped");
+        assert_eq!(after_up, want.to_string());
+        assert_eq!(after_down, want.to_string());
     }
 
     #[test]
