@@ -21,9 +21,15 @@ pub struct Config {
     pub run_dir: PathBuf,
     /// `error`, `warn`, `info`, `debug` or `trace`.
     pub log_level: String,
-    /// Whether a container (a pod, under CRI) whose spec asks for no user
-    /// namespace still gets one over a range of its own.
+    /// Whether a container outside a CRI pod (e.g. `ctr run`) whose spec
+    /// asks for no user namespace still gets one over a range of its own.
     pub userns: UsernsMode,
+    /// The user namespace of a CRI pod whose sandbox asks for none.
+    pub pod_userns: PodUsernsMode,
+    /// Under `pod_userns = "own-range"`: what becomes of a pod (or
+    /// container) that shares the host's PID or IPC namespace or is
+    /// privileged, which a user namespace of its own cannot serve.
+    pub pod_host_access: HostAccess,
     pub pool: Pool,
 }
 
@@ -39,6 +45,30 @@ pub enum UsernsMode {
     /// Only a spec that asks for a user namespace gets one; the others run
     /// as host root with a plain overlay rootfs (the `plain` strategy).
     WhenRequested,
+}
+
+/// `pod_userns = "as-requested" | "own-range"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PodUsernsMode {
+    /// As runc: the user namespace the pod's sandbox config asks for
+    /// (kubelet's mappings for `hostUsers: false`), else the host's.
+    #[default]
+    AsRequested,
+    /// A pod whose sandbox asks for none still gets a user namespace over a
+    /// host ID range idshift allocates; its bind mounts are idmapped.
+    OwnRange,
+}
+
+/// `pod_host_access = "host-ids" | "refuse"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostAccess {
+    /// Runs on the host's IDs, without a user namespace, as under runc.
+    #[default]
+    HostIds,
+    /// Refused at create, saying why.
+    Refuse,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -68,6 +98,8 @@ impl Default for Config {
             run_dir: PathBuf::from("/run/idshift"),
             log_level: "info".into(),
             userns: UsernsMode::Always,
+            pod_userns: PodUsernsMode::AsRequested,
+            pod_host_access: HostAccess::HostIds,
             pool: Pool::default(),
         }
     }
@@ -145,6 +177,14 @@ mod tests {
         assert_eq!(c.userns, UsernsMode::Always);
         let c = Config::parse("userns = \"when-requested\"").expect("userns");
         assert_eq!(c.userns, UsernsMode::WhenRequested);
+        assert_eq!(c.pod_userns, PodUsernsMode::AsRequested);
+        assert_eq!(c.pod_host_access, HostAccess::HostIds);
+        let c = Config::parse("pod_userns = \"own-range\"\npod_host_access = \"refuse\"")
+            .expect("pod keys");
+        assert_eq!(c.pod_userns, PodUsernsMode::OwnRange);
+        assert_eq!(c.pod_host_access, HostAccess::Refuse);
+        let e = Config::parse("pod_userns = \"always\"").expect_err("bad pod_userns");
+        assert!(e.contains("always"), "{e}");
         let e = Config::parse("userns = \"never\"").expect_err("bad userns");
         assert!(e.contains("never"), "{e}");
         let e = Config::parse("strategy = \"fast\"").expect_err("bad strategy");

@@ -2,7 +2,7 @@
 //! over the containers this shim serves.
 
 use crate::config::Config;
-use crate::container::{Container, CreateRequest, PodRole, PodUserns};
+use crate::container::{Container, CreateRequest, PodRole, PodUsers};
 use crate::process::{self, Event, Process, State};
 use crate::stdio::{ProcessIo, StdioUris};
 use async_trait::async_trait;
@@ -43,7 +43,7 @@ pub struct Inner {
     pub containers: Mutex<HashMap<String, Container>>,
     /// The user namespaces of the CRI pods served here, by sandbox id, kept
     /// from the sandbox's create to its delete for the pod's containers.
-    pods: Mutex<HashMap<String, PodUserns>>,
+    pods: Mutex<HashMap<String, PodUsers>>,
     /// Exits of pids not (yet) known to any process: a fast exit can beat
     /// the registration of its pid.
     unclaimed: Mutex<HashMap<i32, i32>>,
@@ -471,7 +471,7 @@ impl Task for TaskService {
             Some(Err(e)) => log::warn!("{}: OOM events unavailable: {e}", req.id),
             _ => {}
         }
-        if let (PodRole::Sandbox(sandbox), Some(userns)) = (&c.role, c.pod_userns.take()) {
+        if let (PodRole::Sandbox(sandbox), Some(userns)) = (&c.role, c.pod_users.take()) {
             self.inner.pods.lock().await.insert(sandbox.clone(), userns);
         }
         self.inner.containers.lock().await.insert(req.id.clone(), c);

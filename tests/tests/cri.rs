@@ -71,6 +71,9 @@ struct Env {
     handler: String,
 }
 
+/// idshift's config for the policy giving every pod a range of its own.
+const OWN_RANGE: &str = "pod_userns = \"own-range\"";
+
 fn setup(cni: bool, images: &[(&str, usize)]) -> Env {
     setup_with(cni, images, "")
 }
@@ -268,7 +271,7 @@ fn exec_ok(cri: &Cri, id: &str, cmd: &[&str]) -> Result<String, String> {
 /// shim, one ID range, the whole CRI container lifecycle, then nothing left.
 #[test]
 fn host_network_pod_of_three_containers_one_shim_one_range() {
-    let env = setup(false, &[(IMG, 1), (IMG60, 60)]);
+    let env = setup_with(false, &[(IMG, 1), (IMG60, 60)], OWN_RANGE);
     let cri = &env.cri;
     let name = idshift_tests::unique("pod");
     let log_dir = env.log_dir(&name);
@@ -481,7 +484,7 @@ fn host_network_pod_of_three_containers_one_shim_one_range() {
 /// pods reach each other over the bridge; their ranges are disjoint.
 #[test]
 fn cni_pods_share_localhost_reach_each_other_and_have_disjoint_ranges() {
-    let env = setup(true, &[(IMG, 1)]);
+    let env = setup_with(true, &[(IMG, 1)], OWN_RANGE);
     let cri = &env.cri;
     let bridge = env.net.as_ref().map(|n| n.bridge.clone()).expect("net");
     let server_cmd = |text: &str| {
@@ -603,7 +606,7 @@ fn processes_in_range(base: u64, size: u64) -> Vec<String> {
 /// removes the pod and nothing is left.
 #[test]
 fn a_killed_pod_shim_is_cleaned_up() {
-    let env = setup(false, &[(IMG, 1)]);
+    let env = setup_with(false, &[(IMG, 1)], OWN_RANGE);
     let cri = &env.cri;
     let (pc, pod) = env.run_pod("pod", true, false);
     let mut ids = Vec::new();
@@ -643,11 +646,12 @@ fn a_killed_pod_shim_is_cleaned_up() {
     env.assert_no_leaks();
 }
 
-/// `userns = "when-requested"`: a pod containerd asks no user namespace for
-/// runs on the host's IDs, with no range allocated.
+/// The default `pod_userns = "as-requested"`: a pod containerd asks no user
+/// namespace for runs on the host's IDs, as under runc, with no range
+/// allocated.
 #[test]
-fn when_requested_pods_without_mappings_run_without_a_user_namespace() {
-    let env = setup_with(false, &[(IMG, 1)], "userns = \"when-requested\"");
+fn pods_without_mappings_run_on_the_hosts_ids_by_default() {
+    let env = setup(false, &[(IMG, 1)]);
     let cri = &env.cri;
     let (pc, pod) = env.run_pod("pod", true, false);
     let id = cri
@@ -670,7 +674,7 @@ fn when_requested_pods_without_mappings_run_without_a_user_namespace() {
 /// get); the shim serves their tasks until they are deleted, then exits.
 #[test]
 fn a_dead_sandbox_takes_its_containers_before_its_range_goes() {
-    let env = setup(false, &[(IMG, 1)]);
+    let env = setup_with(false, &[(IMG, 1)], OWN_RANGE);
     let cri = &env.cri;
     let (pc, pod) = env.run_pod("pod", true, false);
     let id = cri
