@@ -584,7 +584,8 @@ impl Container {
             let root = (host_root(&uid_maps, "uid")?, host_root(&gid_maps, "gid")?);
             Some((ns, root))
         } else if !uid_maps.is_empty() || !gid_maps.is_empty() {
-            let ns = UserNamespace::create(&uid_maps, &gid_maps).map_err(|e| e.to_string())?;
+            let ns =
+                UserNamespace::create_owned(&uid_maps, &gid_maps).map_err(|e| e.to_string())?;
             let root = (host_root(&uid_maps, "uid")?, host_root(&gid_maps, "gid")?);
             Some((ns, root))
         } else if let Some(PodUsers::Userns(pod)) = &req.pod {
@@ -603,6 +604,7 @@ impl Container {
                 req.id
             ));
         } else {
+            cfg.check_kubelet_subids()?;
             let alloc = Allocator::open(cfg.allocator()).map_err(|e| e.to_string())?;
             let owner = range_owner(&req.namespace, &req.id);
             // Recorded before it is allocated: releasing an owner that holds
@@ -804,11 +806,15 @@ fn idmapped_mounts(
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         let o = crate::mounts::parse_options(&m.options().clone().unwrap_or_default());
         let asked = crate::mounts::idmap_request(m)?;
-        let implied = (asked.is_none() && idmap_binds && (o.is_bind() || m.typ().as_deref() == Some("bind")))
-            .then(|| {
-                let rec = o.flags.contains(nix::mount::MsFlags::MS_REC);
-                rootfs::BindRecursion { clone: rec, attrs: rec }
-            });
+        let implied =
+            (asked.is_none() && idmap_binds && (o.is_bind() || m.typ().as_deref() == Some("bind")))
+                .then(|| {
+                    let rec = o.flags.contains(nix::mount::MsFlags::MS_REC);
+                    rootfs::BindRecursion {
+                        clone: rec,
+                        attrs: rec,
+                    }
+                });
         let Some(recursion) = asked.or(implied) else {
             continue;
         };
@@ -849,7 +855,12 @@ fn idmapped_mounts(
                 );
                 continue;
             }
-            Err(e) => return Err(format!("idmapped mount {dest} of {}: {e}", source.display())),
+            Err(e) => {
+                return Err(format!(
+                    "idmapped mount {dest} of {}: {e}",
+                    source.display()
+                ))
+            }
         };
         indices.push(i);
         trees.push(tree);
