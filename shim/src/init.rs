@@ -752,8 +752,16 @@ fn exec(
     seccomp: Option<&LinuxSeccomp>,
 ) -> Result<()> {
     let proc = PathBuf::from(format!("/proc/{pid}/ns"));
+    // A process that died (or is a zombie not yet reaped) has no
+    // namespaces left to join: the container is not running.
     let open = |n: &str| {
-        fs::File::open(proc.join(n)).map_err(|e| format!("opening {}/{n}: {e}", proc.display()))
+        fs::File::open(proc.join(n)).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                format!("the container is not running (its process {pid} has exited)")
+            } else {
+                format!("opening {}/{n}: {e}", proc.display())
+            }
+        })
     };
     let user = open("user")?;
     // Namespaces the container shares with us (e.g. the host's cgroup or

@@ -75,6 +75,10 @@ pub struct Process {
     pub state: State,
     pub uris: StdioUris,
     pub io: ProcessIo,
+    /// The exit, as soon as the process is reaped: while its output drains
+    /// (before [`Process::exit`] is set and the exit is published), the
+    /// process is already reported stopped and never signalled by pid.
+    pub reaped: Option<Exit>,
     /// Until Start: the channel to the process waiting to exec.
     channel: Option<Channel>,
     exit_tx: watch::Sender<Option<Exit>>,
@@ -87,6 +91,20 @@ impl Process {
 
     pub fn exit(&self) -> Option<Exit> {
         *self.exit_tx.borrow()
+    }
+
+    /// The state as reported: stopped from the moment the process is reaped.
+    pub fn current(&self) -> State {
+        if self.reaped.is_some() {
+            State::Stopped
+        } else {
+            self.state
+        }
+    }
+
+    /// The exit as reported: from the moment the process is reaped.
+    pub fn reported_exit(&self) -> Option<Exit> {
+        self.exit().or(self.reaped)
     }
 
     pub fn apply(&mut self, ev: Event) -> Result<(), String> {
@@ -207,6 +225,7 @@ pub fn spawn_blocking(
             state: State::Created,
             uris,
             io,
+            reaped: None,
             channel: Some(ch),
             exit_tx,
         },

@@ -26,6 +26,11 @@ use tokio::sync::Mutex;
 
 type TtResult<T> = ttrpc::Result<T>;
 
+/// Whether a found (container, exec id) is the container's init.
+fn exec_id_is_init(found: &Option<(String, String)>) -> bool {
+    found.as_ref().is_some_and(|(_, e)| e.is_empty())
+}
+
 fn status(code: Code, msg: impl Into<String>) -> ttrpc::Error {
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
 }
@@ -119,7 +124,9 @@ impl TaskService {
         }
     }
 
-    /// A process of ours exited with `code` (128+signal for a signal).
+    /// A process of ours exited with `code` (128+signal for a signal): it is
+    /// reported stopped at once; its output is drained (bounded), then its
+    /// exit is recorded and published.
     async fn on_exit(&self, pid: i32, code: i32) {
         let mut drains = Vec::new();
         let found = {
@@ -138,7 +145,19 @@ impl TaskService {
                         c.execs.get_mut(exec_id)
                     };
                     if let Some(p) = p {
+                        p.reaped = Some(crate::process::Exit {
+                            status: code as u32,
+                            at: SystemTime::now(),
+                        });
                         drains.push(std::mem::take(&mut p.io));
+                    }
+                    // The init is gone: so is everything else in the
+                    // container, now (a process left holding its output
+                    // would hold its exit back until the drain times out).
+                    if exec_id_is_init(&found) {
+                        if let Some(cg) = &c.cgroup {
+                            let _ = cg.kill_all(libc::SIGKILL);
+                        }
                     }
                     break;
                 }
@@ -568,12 +587,12 @@ impl Task for TaskService {
         let c = get(&mut cs, &req.id)?;
         let bundle = c.bundle.display().to_string();
         let p = process(c, &req.exec_id)?;
-        let exit = p.exit();
+        let exit = p.reported_exit();
         Ok(api::StateResponse {
             id: req.id.clone(),
             bundle,
             pid: p.pid as u32,
-            status: state_status(p.state).into(),
+            status: state_status(p.current()).into(),
             stdin: p.uris.stdin.clone(),
             stdout: p.uris.stdout.clone(),
             stderr: p.uris.stderr.clone(),
@@ -623,7 +642,7 @@ impl Task for TaskService {
             }
         }
         let p = process(c, &req.exec_id)?;
-        if p.state == State::Stopped {
+        if p.current() == State::Stopped {
             return Err(status(Code::NOT_FOUND, "process already finished"));
         }
         let signal = nix::sys::signal::Signal::try_from(sig)
@@ -643,11 +662,11 @@ impl Task for TaskService {
                     format!("exec {} already exists", req.exec_id),
                 ));
             }
-            if c.init.state != State::Running {
+            if c.init.current() != State::Running {
                 return Err(precondition(format!(
                     "container {} is {}, not running",
                     req.id,
-                    c.init.state.name()
+                    c.init.current().name()
                 )));
             }
             (
@@ -791,14 +810,14 @@ impl Task for TaskService {
             let mut cs = self.inner.containers.lock().await;
             let c = get(&mut cs, &req.id)?;
             let p = process(c, &req.exec_id)?;
-            process::transition(p.state, Event::Delete).map_err(precondition)?;
-            if p.exit().is_none() {
+            process::transition(p.current(), Event::Delete).map_err(precondition)?;
+            if p.reported_exit().is_none() {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(p.pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
-            let exit = p.exit();
+            let exit = p.reported_exit();
             let pid = p.pid;
             c.execs.remove(&req.exec_id);
             return Ok(api::DeleteResponse {
@@ -812,8 +831,8 @@ impl Task for TaskService {
         let mut rx = {
             let mut cs = self.inner.containers.lock().await;
             let c = get(&mut cs, &req.id)?;
-            process::transition(c.init.state, Event::Delete).map_err(precondition)?;
-            if c.init.exit().is_none() {
+            process::transition(c.init.current(), Event::Delete).map_err(precondition)?;
+            if c.init.reported_exit().is_none() {
                 if let Some(cg) = &c.cgroup {
                     let _ = cg.kill_all(libc::SIGKILL);
                 }
