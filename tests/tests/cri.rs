@@ -1027,7 +1027,8 @@ fn a_dead_containers_exec_says_not_running_and_it_is_removed_at_once() {
             Err(e) => {
                 let m = e.message().to_string();
                 assert!(
-                    !m.contains("No such file") && (m.contains("not running") || m.contains("EXITED")),
+                    !m.contains("No such file")
+                        && (m.contains("not running") || m.contains("EXITED")),
                     "{m}"
                 );
                 refusals += 1;
