@@ -61,13 +61,13 @@ impl AllocatorConfig {
     /// 4294967295, the invalid ID).
     pub fn check_kubernetes(&self) -> Result<(), AllocError> {
         let a = KUBERNETES_ALIGNMENT;
-        if self.pool_start % a != 0 {
+        if !self.pool_start.is_multiple_of(a) {
             return Err(AllocError::InvalidConfig(format!(
                 "pool start {} is not a multiple of {a} (Kubernetes aligns ID ranges to {a})",
                 self.pool_start
             )));
         }
-        if self.range_size == 0 || self.range_size % a != 0 {
+        if self.range_size == 0 || !self.range_size.is_multiple_of(a) {
             return Err(AllocError::InvalidConfig(format!(
                 "range_size {} is not a positive multiple of {a} (kubelet's idsPerPod must be)",
                 self.range_size
