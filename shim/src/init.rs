@@ -50,6 +50,12 @@ pub fn main() -> ! {
     std::process::exit(0)
 }
 
+/// This process's pid (in the host's pid namespace: the init sets its
+/// limits before it forks into the container's).
+fn own_pid() -> i32 {
+    rustix::process::getpid().as_raw_nonzero().get()
+}
+
 fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
     match t {
         LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
@@ -135,6 +141,9 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
         &host_side,
         GidView::Host(userns_fd.is_some().then_some(&gid_maps)),
     )?;
+    if let Some(p) = c.spec.process() {
+        crate::process::apply_rlimits(own_pid(), p)?;
+    }
     if let Some(u) = &userns_fd {
         setns(u.as_fd(), CloneFlags::CLONE_NEWUSER)
             .map_err(|e| format!("joining the user namespace: {e}"))?;
@@ -647,7 +656,8 @@ fn setup_terminal() -> Result<OwnedFd> {
 /// `filter` is a seccomp filter to load before capabilities and credentials
 /// change (without no_new_privs, loading needs CAP_SYS_ADMIN).
 fn finalize(process: &Process, filter: Option<&seccomp::Filter>) -> Result<()> {
-    // process.rlimits and oomScoreAdj were set by the shim (process.rs).
+    // process.rlimits were set before the user namespace, oomScoreAdj by
+    // the shim (process.rs).
     if let Some(io) = process.io_priority() {
         set_io_priority(io)?;
     }
@@ -795,6 +805,7 @@ fn exec(
     for (f, flag) in &others {
         setns(f.as_fd(), *flag).map_err(|e| format!("joining {flag:?}: {e}"))?;
     }
+    crate::process::apply_rlimits(own_pid(), &process)?;
     if join_user {
         setns(user.as_fd(), CloneFlags::CLONE_NEWUSER)
             .map_err(|e| format!("joining the user namespace: {e}"))?;

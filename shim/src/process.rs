@@ -214,7 +214,6 @@ pub fn spawn_blocking(
         ToInit::Start => None,
     };
     if let Some(p) = process {
-        apply_rlimits(pid, p)?;
         apply_oom_score_adj(pid, p)?;
     }
     let (exit_tx, _) = watch::channel(None);
@@ -233,9 +232,11 @@ pub fn spawn_blocking(
     ))
 }
 
-/// `process.rlimits`, set on the ready process by the shim (host root), as
-/// runc's parent does: inside its user namespace the process could not
-/// raise a hard limit. A failure fails Create (or Exec), naming the rlimit.
+/// `process.rlimits`, set on `pid` (the container's process itself, before
+/// it enters its user namespace: inside it, it could not raise a hard limit;
+/// and a shim without `CAP_SYS_RESOURCE` may not set another process's
+/// limits once that process is in a user namespace the shim does not own).
+/// A failure fails Create (or Exec), naming the rlimit.
 pub fn apply_rlimits(pid: i32, process: &oci_spec::runtime::Process) -> Result<(), String> {
     let target = rustix::process::Pid::from_raw(pid)
         .ok_or_else(|| format!("setting rlimits: invalid pid {pid}"))?;

@@ -724,13 +724,27 @@ impl Task for TaskService {
             Ok::<_, String>(p)
         })
         .await
-        .map_err(|e| status(Code::INTERNAL, format!("exec panicked: {e}")))?
-        .map_err(|e| {
-            status(
-                Code::FAILED_PRECONDITION,
-                format!("exec in {}: {e}", req.id),
-            )
-        })?;
+        .map_err(|e| status(Code::INTERNAL, format!("exec panicked: {e}")))?;
+        let spawned = match spawned {
+            Ok(p) => p,
+            Err(e) => {
+                // The init died meanwhile (its exit kills the container's
+                // cgroup, the exec's helper with it): say so.
+                let mut cs = self.inner.containers.lock().await;
+                let c = get(&mut cs, &req.id)?;
+                if c.init.current() != State::Running {
+                    return Err(precondition(format!(
+                        "container {} is {}, not running",
+                        req.id,
+                        c.init.current().name()
+                    )));
+                }
+                return Err(status(
+                    Code::FAILED_PRECONDITION,
+                    format!("exec in {}: {e}", req.id),
+                ));
+            }
+        };
         let pid = spawned.pid;
         {
             let mut cs = self.inner.containers.lock().await;
