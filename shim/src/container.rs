@@ -1039,6 +1039,39 @@ mod tests {
     }
 
     #[test]
+    fn host_namespaces_and_privilege_are_named() {
+        let spec = |namespaces: serde_json::Value, bounding: serde_json::Value| {
+            spec_from(serde_json::json!({"ociVersion": "1.0.2",
+                "process": {"cwd": "/", "user": {"uid": 0, "gid": 0},
+                    "capabilities": {"bounding": bounding}},
+                "linux": {"namespaces": namespaces}}))
+            .expect("spec")
+        };
+        let own = serde_json::json!([{"type": "mount"}, {"type": "pid"}, {"type": "ipc"},
+            {"type": "network", "path": "/proc/self/ns/net"}]);
+        let plain = serde_json::json!(["CAP_CHOWN", "CAP_NET_RAW"]);
+        assert_eq!(host_access(&spec(own.clone(), plain.clone())), None);
+        assert_eq!(
+            host_access(&spec(
+                serde_json::json!([{"type": "mount"}, {"type": "ipc"}]),
+                plain.clone()
+            )),
+            Some("it shares the host's PID namespace")
+        );
+        assert_eq!(
+            host_access(&spec(
+                serde_json::json!([{"type": "mount"}, {"type": "pid", "path": "/proc/1/ns/pid"}]),
+                plain
+            )),
+            Some("it shares the host's IPC namespace")
+        );
+        assert_eq!(
+            host_access(&spec(own, serde_json::json!(["CAP_SYS_ADMIN"]))),
+            Some("it is privileged (CAP_SYS_ADMIN)")
+        );
+    }
+
+    #[test]
     fn namespace_paths_must_be_namespaces_of_their_type() {
         let ns = |typ: &str, path: &str| {
             spec_from(serde_json::json!({"ociVersion": "1.0.2", "linux": {
