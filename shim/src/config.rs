@@ -25,9 +25,15 @@ pub struct Config {
     pub run_dir: PathBuf,
     /// `error`, `warn`, `info`, `debug` or `trace`.
     pub log_level: String,
-    /// Whether a container (a pod, under CRI) whose spec asks for no user
-    /// namespace still gets one over a range of its own.
+    /// Whether a container outside a CRI pod (e.g. `ctr run`) whose spec
+    /// asks for no user namespace still gets one over a range of its own.
     pub userns: UsernsMode,
+    /// The user namespace of a CRI pod whose sandbox asks for none.
+    pub pod_userns: PodUsernsMode,
+    /// Under `pod_userns = "own-range"`: what becomes of a pod (or
+    /// container) that shares the host's PID or IPC namespace or is
+    /// privileged, which a user namespace of its own cannot serve.
+    pub pod_host_access: HostAccess,
     pub pool: Pool,
     /// When a shim decides that containerd has forgotten it.
     pub orphan: Orphan,
@@ -84,12 +90,42 @@ pub enum UsernsMode {
     WhenRequested,
 }
 
+/// `pod_userns = "as-requested" | "own-range"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PodUsernsMode {
+    /// As runc: the user namespace the pod's sandbox config asks for
+    /// (kubelet's mappings for `hostUsers: false`), else the host's.
+    #[default]
+    AsRequested,
+    /// A pod whose sandbox asks for none still gets a user namespace over a
+    /// host ID range idshift allocates; its bind mounts are idmapped.
+    OwnRange,
+}
+
+/// `pod_host_access = "host-ids" | "refuse"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostAccess {
+    /// Runs on the host's IDs, without a user namespace, as under runc.
+    #[default]
+    HostIds,
+    /// Refused at create, saying why.
+    Refuse,
+}
+
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Pool {
     pub start: u32,
     pub size: u32,
+    /// IDs per range: per container, per pod under CRI (kubelet's
+    /// `idsPerPod`); a multiple of 65536.
     pub range_size: u32,
+    /// kubelet's own subordinate IDs (the entries of user `kubelet`), which
+    /// idshift's pool must not overlap: checked before every allocation.
+    pub kubelet_subuid: PathBuf,
+    pub kubelet_subgid: PathBuf,
 }
 
 impl Default for Pool {
@@ -99,6 +135,8 @@ impl Default for Pool {
             start: d.pool_start,
             size: d.pool_size,
             range_size: d.range_size,
+            kubelet_subuid: PathBuf::from("/etc/subuid"),
+            kubelet_subgid: PathBuf::from("/etc/subgid"),
         }
     }
 }
@@ -111,6 +149,8 @@ impl Default for Config {
             run_dir: PathBuf::from("/run/idshift"),
             log_level: "info".into(),
             userns: UsernsMode::Always,
+            pod_userns: PodUsernsMode::AsRequested,
+            pod_host_access: HostAccess::HostIds,
             pool: Pool::default(),
             orphan: Orphan::default(),
         }
@@ -149,7 +189,31 @@ impl Config {
                 c.log_level
             ));
         }
+        c.allocator()
+            .check_kubernetes()
+            .map_err(|e| format!("[pool]: {e}"))?;
         Ok(c)
+    }
+
+    /// Refuses a pool that overlaps the subordinate IDs of user `kubelet`
+    /// (`/etc/subuid`, `/etc/subgid`): kubelet hands those to its pods with
+    /// `hostUsers: false`, and no ID may belong to two pods.
+    pub fn check_kubelet_subids(&self) -> Result<(), String> {
+        for path in [&self.pool.kubelet_subuid, &self.pool.kubelet_subgid] {
+            let overlaps = userns::subid_overlaps(self.pool.start, self.pool.size, path)
+                .map_err(|e| e.to_string())?;
+            if let Some((_, r)) = overlaps.iter().find(|(name, _)| name == "kubelet") {
+                return Err(format!(
+                    "idshift's ID pool {}+{} overlaps kubelet's subordinate IDs {}+{} in {}: move [pool] start or kubelet's entry so that they are disjoint",
+                    self.pool.start,
+                    self.pool.size,
+                    r.base,
+                    r.size,
+                    path.display()
+                ));
+            }
+        }
+        Ok(())
     }
 
     pub fn allocator(&self) -> AllocatorConfig {
@@ -180,15 +244,23 @@ mod tests {
     fn parses_and_defaults() {
         assert_eq!(Config::parse("").expect("empty"), Config::default());
         let c = Config::parse(
-            "strategy = \"per-layer\"\nstate_dir = \"/x\"\nlog_level = \"debug\"\n[pool]\nstart = 200000\nsize = 131072\nrange_size = 65536\n",
+            "strategy = \"per-layer\"\nstate_dir = \"/x\"\nlog_level = \"debug\"\n[pool]\nstart = 196608\nsize = 131072\nrange_size = 65536\n",
         )
         .expect("full");
         assert_eq!(c.strategy, Strategy::PerLayer);
-        assert_eq!(c.allocator().pool_start, 200000);
+        assert_eq!(c.allocator().pool_start, 196608);
         assert_eq!(c.log_filter(), log::LevelFilter::Debug);
         assert_eq!(c.userns, UsernsMode::Always);
         let c = Config::parse("userns = \"when-requested\"").expect("userns");
         assert_eq!(c.userns, UsernsMode::WhenRequested);
+        assert_eq!(c.pod_userns, PodUsernsMode::AsRequested);
+        assert_eq!(c.pod_host_access, HostAccess::HostIds);
+        let c = Config::parse("pod_userns = \"own-range\"\npod_host_access = \"refuse\"")
+            .expect("pod keys");
+        assert_eq!(c.pod_userns, PodUsernsMode::OwnRange);
+        assert_eq!(c.pod_host_access, HostAccess::Refuse);
+        let e = Config::parse("pod_userns = \"always\"").expect_err("bad pod_userns");
+        assert!(e.contains("always"), "{e}");
         let c =
             Config::parse("[orphan]\ngrace_seconds = 7\nask_containerd = false\n").expect("orphan");
         assert_eq!(c.orphan.grace(), std::time::Duration::from_secs(7));
@@ -204,6 +276,35 @@ mod tests {
         assert!(e.contains("stratgy"), "{e}");
         let e = Config::parse("log_level = \"loud\"").expect_err("level");
         assert!(e.contains("loud"), "{e}");
+    }
+
+    #[test]
+    fn pools_follow_kubernetes_rules_and_avoid_kubelets_ids() {
+        let e = Config::parse("[pool]\nstart = 200000").expect_err("unaligned");
+        assert!(e.contains("[pool]: ") && e.contains("200000"), "{e}");
+        let e = Config::parse("[pool]\nrange_size = 4096").expect_err("small");
+        assert!(e.contains("4096"), "{e}");
+        let d = tempfile::tempdir().expect("tempdir");
+        let (u, g) = (d.path().join("subuid"), d.path().join("subgid"));
+        std::fs::write(&u, "kubelet:65536:7208960\nalice:1879048192:65536\n").expect("subuid");
+        std::fs::write(&g, "kubelet:1879179264:65536\n").expect("subgid");
+        let cfg = |start: u32| {
+            Config::parse(&format!(
+                "[pool]\nstart = {start}\nsize = 262144\nkubelet_subuid = {u:?}\nkubelet_subgid = {g:?}"
+            ))
+            .expect("config")
+        };
+        // alice's entry is not kubelet's; kubelet's subgid one is.
+        let e = cfg(1879048192).check_kubelet_subids().expect_err("overlap");
+        assert_eq!(
+            e,
+            format!("idshift's ID pool 1879048192+262144 overlaps kubelet's subordinate IDs 1879179264+65536 in {}: move [pool] start or kubelet's entry so that they are disjoint", g.display())
+        );
+        cfg(1879048192 + 262144)
+            .check_kubelet_subids()
+            .expect("disjoint");
+        let e = cfg(65536).check_kubelet_subids().expect_err("subuid");
+        assert!(e.contains("subuid"), "{e}");
     }
 
     #[test]

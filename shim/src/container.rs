@@ -4,7 +4,7 @@
 
 use crate::cgroup::{Cgroup, Hierarchy, Resources};
 use crate::channel::{ContainerInit, ToInit};
-use crate::config::{Config, UsernsMode};
+use crate::config::{Config, HostAccess, PodUsernsMode, UsernsMode};
 use crate::process::{self, Process};
 use crate::stdio::{ProcessIo, StdioUris};
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
@@ -89,6 +89,51 @@ impl PodUserns {
     }
 }
 
+/// The IDs a CRI pod runs on, decided when its sandbox is created.
+pub enum PodUsers {
+    /// A user namespace, for the pod's containers to join.
+    Userns(PodUserns),
+    /// The host's IDs (no user namespace): the pod's containers too, unless
+    /// their own spec asks for one.
+    Host,
+}
+
+impl PodUsers {
+    pub fn try_clone(&self) -> Result<PodUsers, String> {
+        Ok(match self {
+            PodUsers::Userns(u) => PodUsers::Userns(u.try_clone()?),
+            PodUsers::Host => PodUsers::Host,
+        })
+    }
+}
+
+/// Why a pod's container cannot live in a user namespace of its own (over
+/// an idshift range): it shares the host's PID namespace (a new user
+/// namespace cannot mount proc for it) or IPC namespace, or is privileged
+/// (holds `CAP_SYS_ADMIN`: e.g. it configures the pod's network, which
+/// belongs to the host's user namespace).
+pub fn host_access(spec: &Spec) -> Option<&'static str> {
+    let namespaces = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().clone())
+        .unwrap_or_default();
+    let has = |t: LinuxNamespaceType| namespaces.iter().any(|n| n.typ() == t);
+    if !has(LinuxNamespaceType::Pid) {
+        return Some("it shares the host's PID namespace");
+    }
+    if !has(LinuxNamespaceType::Ipc) {
+        return Some("it shares the host's IPC namespace");
+    }
+    let privileged = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.capabilities().clone())
+        .and_then(|c| c.bounding().clone())
+        .is_some_and(|b| b.contains(&oci_spec::runtime::Capability::SysAdmin));
+    privileged.then_some("it is privileged (CAP_SYS_ADMIN)")
+}
+
 pub struct Container {
     pub id: String,
     pub bundle: PathBuf,
@@ -100,8 +145,8 @@ pub struct Container {
     /// OOM kills already reported as TaskOOM (by the watcher or at exit).
     pub oom_reported: std::sync::Arc<std::sync::atomic::AtomicU64>,
     pub role: PodRole,
-    /// A sandbox's user namespace, for the service to keep for the pod.
-    pub pod_userns: Option<PodUserns>,
+    /// A sandbox's IDs, for the service to keep for the pod.
+    pub pod_users: Option<PodUsers>,
     /// The bundle directory's identity at create: containerd removing it
     /// (or replacing it) means it forgot the container.
     pub bundle_id: Option<BundleId>,
@@ -131,8 +176,8 @@ pub struct CreateRequest {
     pub rootfs: Vec<rootfs::MountSpec>,
     pub uris: StdioUris,
     pub config: Config,
-    /// A pod member: the user namespace of its pod, to join.
-    pub pod: Option<PodUserns>,
+    /// A pod member: the IDs of its pod (a user namespace to join).
+    pub pod: Option<PodUsers>,
     /// The serving shim's socket.
     pub shim_socket: String,
 }
@@ -764,7 +809,6 @@ impl Container {
                 req.id
             ));
         }
-        let when_requested = cfg.userns == UsernsMode::WhenRequested;
         match choice {
             Some(UsernsChoice::Host) if requested => {
                 return Err(format!(
@@ -781,11 +825,33 @@ impl Container {
                 report.strategy = strategy.to_string();
             }
             Some(UsernsChoice::Private) => {}
-            None if !requested && req.pod.is_none() && when_requested => {
-                strategy = rootfs::Strategy::Plain;
-                report.strategy = strategy.to_string();
+            None => {
+                let host_ids = !requested
+                    && match (&role, &req.pod) {
+                        (PodRole::None, _) => cfg.userns == UsernsMode::WhenRequested,
+                        (_, Some(PodUsers::Host)) => true,
+                        // The sandbox asked for none: as runc, the host's IDs.
+                        (_, None) if cfg.pod_userns == PodUsernsMode::AsRequested => true,
+                        // A container of a pod with a user namespace joins it.
+                        (_, Some(PodUsers::Userns(_))) if cfg.pod_userns == PodUsernsMode::AsRequested => {
+                            false
+                        }
+                        _ => match (host_access(&spec), cfg.pod_host_access) {
+                            (None, _) => false,
+                            (Some(_), HostAccess::HostIds) => true,
+                            (Some(why), HostAccess::Refuse) => {
+                                return Err(format!(
+                                    "container {} runs in its pod's own ID range (pod_userns = \"own-range\"), but {why}, and pod_host_access = \"refuse\"",
+                                    req.id
+                                ))
+                            }
+                        },
+                    };
+                if host_ids {
+                    strategy = rootfs::Strategy::Plain;
+                    report.strategy = strategy.to_string();
+                }
             }
-            None => {}
         }
         let ns = if strategy == rootfs::Strategy::Plain {
             if user.is_some() {
@@ -797,10 +863,11 @@ impl Container {
             let root = (host_root(&uid_maps, "uid")?, host_root(&gid_maps, "gid")?);
             Some((ns, root))
         } else if !uid_maps.is_empty() || !gid_maps.is_empty() {
-            let ns = UserNamespace::create(&uid_maps, &gid_maps).map_err(|e| e.to_string())?;
+            let ns =
+                UserNamespace::create_owned(&uid_maps, &gid_maps).map_err(|e| e.to_string())?;
             let root = (host_root(&uid_maps, "uid")?, host_root(&gid_maps, "gid")?);
             Some((ns, root))
-        } else if let Some(pod) = &req.pod {
+        } else if let Some(PodUsers::Userns(pod)) = &req.pod {
             // A container of a pod: the pod's user namespace and range.
             let ns = pod.userns.try_clone().map_err(|e| e.to_string())?;
             if let Some(range) = pod.range {
@@ -816,6 +883,7 @@ impl Container {
                 req.id
             ));
         } else {
+            cfg.check_kubelet_subids()?;
             let alloc = Allocator::open(cfg.allocator()).map_err(|e| e.to_string())?;
             let owner = range_owner(&req.namespace, &req.id);
             // Recorded before it is allocated: releasing an owner that holds
@@ -904,8 +972,12 @@ impl Container {
         .map_err(|e| format!("building the rootfs: {e}"))?;
         report.ops = built.ops;
         absolute_bind_sources(&mut spec, &req.bundle);
+        // A pod in a range of idshift's own sees the files kubelet and
+        // containerd bind in (hosts, resolv.conf, volumes) as under runc:
+        // every bind mount is idmapped into the pod's user namespace.
+        let idmap_binds = role != PodRole::None && report.range.is_some();
         let (idmapped_mounts, idmapped_fds) =
-            idmapped_mounts(&spec, ns.as_ref().map(|(ns, _)| ns))?;
+            idmapped_mounts(&spec, ns.as_ref().map(|(ns, _)| ns), idmap_binds)?;
         report.rootfs_ms = ms(t);
         crate::faultpoint::pause("rootfs", &cfg.run_dir, &req.id);
 
@@ -974,13 +1046,15 @@ impl Container {
         write_persisted(&run_dir, &persisted)?;
         drop(built);
         drop(idmapped_fds);
-        // A sandbox's user namespace is kept for the pod's containers.
-        let pod_userns = match (&role, ns) {
-            (PodRole::Sandbox(_), Some((userns, root))) => Some(PodUserns {
+        // A sandbox's user namespace (or the host's IDs) is kept for the
+        // pod's containers.
+        let pod_users = match (&role, ns) {
+            (PodRole::Sandbox(_), Some((userns, root))) => Some(PodUsers::Userns(PodUserns {
                 userns,
                 root,
                 range: report.range,
-            }),
+            })),
+            (PodRole::Sandbox(_), None) => Some(PodUsers::Host),
             _ => None,
         };
         if let Some(master) = pty {
@@ -1006,7 +1080,7 @@ impl Container {
                 persisted,
                 oom_reported: Default::default(),
                 role,
-                pod_userns,
+                pod_users,
                 bundle_id,
                 hooks,
                 state,
@@ -1047,11 +1121,23 @@ fn absolute_bind_sources(spec: &mut Spec, bundle: &Path) {
 fn idmapped_mounts(
     spec: &Spec,
     container_ns: Option<&UserNamespace>,
+    idmap_binds: bool,
 ) -> Result<(Vec<usize>, Vec<OwnedFd>), String> {
     let mut indices = Vec::new();
     let mut trees = Vec::new();
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
-        let Some(recursion) = crate::mounts::idmap_request(m)? else {
+        let o = crate::mounts::parse_options(&m.options().clone().unwrap_or_default());
+        let asked = crate::mounts::idmap_request(m)?;
+        let implied =
+            (asked.is_none() && idmap_binds && (o.is_bind() || m.typ().as_deref() == Some("bind")))
+                .then(|| {
+                    let rec = o.flags.contains(nix::mount::MsFlags::MS_REC);
+                    rootfs::BindRecursion {
+                        clone: rec,
+                        attrs: rec,
+                    }
+                });
+        let Some(recursion) = asked.or(implied) else {
             continue;
         };
         let dest = m.destination().display();
@@ -1074,14 +1160,30 @@ fn idmapped_mounts(
                 })?
                 .fd(),
         };
-        let o = crate::mounts::parse_options(&m.options().clone().unwrap_or_default());
-        let tree = rootfs::detached_bind(
+        let tree = match rootfs::detached_bind(
             &source,
             recursion,
             crate::mounts::mount_attrs(o.flags),
             Some(userns),
-        )
-        .map_err(|e| format!("idmapped mount {dest} of {}: {e}", source.display()))?;
+        ) {
+            Ok(t) => t,
+            Err(e) if implied.is_some() => {
+                // Not every filesystem can be idmapped (e.g. devtmpfs): such
+                // a mount is bound as it is, its files seen with their host
+                // owners, as without the policy.
+                log::warn!(
+                    "bind mount {dest} of {} is not idmapped ({e}): bound with its host owners",
+                    source.display()
+                );
+                continue;
+            }
+            Err(e) => {
+                return Err(format!(
+                    "idmapped mount {dest} of {}: {e}",
+                    source.display()
+                ))
+            }
+        };
         indices.push(i);
         trees.push(tree);
     }
@@ -1405,6 +1507,39 @@ mod tests {
                 ))
             );
         }
+    }
+
+    #[test]
+    fn host_namespaces_and_privilege_are_named() {
+        let spec = |namespaces: serde_json::Value, bounding: serde_json::Value| {
+            spec_from(serde_json::json!({"ociVersion": "1.0.2",
+                "process": {"cwd": "/", "user": {"uid": 0, "gid": 0},
+                    "capabilities": {"bounding": bounding}},
+                "linux": {"namespaces": namespaces}}))
+            .expect("spec")
+        };
+        let own = serde_json::json!([{"type": "mount"}, {"type": "pid"}, {"type": "ipc"},
+            {"type": "network", "path": "/proc/self/ns/net"}]);
+        let plain = serde_json::json!(["CAP_CHOWN", "CAP_NET_RAW"]);
+        assert_eq!(host_access(&spec(own.clone(), plain.clone())), None);
+        assert_eq!(
+            host_access(&spec(
+                serde_json::json!([{"type": "mount"}, {"type": "ipc"}]),
+                plain.clone()
+            )),
+            Some("it shares the host's PID namespace")
+        );
+        assert_eq!(
+            host_access(&spec(
+                serde_json::json!([{"type": "mount"}, {"type": "pid", "path": "/proc/1/ns/pid"}]),
+                plain
+            )),
+            Some("it shares the host's IPC namespace")
+        );
+        assert_eq!(
+            host_access(&spec(own, serde_json::json!(["CAP_SYS_ADMIN"]))),
+            Some("it is privileged (CAP_SYS_ADMIN)")
+        );
     }
 
     #[test]

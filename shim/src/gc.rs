@@ -605,9 +605,10 @@ mod tests {
             state_dir: dir.join("state"),
             run_dir: dir.join("run"),
             pool: crate::config::Pool {
-                start: 100_000_000,
+                start: 65536 * 1526,
                 size: 65536 * 4,
                 range_size: 65536,
+                ..crate::config::Pool::default()
             },
             ..Config::default()
         }

@@ -50,6 +50,12 @@ pub fn main() -> ! {
     std::process::exit(0)
 }
 
+/// This process's pid (in the host's pid namespace: the init sets its
+/// limits before it forks into the container's).
+fn own_pid() -> i32 {
+    rustix::process::getpid().as_raw_nonzero().get()
+}
+
 fn ns_flag(t: LinuxNamespaceType) -> CloneFlags {
     match t {
         LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
@@ -103,7 +109,10 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
             *slot = Some(mounts::Premade::Idmapped(tree));
         }
     }
-    // Join namespaces given by path first, with the host's privileges.
+    // Join namespaces given by path first, with the host's privileges. One
+    // that is not the host's own (the shim's) is the container's: a CRI
+    // pod's network namespace, which containerd made and passes by path.
+    let mut joined = Vec::new();
     for ns in namespaces
         .iter()
         .filter(|n| n.typ() != LinuxNamespaceType::User)
@@ -111,9 +120,30 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
         if let Some(p) = ns.path() {
             let f =
                 fs::File::open(p).map_err(|e| format!("opening namespace {}: {e}", p.display()))?;
+            if !is_own_namespace(ns.typ(), &f) {
+                joined.push(ns.typ());
+            }
             setns(f.as_fd(), ns_flag(ns.typ()))
                 .map_err(|e| format!("joining {:?} namespace {}: {e}", ns.typ(), p.display()))?;
         }
+    }
+    let new = |t: LinuxNamespaceType| {
+        namespaces
+            .iter()
+            .any(|n| n.typ() == t && n.path().is_none())
+    };
+    let (host_side, inside) = split_sysctls(&linux, &new, &|t| joined.contains(&t))?;
+    // The sysctls of namespaces joined by path are written now, as host root
+    // (the namespace may belong to the host's user namespace, where the
+    // container's root has no privilege), through the host's /proc, which
+    // shows the namespaces just joined. Group IDs are the host's here.
+    let gid_maps = spec_gid_maps(&linux);
+    write_sysctls(
+        &host_side,
+        GidView::Host(userns_fd.is_some().then_some(&gid_maps)),
+    )?;
+    if let Some(p) = c.spec.process() {
+        crate::process::apply_rlimits(own_pid(), p)?;
     }
     if let Some(u) = &userns_fd {
         setns(u.as_fd(), CloneFlags::CLONE_NEWUSER)
@@ -131,7 +161,9 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
     if flags.contains(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)) {
         set_time_offsets(&linux)?;
     }
-    fork_and_report(ch, |ch| stage2(ch, &c, rootfs_fd, premade, devices))
+    fork_and_report(ch, |ch| {
+        stage2(ch, &c, rootfs_fd, premade, devices, &inside)
+    })
 }
 
 /// `linux.timeOffsets`, written for the new time namespace before its
@@ -152,6 +184,34 @@ fn set_time_offsets(linux: &oci_spec::runtime::Linux) -> Result<()> {
     }
     fs::write("/proc/self/timens_offsets", &text)
         .map_err(|e| format!("writing linux.timeOffsets ({}): {e}", text.trim()))
+}
+
+/// Whether the namespace file `f` is the one of type `t` this process is in
+/// (the shim's, the host's): joining it gives the container nothing of its own.
+fn is_own_namespace(t: LinuxNamespaceType, f: &fs::File) -> bool {
+    let name = match t {
+        LinuxNamespaceType::Network => "net",
+        LinuxNamespaceType::Ipc => "ipc",
+        LinuxNamespaceType::Uts => "uts",
+        LinuxNamespaceType::Pid => "pid",
+        LinuxNamespaceType::Mount => "mnt",
+        LinuxNamespaceType::Cgroup => "cgroup",
+        LinuxNamespaceType::Time => "time",
+        LinuxNamespaceType::User => "user",
+    };
+    let own = fs::metadata(format!("/proc/self/ns/{name}")).map(|m| (m.dev(), m.ino()));
+    let theirs = f.metadata().map(|m| (m.dev(), m.ino()));
+    matches!((own, theirs), (Ok(a), Ok(b)) if a == b)
+}
+
+fn spec_gid_maps(linux: &oci_spec::runtime::Linux) -> Vec<(u32, u32, u32)> {
+    linux
+        .gid_mappings()
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .map(|m| (m.container_id(), m.host_id(), m.size()))
+        .collect()
 }
 
 /// Forks (the child enters a new pid namespace, if one was unshared, as its
@@ -192,6 +252,7 @@ fn stage2(
     rootfs_fd: OwnedFd,
     mut premade: Vec<Option<mounts::Premade>>,
     devices: Vec<Option<OwnedFd>>,
+    sysctls: &[(String, String)],
 ) -> Result<()> {
     let spec = &c.spec;
     let target = &c.rootfs_target;
@@ -292,15 +353,9 @@ fn stage2(
         mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
             .map_err(|e| format!("setting the rootfs propagation {p}: {e}"))?;
     }
-    let own = |t: LinuxNamespaceType| {
-        linux
-            .namespaces()
-            .clone()
-            .unwrap_or_default()
-            .iter()
-            .any(|n| n.typ() == t && n.path().is_none())
-    };
-    set_sysctls(&linux, &own)?;
+    // The sysctls of the container's new namespaces (made inside its user
+    // namespace, where its group IDs are the container's own).
+    write_sysctls(sysctls, GidView::Container(&spec_gid_maps(&linux)))?;
     for p in linux.masked_paths().clone().unwrap_or_default() {
         mounts::mask_path(Path::new(&p))?;
     }
@@ -373,13 +428,17 @@ fn sysctl_namespace(key: &str) -> Option<LinuxNamespaceType> {
     }
 }
 
-/// Writes `linux.sysctl` under /proc/sys (the container's own /proc,
-/// after pivot_root); a sysctl of a namespace the container does not own
-/// is refused, naming it.
-fn set_sysctls(
+/// `linux.sysctl` split by where each is written: those of namespaces
+/// joined by path (written by the container's process before it enters its
+/// user namespace), and those of the namespaces it makes (written inside).
+/// A sysctl of a namespace the container does not have (the host's) is
+/// refused, naming it, as runc refuses it.
+type Sysctls = Vec<(String, String)>;
+fn split_sysctls(
     linux: &oci_spec::runtime::Linux,
-    own: &dyn Fn(LinuxNamespaceType) -> bool,
-) -> Result<()> {
+    new: &dyn Fn(LinuxNamespaceType) -> bool,
+    joined: &dyn Fn(LinuxNamespaceType) -> bool,
+) -> Result<(Sysctls, Sysctls)> {
     let mut sysctls: Vec<(String, String)> = linux
         .sysctl()
         .clone()
@@ -387,12 +446,17 @@ fn set_sysctls(
         .into_iter()
         .collect();
     sysctls.sort();
+    let (mut host_side, mut inside) = (Vec::new(), Vec::new());
     for (key, value) in sysctls {
+        if key.contains("..") || key.contains('/') {
+            return Err(format!("sysctl {key:?} is not a valid name"));
+        }
         match sysctl_namespace(&key) {
-            Some(ns) if own(ns) => {}
+            Some(ns) if new(ns) => inside.push((key, value)),
+            Some(ns) if joined(ns) => host_side.push((key, value)),
             Some(ns) => {
                 return Err(format!(
-                    "sysctl {key} belongs to the {ns:?} namespace, which the container does not have a new one of"
+                    "sysctl {key} belongs to the {ns:?} namespace, and the container has the host's"
                 ))
             }
             None => {
@@ -401,9 +465,87 @@ fn set_sysctls(
                 ))
             }
         }
-        if key.contains("..") || key.contains('/') {
-            return Err(format!("sysctl {key:?} is not a valid name"));
+    }
+    Ok((host_side, inside))
+}
+
+/// In whose IDs a writer of `net.ipv4.ping_group_range` names groups.
+enum GidView<'a> {
+    /// The host's, translating through the container's mappings (none: the
+    /// container has no user namespace, its IDs are the host's).
+    Host(Option<&'a [(u32, u32, u32)]>),
+    /// The container's own, limited to those its mappings hold.
+    Container(&'a [(u32, u32, u32)]),
+}
+
+/// `net.ipv4.ping_group_range` (`low high`, the container's group IDs) as
+/// its writer must name it: translated to host IDs when written from the
+/// host, and limited to the groups the container's user namespace maps
+/// (containerd 2.x asks for `0 2147483647`: every group of the container).
+/// A range the mappings cannot express as one range is refused, naming it.
+fn ping_group_range(value: &str, view: &GidView) -> Result<String> {
+    let bad = || format!("sysctl net.ipv4.ping_group_range {value:?} is not two group IDs");
+    let mut it = value.split_whitespace().map(str::parse::<u32>);
+    let (lo, hi) = match (it.next(), it.next(), it.next()) {
+        (Some(Ok(lo)), Some(Ok(hi)), None) => (lo, hi),
+        _ => return Err(bad()),
+    };
+    let maps = match view {
+        GidView::Host(None) => return Ok(value.to_string()),
+        GidView::Host(Some(m)) | GidView::Container(m) => *m,
+    };
+    if maps.is_empty() {
+        return Err(format!(
+            "sysctl net.ipv4.ping_group_range {value:?}: the spec has no linux.gidMappings to translate it through"
+        ));
+    }
+    if lo > hi {
+        // No group may ping: the same in any IDs.
+        return Ok(value.to_string());
+    }
+    let mut pieces: Vec<(u64, u64, u64)> = maps
+        .iter()
+        .filter_map(|&(c, h, n)| {
+            let (c, h, n) = (u64::from(c), u64::from(h), u64::from(n));
+            let start = c.max(u64::from(lo));
+            let end = (c + n).min(u64::from(hi) + 1);
+            (start < end).then(|| (start, h + (start - c), end - start))
+        })
+        .collect();
+    pieces.sort();
+    let Some(&(c0, h0, n0)) = pieces.first() else {
+        return Err(format!(
+            "sysctl net.ipv4.ping_group_range {value:?} names no group the container's user namespace maps"
+        ));
+    };
+    let use_host = matches!(view, GidView::Host(_));
+    let (first, mut last) = if use_host {
+        (h0, h0 + n0 - 1)
+    } else {
+        (c0, c0 + n0 - 1)
+    };
+    for &(c, h, n) in &pieces[1..] {
+        let start = if use_host { h } else { c };
+        if start != last + 1 {
+            return Err(format!(
+                "sysctl net.ipv4.ping_group_range {value:?}: the groups it names that the container maps are not one range {}, so it cannot be expressed",
+                if use_host { "of host IDs" } else { "of its IDs" }
+            ));
         }
+        last = start + n - 1;
+    }
+    Ok(format!("{first}\t{last}"))
+}
+
+/// Writes sysctls under /proc/sys, whose network and IPC entries are those
+/// of the writer's namespaces.
+fn write_sysctls(sysctls: &[(String, String)], view: GidView) -> Result<()> {
+    for (key, value) in sysctls {
+        let value = if key == "net.ipv4.ping_group_range" {
+            ping_group_range(value, &view)?
+        } else {
+            value.clone()
+        };
         let path = Path::new("/proc/sys").join(key.replace('.', "/"));
         fs::write(&path, value.as_bytes())
             .map_err(|e| format!("setting sysctl {key}={value} ({}): {e}", path.display()))?;
@@ -602,19 +744,8 @@ fn setup_terminal() -> Result<OwnedFd> {
 /// `filter` is a seccomp filter to load before capabilities and credentials
 /// change (without no_new_privs, loading needs CAP_SYS_ADMIN).
 fn finalize(process: &Process, filter: Option<&seccomp::Filter>) -> Result<()> {
-    // process.rlimits were set by the shim (process::apply_rlimits).
-    if let Some(adj) = process.oom_score_adj() {
-        // Raising is allowed; lowering needs CAP_SYS_RESOURCE on the host, so a
-        // lower value is skipped, as containerd's restrict_oom_score_adj does.
-        let current: i32 = fs::read_to_string("/proc/self/oom_score_adj")
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
-        if adj > current {
-            fs::write("/proc/self/oom_score_adj", adj.to_string())
-                .map_err(|e| format!("setting oom_score_adj {adj}: {e}"))?;
-        }
-    }
+    // process.rlimits were set before the user namespace, oomScoreAdj by
+    // the shim (process.rs).
     if let Some(io) = process.io_priority() {
         set_io_priority(io)?;
     }
@@ -785,8 +916,16 @@ fn exec(
     seccomp: Option<&LinuxSeccomp>,
 ) -> Result<()> {
     let proc = PathBuf::from(format!("/proc/{pid}/ns"));
+    // A process that died (or is a zombie not yet reaped) has no
+    // namespaces left to join: the container is not running.
     let open = |n: &str| {
-        fs::File::open(proc.join(n)).map_err(|e| format!("opening {}/{n}: {e}", proc.display()))
+        fs::File::open(proc.join(n)).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                format!("the container is not running (its process {pid} has exited)")
+            } else {
+                format!("opening {}/{n}: {e}", proc.display())
+            }
+        })
     };
     let user = open("user")?;
     // Namespaces the container shares with us (e.g. the host's cgroup or
@@ -821,6 +960,7 @@ fn exec(
     for (f, flag) in &others {
         setns(f.as_fd(), *flag).map_err(|e| format!("joining {flag:?}: {e}"))?;
     }
+    crate::process::apply_rlimits(own_pid(), &process)?;
     if join_user {
         setns(user.as_fd(), CloneFlags::CLONE_NEWUSER)
             .map_err(|e| format!("joining the user namespace: {e}"))?;
@@ -832,6 +972,37 @@ fn exec(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ping_group_range_is_translated_or_refused() {
+        let one = [(0, 262144, 65536)];
+        let host = |v: &str, m: &[(u32, u32, u32)]| ping_group_range(v, &GidView::Host(Some(m)));
+        let inside = |v: &str, m: &[(u32, u32, u32)]| ping_group_range(v, &GidView::Container(m));
+        // containerd 2.x's default: every group of the container.
+        assert_eq!(host("0 2147483647", &one), Ok("262144\t327679".into()));
+        assert_eq!(inside("0 2147483647", &one), Ok("0\t65535".into()));
+        assert_eq!(host("5\t10", &one), Ok("262149\t262154".into()));
+        assert_eq!(inside("5 10", &one), Ok("5\t10".into()));
+        // Disabled stays disabled; no user namespace: as given.
+        assert_eq!(host("1 0", &one), Ok("1 0".into()));
+        assert_eq!(
+            ping_group_range("0 2147483647", &GidView::Host(None)),
+            Ok("0 2147483647".into())
+        );
+        // Two extents contiguous on the host are one range; apart, not.
+        let two = [(0, 1000, 10), (10, 1010, 10)];
+        assert_eq!(host("0 100", &two), Ok("1000\t1019".into()));
+        let apart = [(0, 1000, 10), (10, 5000, 10)];
+        let e = host("0 100", &apart).expect_err("apart");
+        assert!(e.contains("cannot be expressed"), "{e}");
+        assert_eq!(inside("0 100", &apart), Ok("0\t19".into()));
+        let e = host("70000 80000", &one).expect_err("unmapped");
+        assert!(e.contains("names no group"), "{e}");
+        let e = host("0", &one).expect_err("one number");
+        assert!(e.contains("is not two group IDs"), "{e}");
+        let e = host("0 1", &[]).expect_err("no maps");
+        assert!(e.contains("linux.gidMappings"), "{e}");
+    }
 
     #[test]
     fn ids_in_a_map() {

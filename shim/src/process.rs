@@ -75,6 +75,10 @@ pub struct Process {
     pub state: State,
     pub uris: StdioUris,
     pub io: ProcessIo,
+    /// The exit, as soon as the process is reaped: while its output drains
+    /// (before [`Process::exit`] is set and the exit is published), the
+    /// process is already reported stopped and never signalled by pid.
+    pub reaped: Option<Exit>,
     /// Until Start: the channel to the process waiting to exec.
     channel: Option<Channel>,
     exit_tx: watch::Sender<Option<Exit>>,
@@ -87,6 +91,20 @@ impl Process {
 
     pub fn exit(&self) -> Option<Exit> {
         *self.exit_tx.borrow()
+    }
+
+    /// The state as reported: stopped from the moment the process is reaped.
+    pub fn current(&self) -> State {
+        if self.reaped.is_some() {
+            State::Stopped
+        } else {
+            self.state
+        }
+    }
+
+    /// The exit as reported: from the moment the process is reaped.
+    pub fn reported_exit(&self) -> Option<Exit> {
+        self.exit().or(self.reaped)
     }
 
     pub fn apply(&mut self, ev: Event) -> Result<(), String> {
@@ -212,7 +230,7 @@ pub fn spawn_blocking(
         ToInit::Start | ToInit::HooksDone => None,
     };
     if let Some(p) = process {
-        apply_rlimits(pid, p)?;
+        apply_oom_score_adj(pid, p)?;
     }
     let (exit_tx, _) = watch::channel(None);
     Ok((
@@ -222,6 +240,7 @@ pub fn spawn_blocking(
             state: State::Created,
             uris,
             io,
+            reaped: None,
             channel: Some(ch),
             exit_tx,
         },
@@ -241,9 +260,11 @@ pub fn spawn_reaped(cmd: &mut std::process::Command) -> std::io::Result<std::pro
     })
 }
 
-/// `process.rlimits`, set on the ready process by the shim (host root), as
-/// runc's parent does: inside its user namespace the process could not
-/// raise a hard limit. A failure fails Create (or Exec), naming the rlimit.
+/// `process.rlimits`, set on `pid` (the container's process itself, before
+/// it enters its user namespace: inside it, it could not raise a hard limit;
+/// and a shim without `CAP_SYS_RESOURCE` may not set another process's
+/// limits once that process is in a user namespace the shim does not own).
+/// A failure fails Create (or Exec), naming the rlimit.
 pub fn apply_rlimits(pid: i32, process: &oci_spec::runtime::Process) -> Result<(), String> {
     let target = rustix::process::Pid::from_raw(pid)
         .ok_or_else(|| format!("setting rlimits: invalid pid {pid}"))?;
@@ -270,6 +291,34 @@ pub fn apply_rlimits(pid: i32, process: &oci_spec::runtime::Process) -> Result<(
         })?;
     }
     Ok(())
+}
+
+/// `process.oomScoreAdj`, written by the shim (host root) to the ready
+/// process's `/proc/<pid>/oom_score_adj`, as runc's parent does: from inside
+/// its user namespace the process cannot open that file (kubelet gives
+/// BestEffort pods 1000). A value below the current one is skipped, as
+/// containerd's `restrict_oom_score_adj` does: the container does not get
+/// more protection from the OOM killer than its shim has.
+pub fn apply_oom_score_adj(pid: i32, process: &oci_spec::runtime::Process) -> Result<(), String> {
+    let Some(adj) = process.oom_score_adj() else {
+        return Ok(());
+    };
+    let path = format!("/proc/{pid}/oom_score_adj");
+    let current: i32 = std::fs::read_to_string(&path)
+        .map_err(|e| format!("process.oomScoreAdj {adj}: reading {path}: {e}"))?
+        .trim()
+        .parse()
+        .map_err(|e| format!("process.oomScoreAdj {adj}: parsing {path}: {e}"))?;
+    if adj <= current {
+        if adj < current {
+            log::debug!(
+                "process.oomScoreAdj {adj} is below the current {current}: kept at {current}"
+            );
+        }
+        return Ok(());
+    }
+    std::fs::write(&path, adj.to_string())
+        .map_err(|e| format!("process.oomScoreAdj: setting {path} to {adj}: {e}"))
 }
 
 /// The kernel resource of an OCI rlimit type name.
@@ -386,6 +435,41 @@ mod tests {
             bad,
             Err("process.rlimits RLIMIT_NOFILE (soft 1024, hard 18446744073709551615): Operation not permitted (os error 1)".into())
         );
+    }
+
+    /// oom_score_adj is raised on the target process by the shim, and a
+    /// lower value leaves it as it was.
+    #[test]
+    fn oom_score_adj_is_raised_never_lowered() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = i32::try_from(child.id()).expect("pid");
+        let process = |adj: i32| -> oci_spec::runtime::Process {
+            serde_json::from_value(serde_json::json!({
+                "cwd": "/", "user": {"uid": 0, "gid": 0}, "oomScoreAdj": adj
+            }))
+            .expect("process")
+        };
+        let read = || {
+            std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
+        let before: i32 = read().parse().expect("current value");
+        let want = (before + 500).min(1000);
+        let up = apply_oom_score_adj(pid, &process(want));
+        let after_up = read();
+        let down = apply_oom_score_adj(pid, &process(before));
+        let after_down = read();
+        let _ = child.kill();
+        let _ = child.wait();
+        up.expect("raise");
+        down.expect("lower is skipped");
+        assert_eq!(after_up, want.to_string());
+        assert_eq!(after_down, want.to_string());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use crate::config::Config;
 use crate::config::Orphan;
 use crate::container::BundleId;
-use crate::container::{Container, CreateRequest, PodRole, PodUserns};
+use crate::container::{Container, CreateRequest, PodRole, PodUsers};
 use crate::containerd_api::{container_known, Known};
 use crate::process::{self, Event, Process, State};
 use crate::stdio::{ProcessIo, StdioUris};
@@ -29,6 +29,11 @@ use tokio::sync::Mutex;
 
 type TtResult<T> = ttrpc::Result<T>;
 
+/// Whether a found (container, exec id) is the container's init.
+fn exec_id_is_init(found: &Option<(String, String)>) -> bool {
+    found.as_ref().is_some_and(|(_, e)| e.is_empty())
+}
+
 fn status(code: Code, msg: impl Into<String>) -> ttrpc::Error {
     ttrpc::Error::RpcStatus(ttrpc::get_status(code, msg.into()))
 }
@@ -46,7 +51,7 @@ pub struct Inner {
     pub containers: Mutex<HashMap<String, Container>>,
     /// The user namespaces of the CRI pods served here, by sandbox id, kept
     /// from the sandbox's create to its delete for the pod's containers.
-    pods: Mutex<HashMap<String, PodUserns>>,
+    pods: Mutex<HashMap<String, PodUsers>>,
     /// Exits of pids not (yet) known to any process, held while a process
     /// is being started (a fast exit can beat the registration of its pid).
     unclaimed: Arc<ExitHold>,
@@ -223,7 +228,9 @@ impl TaskService {
         }
     }
 
-    /// A process of ours exited with `code` (128+signal for a signal).
+    /// A process of ours exited with `code` (128+signal for a signal): it is
+    /// reported stopped at once; its output is drained (bounded), then its
+    /// exit is recorded and published.
     async fn on_exit(&self, pid: i32, code: i32) {
         let mut drains = Vec::new();
         let found = {
@@ -242,7 +249,19 @@ impl TaskService {
                         c.execs.get_mut(exec_id)
                     };
                     if let Some(p) = p {
+                        p.reaped = Some(crate::process::Exit {
+                            status: code as u32,
+                            at: SystemTime::now(),
+                        });
                         drains.push(std::mem::take(&mut p.io));
+                    }
+                    // The init is gone: so is everything else in the
+                    // container, now (a process left holding its output
+                    // would hold its exit back until the drain times out).
+                    if exec_id_is_init(&found) {
+                        if let Some(cg) = &c.cgroup {
+                            let _ = cg.kill_all(libc::SIGKILL);
+                        }
                     }
                     break;
                 }
@@ -513,7 +532,7 @@ impl TaskService {
         let mut rx = {
             let mut cs = self.inner.containers.lock().await;
             let c = get(&mut cs, id)?;
-            if c.init.exit().is_none() {
+            if c.init.reported_exit().is_none() {
                 if let Some(cg) = &c.cgroup {
                     let _ = cg.kill_all(libc::SIGKILL);
                 }
@@ -844,7 +863,7 @@ impl Task for TaskService {
             Some(Err(e)) => log::warn!("{}: OOM events unavailable: {e}", req.id),
             _ => {}
         }
-        if let (PodRole::Sandbox(sandbox), Some(userns)) = (&c.role, c.pod_userns.take()) {
+        if let (PodRole::Sandbox(sandbox), Some(userns)) = (&c.role, c.pod_users.take()) {
             self.inner.pods.lock().await.insert(sandbox.clone(), userns);
         }
         self.inner.containers.lock().await.insert(req.id.clone(), c);
@@ -968,12 +987,12 @@ impl Task for TaskService {
         let c = get(&mut cs, &req.id)?;
         let bundle = c.bundle.display().to_string();
         let p = process(c, &req.exec_id)?;
-        let exit = p.exit();
+        let exit = p.reported_exit();
         Ok(api::StateResponse {
             id: req.id.clone(),
             bundle,
             pid: p.pid as u32,
-            status: state_status(p.state).into(),
+            status: state_status(p.current()).into(),
             stdin: p.uris.stdin.clone(),
             stdout: p.uris.stdout.clone(),
             stderr: p.uris.stderr.clone(),
@@ -1023,7 +1042,7 @@ impl Task for TaskService {
             }
         }
         let p = process(c, &req.exec_id)?;
-        if p.state == State::Stopped {
+        if p.current() == State::Stopped {
             return Err(status(Code::NOT_FOUND, "process already finished"));
         }
         let signal = nix::sys::signal::Signal::try_from(sig)
@@ -1044,11 +1063,11 @@ impl Task for TaskService {
                     format!("exec {} already exists", req.exec_id),
                 ));
             }
-            if c.init.state != State::Running {
+            if c.init.current() != State::Running {
                 return Err(precondition(format!(
                     "container {} is {}, not running",
                     req.id,
-                    c.init.state.name()
+                    c.init.current().name()
                 )));
             }
             (
@@ -1109,13 +1128,27 @@ impl Task for TaskService {
             Ok::<_, String>(p)
         })
         .await
-        .map_err(|e| status(Code::INTERNAL, format!("exec panicked: {e}")))?
-        .map_err(|e| {
-            status(
-                Code::FAILED_PRECONDITION,
-                format!("exec in {}: {e}", req.id),
-            )
-        })?;
+        .map_err(|e| status(Code::INTERNAL, format!("exec panicked: {e}")))?;
+        let spawned = match spawned {
+            Ok(p) => p,
+            Err(e) => {
+                // The init died meanwhile (its exit kills the container's
+                // cgroup, the exec's helper with it): say so.
+                let mut cs = self.inner.containers.lock().await;
+                let c = get(&mut cs, &req.id)?;
+                if c.init.current() != State::Running {
+                    return Err(precondition(format!(
+                        "container {} is {}, not running",
+                        req.id,
+                        c.init.current().name()
+                    )));
+                }
+                return Err(status(
+                    Code::FAILED_PRECONDITION,
+                    format!("exec in {}: {e}", req.id),
+                ));
+            }
+        };
         let pid = spawned.pid;
         {
             let mut cs = self.inner.containers.lock().await;
@@ -1195,14 +1228,14 @@ impl Task for TaskService {
             let mut cs = self.inner.containers.lock().await;
             let c = get(&mut cs, &req.id)?;
             let p = process(c, &req.exec_id)?;
-            process::transition(p.state, Event::Delete).map_err(precondition)?;
-            if p.exit().is_none() {
+            process::transition(p.current(), Event::Delete).map_err(precondition)?;
+            if p.reported_exit().is_none() {
                 let _ = nix::sys::signal::kill(
                     nix::unistd::Pid::from_raw(p.pid),
                     nix::sys::signal::Signal::SIGKILL,
                 );
             }
-            let exit = p.exit();
+            let exit = p.reported_exit();
             let pid = p.pid;
             c.execs.remove(&req.exec_id);
             return Ok(api::DeleteResponse {
@@ -1216,7 +1249,7 @@ impl Task for TaskService {
         {
             let mut cs = self.inner.containers.lock().await;
             let c = get(&mut cs, &req.id)?;
-            process::transition(c.init.state, Event::Delete).map_err(precondition)?;
+            process::transition(c.init.current(), Event::Delete).map_err(precondition)?;
         }
         let mut c = self.stop_and_take(&req.id).await?;
         let pid = c.init.pid;

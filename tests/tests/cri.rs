@@ -71,6 +71,16 @@ struct Env {
     handler: String,
 }
 
+/// idshift's config for the policy giving every pod a range of its own.
+const OWN_RANGE: &str = "pod_userns = \"own-range\"";
+
+/// [`OWN_RANGE`] with a pool of 16 ranges from `start` of its own: tests
+/// that look for processes in their pod's range run in parallel, each with
+/// its own containerd and allocator, and must not see each other's.
+fn own_range_at(start: u32) -> String {
+    format!("{OWN_RANGE}\n[pool]\nstart = {start}\nsize = 1048576\n")
+}
+
 fn setup(cni: bool, images: &[(&str, usize)]) -> Env {
     setup_with(cni, images, "")
 }
@@ -268,7 +278,7 @@ fn exec_ok(cri: &Cri, id: &str, cmd: &[&str]) -> Result<String, String> {
 /// shim, one ID range, the whole CRI container lifecycle, then nothing left.
 #[test]
 fn host_network_pod_of_three_containers_one_shim_one_range() {
-    let env = setup(false, &[(IMG, 1), (IMG60, 60)]);
+    let env = setup_with(false, &[(IMG, 1), (IMG60, 60)], OWN_RANGE);
     let cri = &env.cri;
     let name = idshift_tests::unique("pod");
     let log_dir = env.log_dir(&name);
@@ -481,7 +491,7 @@ fn host_network_pod_of_three_containers_one_shim_one_range() {
 /// pods reach each other over the bridge; their ranges are disjoint.
 #[test]
 fn cni_pods_share_localhost_reach_each_other_and_have_disjoint_ranges() {
-    let env = setup(true, &[(IMG, 1)]);
+    let env = setup_with(true, &[(IMG, 1)], OWN_RANGE);
     let cri = &env.cri;
     let bridge = env.net.as_ref().map(|n| n.bridge.clone()).expect("net");
     let server_cmd = |text: &str| {
@@ -603,7 +613,7 @@ fn processes_in_range(base: u64, size: u64) -> Vec<String> {
 /// removes the pod and nothing is left.
 #[test]
 fn a_killed_pod_shim_is_cleaned_up() {
-    let env = setup(false, &[(IMG, 1)]);
+    let env = setup_with(false, &[(IMG, 1)], &own_range_at(0x7100_0000));
     let cri = &env.cri;
     let (pc, pod) = env.run_pod("pod", true, false);
     let mut ids = Vec::new();
@@ -643,11 +653,12 @@ fn a_killed_pod_shim_is_cleaned_up() {
     env.assert_no_leaks();
 }
 
-/// `userns = "when-requested"`: a pod containerd asks no user namespace for
-/// runs on the host's IDs, with no range allocated.
+/// The default `pod_userns = "as-requested"`: a pod containerd asks no user
+/// namespace for runs on the host's IDs, as under runc, with no range
+/// allocated.
 #[test]
-fn when_requested_pods_without_mappings_run_without_a_user_namespace() {
-    let env = setup_with(false, &[(IMG, 1)], "userns = \"when-requested\"");
+fn pods_without_mappings_run_on_the_hosts_ids_by_default() {
+    let env = setup(false, &[(IMG, 1)]);
     let cri = &env.cri;
     let (pc, pod) = env.run_pod("pod", true, false);
     let id = cri
@@ -670,7 +681,7 @@ fn when_requested_pods_without_mappings_run_without_a_user_namespace() {
 /// get); the shim serves their tasks until they are deleted, then exits.
 #[test]
 fn a_dead_sandbox_takes_its_containers_before_its_range_goes() {
-    let env = setup(false, &[(IMG, 1)]);
+    let env = setup_with(false, &[(IMG, 1)], &own_range_at(0x7200_0000));
     let cri = &env.cri;
     let (pc, pod) = env.run_pod("pod", true, false);
     let id = cri
@@ -700,4 +711,350 @@ fn a_dead_sandbox_takes_its_containers_before_its_range_goes() {
     cri.remove_pod(&pod).expect("RemovePodSandbox");
     env.assert_no_leaks();
     assert!(env.shims().is_empty());
+}
+
+/// The sysctls containerd 2.x adds to every sandbox with its own network
+/// (`enable_unprivileged_ports`, `enable_unprivileged_icmp`): sent here by
+/// the client, so that containerd 1.6 passes them too.
+const DEFAULT_SYSCTLS: [(&str, &str); 2] = [
+    ("net.ipv4.ip_unprivileged_port_start", "0"),
+    ("net.ipv4.ping_group_range", "0 2147483647"),
+];
+
+/// Files as kubelet writes them for a pod and binds into its containers
+/// (root-owned 0644 hosts, hostname, resolv.conf), and a hostPath volume
+/// that is a root-owned 0700 directory holding a 0600 file.
+fn kubelet_files(env: &Env, pod: &str) -> Vec<k8s_cri::v1::Mount> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = env.c.base().join("kubelet-pods").join(pod);
+    let vol = dir.join("volumes/data");
+    std::fs::create_dir_all(&vol).expect("pod dir");
+    let mut mounts = Vec::new();
+    for (file, text, path) in [
+        (
+            "etc-hosts",
+            "127.0.0.1 localhost\n10.9.9.9 kubelet-hosts\n",
+            "/etc/hosts",
+        ),
+        ("hostname", "kubelet-hostname\n", "/etc/hostname"),
+        ("resolv.conf", "nameserver 10.9.9.10\n", "/etc/resolv.conf"),
+    ] {
+        let p = dir.join(file);
+        std::fs::write(&p, text).expect("write");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        mounts.push(k8s_cri::v1::Mount {
+            container_path: path.into(),
+            host_path: p.display().to_string(),
+            ..Default::default()
+        });
+    }
+    std::fs::write(vol.join("secret"), "only-root\n").expect("secret");
+    std::fs::set_permissions(vol.join("secret"), std::fs::Permissions::from_mode(0o600))
+        .expect("chmod");
+    std::fs::set_permissions(&vol, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    mounts.push(k8s_cri::v1::Mount {
+        container_path: "/data".into(),
+        host_path: vol.display().to_string(),
+        ..Default::default()
+    });
+    mounts
+}
+
+/// A pod as kubelet sends it on containerd 2.x: its own network namespace
+/// with CNI, the default sysctls, a BestEffort container (oom_score_adj
+/// 1000) with kubelet's bind mounts. It runs, and sees what it sees under
+/// runc: the sysctls set, oom_score_adj 1000, kubelet's files owned by
+/// root, the root-only volume readable. Returns what the checks read, for
+/// the policy-specific ones.
+fn kubelet_style_pod(env: &Env) -> (String, String) {
+    let cri = &env.cri;
+    let name = idshift_tests::unique("kubelet");
+    let mut pc = pod_config(&name, &env.log_dir(&name), false, false);
+    if let Some(l) = pc.linux.as_mut() {
+        for (k, v) in DEFAULT_SYSCTLS {
+            l.sysctls.insert(k.into(), v.into());
+        }
+    }
+    let pod = cri
+        .run_pod(&pc, &env.handler)
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", env.c.log_tail(100)));
+    let mut cc = container_config("app", IMG, &SLEEPER, &pc);
+    cc.mounts = kubelet_files(env, &name);
+    if let Some(l) = cc.linux.as_mut() {
+        l.resources = Some(k8s_cri::v1::LinuxContainerResources {
+            oom_score_adj: 1000,
+            ..Default::default()
+        });
+    }
+    let id = cri
+        .create_container(&pod, &pc, &cc)
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", env.c.log_tail(100)));
+    cri.start_container(&id)
+        .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", env.c.log_tail(100)));
+    let sh = |script: &str| env.exec_out(&id, &["/bin/sh", "-c", script]);
+    assert_eq!(sh("cat /proc/self/oom_score_adj"), "1000\n");
+    assert_eq!(
+        sh("cat /proc/sys/net/ipv4/ip_unprivileged_port_start"),
+        "0\n"
+    );
+    let ping = sh("cat /proc/sys/net/ipv4/ping_group_range");
+    assert_eq!(
+        sh("stat -c '%u:%g %a %n' /etc/hosts /etc/hostname /etc/resolv.conf /data"),
+        "0:0 644 /etc/hosts\n0:0 644 /etc/hostname\n0:0 644 /etc/resolv.conf\n0:0 700 /data\n"
+    );
+    assert_eq!(
+        sh("cat /etc/hosts"),
+        "127.0.0.1 localhost\n10.9.9.9 kubelet-hosts\n"
+    );
+    assert_eq!(sh("cat /etc/resolv.conf"), "nameserver 10.9.9.10\n");
+    assert_eq!(sh("cat /data/secret"), "only-root\n");
+    let uid_map = sh("cat /proc/self/uid_map");
+    cri.stop_pod(&pod).expect("StopPodSandbox");
+    cri.remove_pod(&pod).expect("RemovePodSandbox");
+    (ping, uid_map)
+}
+
+/// The default config: kubelet's pod runs on the host's IDs, as under runc.
+#[test]
+fn a_kubelet_style_pod_runs_under_the_default_config() {
+    let env = setup(true, &[(IMG, 1)]);
+    let (ping, map) = kubelet_style_pod(&env);
+    assert_eq!(ping, "0\t2147483647\n");
+    assert_eq!(uid_map(&map), (0, 0, 4294967295), "the host's IDs: {map}");
+    env.assert_no_leaks();
+}
+
+/// `pod_userns = "own-range"`: the same pod in a range of its own; the
+/// sysctls written into containerd's network namespace (the host's user
+/// namespace owns it) with ping_group_range translated to the range, and
+/// kubelet's files idmapped so that they look as under runc.
+#[test]
+fn a_kubelet_style_pod_runs_in_its_own_range() {
+    let env = setup_with(true, &[(IMG, 1)], OWN_RANGE);
+    let (ping, map) = kubelet_style_pod(&env);
+    let (inside, host, size) = uid_map(&map);
+    assert_eq!((inside, size), (0, 65536), "{map}");
+    assert!(host >= 0x7000_0000, "{map}");
+    // Seen from inside: every group of the container, which on the host is
+    // exactly the range.
+    assert_eq!(ping, "0\t65535\n");
+    env.assert_no_leaks();
+}
+
+/// A pod sharing the host's PID and IPC namespaces: with the default config
+/// and with the own-range policy (the pod runs on the host's IDs: a new user
+/// namespace cannot mount proc for the host's PID namespace), its container
+/// sees the host's processes and IPC namespace; with `pod_host_access =
+/// "refuse"` RunPodSandbox fails saying why, and nothing is left.
+#[test]
+fn host_pid_and_ipc_pods_run_as_under_runc() {
+    use std::os::unix::fs::MetadataExt;
+    let host_ipc = std::fs::metadata("/proc/self/ns/ipc").expect("ipc").ino();
+    let host_init = std::fs::read_to_string("/proc/1/comm").expect("comm");
+    for (toml, refused) in [
+        ("", false),
+        (OWN_RANGE, false),
+        (
+            "pod_userns = \"own-range\"\npod_host_access = \"refuse\"",
+            true,
+        ),
+    ] {
+        let env = setup_with(false, &[(IMG, 1)], toml);
+        let cri = &env.cri;
+        let name = idshift_tests::unique("hostpid");
+        let mut pc = pod_config(&name, &env.log_dir(&name), true, false);
+        if let Some(ns) = pc
+            .linux
+            .as_mut()
+            .and_then(|l| l.security_context.as_mut())
+            .and_then(|s| s.namespace_options.as_mut())
+        {
+            ns.pid = k8s_cri::v1::NamespaceMode::Node as i32;
+            ns.ipc = k8s_cri::v1::NamespaceMode::Node as i32;
+        }
+        let r = cri.run_pod(&pc, &env.handler);
+        if refused {
+            let e = r.expect_err("refused").to_string();
+            assert!(
+                e.contains("shares the host's PID namespace") && e.contains("pod_host_access"),
+                "{e}"
+            );
+            env.assert_no_leaks();
+            continue;
+        }
+        let pod =
+            r.unwrap_or_else(|e| panic!("{toml}: RunPodSandbox: {e}\n{}", env.c.log_tail(100)));
+        let id = cri
+            .create_container(&pod, &pc, &container_config("a", IMG, &SLEEPER, &pc))
+            .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", env.c.log_tail(100)));
+        cri.start_container(&id)
+            .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", env.c.log_tail(100)));
+        assert_eq!(
+            env.exec_out(&id, &["cat", "/proc/1/comm"]),
+            host_init,
+            "{toml}"
+        );
+        let ipc = env.exec_out(&id, &["readlink", "/proc/self/ns/ipc"]);
+        assert_eq!(ipc.trim(), format!("ipc:[{host_ipc}]"), "{toml}");
+        let m = env.exec_out(&id, &["cat", "/proc/self/uid_map"]);
+        assert_eq!(
+            uid_map(&m),
+            (0, 0, 4294967295),
+            "{toml}: the host's IDs: {m}"
+        );
+        assert_eq!(env.c.live_ranges(), 0, "{toml}");
+        cri.stop_pod(&pod).expect("StopPodSandbox");
+        cri.remove_pod(&pod).expect("RemovePodSandbox");
+        env.assert_no_leaks();
+    }
+}
+
+/// Whether this containerd passes kubelet's user namespace mappings
+/// (`userns_options`) to the runtime: containerd 2.x does, 1.6 ignores them.
+fn passes_userns_options(cri: &Cri) -> bool {
+    let v = cri.version().expect("Version").runtime_version;
+    let major: u32 = v
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    major >= 2
+}
+
+/// A `hostUsers: false` pod as kubelet sends it (user namespace mode POD,
+/// host base 262144, 65536 IDs): both of its containers' uid_map and gid_map
+/// are exactly those mappings (under the default policy, as under runc).
+/// Needs containerd 2.x, which passes the mappings; on 1.6 it says so and
+/// checks nothing.
+#[test]
+fn a_pod_with_kubelet_mappings_gets_exactly_them() {
+    let env = setup(true, &[(IMG, 1)]);
+    let cri = &env.cri;
+    if !passes_userns_options(cri) {
+        eprintln!(
+            "skipped: containerd {} does not pass userns_options",
+            cri.version().map(|v| v.runtime_version).unwrap_or_default()
+        );
+        return;
+    }
+    let name = idshift_tests::unique("userns");
+    let mut pc = pod_config(&name, &env.log_dir(&name), false, false);
+    let ids = vec![k8s_cri::v1::IdMapping {
+        host_id: 262144,
+        container_id: 0,
+        length: 65536,
+    }];
+    if let Some(ns) = pc
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.userns_options = Some(k8s_cri::v1::UserNamespace {
+            mode: k8s_cri::v1::NamespaceMode::Pod as i32,
+            uids: ids.clone(),
+            gids: ids,
+        });
+    }
+    let pod = cri
+        .run_pod(&pc, &env.handler)
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", env.c.log_tail(100)));
+    for c in ["a", "b"] {
+        let id = cri
+            .create_container(&pod, &pc, &container_config(c, IMG, &SLEEPER, &pc))
+            .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", env.c.log_tail(100)));
+        cri.start_container(&id)
+            .unwrap_or_else(|e| panic!("StartContainer: {e}\n{}", env.c.log_tail(100)));
+        for f in ["uid_map", "gid_map"] {
+            let m = env.exec_out(&id, &["cat", &format!("/proc/self/{f}")]);
+            assert_eq!(uid_map(&m), (0, 262144, 65536), "{c} {f}: {m}");
+            assert_eq!(m.lines().count(), 1, "{c} {f}: {m}");
+        }
+        assert_eq!(
+            env.exec_out(&id, &["stat", "-c", "%u:%g", "/bin/busybox"]),
+            "0:0\n"
+        );
+    }
+    assert_eq!(
+        env.c.live_ranges(),
+        0,
+        "kubelet's mappings, no idshift range"
+    );
+    cri.stop_pod(&pod).expect("StopPodSandbox");
+    cri.remove_pod(&pod).expect("RemovePodSandbox");
+    env.assert_no_leaks();
+}
+
+/// A container's init dies while a process it started (in the pod's shared
+/// PID namespace, so the kernel does not kill it) holds its output: exec
+/// into it says it is not running (never a missing `/proc/<pid>/ns` file),
+/// the rest of the container is killed at once rather than when the output
+/// would have drained, and as soon as CRI reports it exited it can be
+/// removed.
+#[test]
+fn a_dead_containers_exec_says_not_running_and_it_is_removed_at_once() {
+    let env = setup(false, &[(IMG, 1)]);
+    let cri = &env.cri;
+    let (pc, pod) = env.run_pod("pod", true, true);
+    let cc = container_config(
+        "a",
+        IMG,
+        &["/bin/sh", "-c", "sleep 3600 & exec sleep 3600"],
+        &pc,
+    );
+    let id = cri
+        .create_container(&pod, &pc, &cc)
+        .unwrap_or_else(|e| panic!("CreateContainer: {e}\n{}", env.c.log_tail(100)));
+    cri.start_container(&id).expect("StartContainer");
+    env.exec_out(&id, &["true"]);
+    let r = cri
+        .block_on(
+            cri.runtime()
+                .container_status(k8s_cri::v1::ContainerStatusRequest {
+                    container_id: id.clone(),
+                    verbose: true,
+                }),
+        )
+        .expect("verbose status");
+    let info: serde_json::Value =
+        serde_json::from_str(r.info.get("info").expect("info")).expect("info JSON");
+    let pid = info["pid"].as_u64().expect("pid") as i32;
+    let init = rustix::process::Pid::from_raw(pid).expect("pid");
+    rustix::process::kill_process(init, rustix::process::Signal::KILL).expect("kill init");
+    // Until CRI sees the exit, an exec reaches the shim: it must be refused
+    // as not running.
+    let mut refusals = 0;
+    loop {
+        match cri.exec_sync(&id, &["true"], 10) {
+            Ok(r) if r.exit_code == 0 => {
+                panic!("exec ran in a container whose init was killed")
+            }
+            Ok(r) => panic!("exec: {r:?}"),
+            Err(e) => {
+                let m = e.message().to_string();
+                // The shim's answer, or containerd's once it deleted the task.
+                assert!(
+                    !m.contains("No such file")
+                        && (m.contains("not running")
+                            || m.contains("EXITED")
+                            || m.contains("no running task")),
+                    "{m}"
+                );
+                refusals += 1;
+            }
+        }
+        let s = cri.container_status(&id).expect("status");
+        if s.state == ContainerState::ContainerExited as i32 {
+            assert_eq!(s.exit_code, 137, "{s:?}");
+            break;
+        }
+        assert!(refusals < 600, "the exit never reached CRI");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cri.remove_container(&id)
+        .unwrap_or_else(|e| panic!("RemoveContainer right after the exit: {e}"));
+    cri.stop_pod(&pod).expect("StopPodSandbox");
+    cri.remove_pod(&pod).expect("RemovePodSandbox");
+    env.assert_no_leaks();
 }

@@ -49,6 +49,40 @@ impl Default for AllocatorConfig {
     }
 }
 
+/// The alignment Kubernetes gives user namespace ranges (kubelet's
+/// `idsPerPod` and the base of every pod's range are multiples of it).
+pub const KUBERNETES_ALIGNMENT: u32 = 65536;
+
+impl AllocatorConfig {
+    /// Kubernetes' rules for pod ranges, on top of what [`Allocator::open`]
+    /// checks: the pool starts on a multiple of 65536 and every range is a
+    /// multiple of 65536 IDs, so each range is aligned to 65536, as kubelet's
+    /// are (and, the pool ending at 4294967294 at most, no range ends at
+    /// 4294967295, the invalid ID).
+    pub fn check_kubernetes(&self) -> Result<(), AllocError> {
+        let a = KUBERNETES_ALIGNMENT;
+        if !self.pool_start.is_multiple_of(a) {
+            return Err(AllocError::InvalidConfig(format!(
+                "pool start {} is not a multiple of {a} (Kubernetes aligns ID ranges to {a})",
+                self.pool_start
+            )));
+        }
+        if self.range_size == 0 || !self.range_size.is_multiple_of(a) {
+            return Err(AllocError::InvalidConfig(format!(
+                "range_size {} is not a positive multiple of {a} (kubelet's idsPerPod must be)",
+                self.range_size
+            )));
+        }
+        if u64::from(self.pool_start) + u64::from(self.pool_size) > u64::from(u32::MAX) {
+            return Err(AllocError::InvalidConfig(format!(
+                "pool {}+{} reaches ID 4294967295",
+                self.pool_start, self.pool_size
+            )));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AllocError {
     #[error("invalid ID pool configuration: {0}")]
@@ -666,6 +700,63 @@ mod tests {
             assert!(matches!(e, AllocError::InvalidOwner { .. }), "{e}");
         }
         a.allocate(&"y".repeat(256)).expect("256 bytes is fine");
+    }
+
+    #[test]
+    fn kubernetes_rules() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let ok = AllocatorConfig {
+            state_dir: d.path().to_path_buf(),
+            pool_start: 262144,
+            pool_size: 10 * 131072,
+            range_size: 131072,
+        };
+        ok.check_kubernetes().expect("aligned");
+        AllocatorConfig::default()
+            .check_kubernetes()
+            .expect("the default");
+        for (c, want) in [
+            (
+                AllocatorConfig {
+                    pool_start: 262145,
+                    ..ok.clone()
+                },
+                "pool start 262145 is not a multiple of 65536",
+            ),
+            (
+                AllocatorConfig {
+                    range_size: 1000,
+                    ..ok.clone()
+                },
+                "range_size 1000 is not a positive multiple of 65536",
+            ),
+            (
+                AllocatorConfig {
+                    pool_start: u32::MAX - 65535,
+                    pool_size: 65536,
+                    range_size: 65536,
+                    ..ok.clone()
+                },
+                "reaches ID 4294967295",
+            ),
+        ] {
+            let e = c.check_kubernetes().expect_err(want).to_string();
+            assert!(e.contains(want), "{e}");
+        }
+        // Ranges of an aligned pool are aligned, the last one short of 2^32-1.
+        let a = Allocator::open(AllocatorConfig {
+            pool_start: 0xFFFE_0000,
+            pool_size: 0xFFFF,
+            range_size: 65536,
+            ..ok.clone()
+        });
+        assert!(a.is_err(), "a pool shorter than one range");
+        let a = Allocator::open(ok.clone()).expect("open");
+        for i in 0..3 {
+            let r = a.allocate(&format!("p{i}")).expect("allocate");
+            assert_eq!(r.base % 65536, 0);
+            assert_eq!(r.size, 131072);
+        }
     }
 
     #[test]

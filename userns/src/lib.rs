@@ -8,7 +8,7 @@ mod idmap;
 mod ns;
 mod sys;
 
-pub use alloc::{subid_overlaps, AllocError, Allocator, AllocatorConfig};
+pub use alloc::{subid_overlaps, AllocError, Allocator, AllocatorConfig, KUBERNETES_ALIGNMENT};
 pub use idmap::{
     map_text, validate_mappings, IdKind, IdMap, IdRange, MappingError, LAST_ID, MAX_EXTENTS,
     MAX_MAP_TEXT,

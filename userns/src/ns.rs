@@ -74,9 +74,29 @@ impl UserNamespace {
     /// A short-lived child process unshares it, we write its maps and keep an
     /// fd of it; the child is then killed and reaped, on every path.
     pub fn create(uid_maps: &[IdMap], gid_maps: &[IdMap]) -> Result<Self, NsError> {
+        Self::create_as(uid_maps, gid_maps, None)
+    }
+
+    /// [`create`](Self::create), the namespace owned by the host IDs its
+    /// container ID 0 maps to (as containerd 2.3 does for pods): per-user
+    /// kernel limits (inotify instances, user namespaces, ...) of the
+    /// processes inside count against that host user, not against host
+    /// root. Host root keeps every capability over it. Without a mapping
+    /// of container ID 0, as [`create`](Self::create).
+    pub fn create_owned(uid_maps: &[IdMap], gid_maps: &[IdMap]) -> Result<Self, NsError> {
+        let root = |maps: &[IdMap]| maps.iter().find(|m| m.container_id == 0).map(|m| m.host_id);
+        let owner = root(uid_maps).zip(root(gid_maps));
+        Self::create_as(uid_maps, gid_maps, owner)
+    }
+
+    fn create_as(
+        uid_maps: &[IdMap],
+        gid_maps: &[IdMap],
+        owner: Option<(u32, u32)>,
+    ) -> Result<Self, NsError> {
         validate_mappings(IdKind::Uid, uid_maps)?;
         validate_mappings(IdKind::Gid, gid_maps)?;
-        let child = sys::NsChild::spawn().map_err(NsError::Create)?;
+        let child = sys::NsChild::spawn(owner).map_err(NsError::Create)?;
         let proc_dir = PathBuf::from(format!("/proc/{}", child.pid()));
         for (file, maps) in [("uid_map", uid_maps), ("gid_map", gid_maps)] {
             let path = proc_dir.join(file);
@@ -105,10 +125,20 @@ impl UserNamespace {
         Ok(UserNamespace { fd })
     }
 
-    /// The whole range mapped at container ID 0, for uids and gids alike.
+    /// The whole range mapped at container ID 0, for uids and gids alike,
+    /// owned by the range's first ID ([`create_owned`](Self::create_owned)).
     pub fn for_range(range: IdRange) -> Result<Self, NsError> {
         let map = [range.to_map()];
-        Self::create(&map, &map)
+        Self::create_owned(&map, &map)
+    }
+
+    /// The namespace's owner (the euid of its creator), as a host uid.
+    pub fn owner_uid(&self) -> Result<u32, NsError> {
+        sys::ns_owner_uid(&self.fd).map_err(|source| NsError::Io {
+            op: "reading the owner of",
+            path: PathBuf::from("a user namespace"),
+            source,
+        })
     }
 
     /// Opens an existing user namespace by path (`/proc/PID/ns/user`, or a

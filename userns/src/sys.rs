@@ -18,6 +18,28 @@ pub(crate) fn ns_type(fd: &OwnedFd) -> io::Result<i32> {
     }
 }
 
+/// `ioctl(NS_GET_OWNER_UID)`: `_IO(0xb7, 0x4)`.
+const NS_GET_OWNER_UID: libc::c_ulong = 0xb704;
+
+/// The owner of the user namespace behind `fd`, in the caller's IDs.
+pub(crate) fn ns_owner_uid(fd: &OwnedFd) -> io::Result<u32> {
+    let mut uid: libc::uid_t = 0;
+    // SAFETY: NS_GET_OWNER_UID writes one uid_t to the pointer, which points
+    // to a live local of that type; the fd is open for the call.
+    let rc = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            NS_GET_OWNER_UID as _,
+            &mut uid as *mut libc::uid_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(uid)
+    }
+}
+
 /// `setns(fd, CLONE_NEWUSER)`, then, with `ids`, `setgroups(0)`,
 /// `setresgid` and `setresuid` to those IDs of the namespace. For a
 /// `pre_exec` hook: raw, async-signal-safe syscalls only.
@@ -64,14 +86,16 @@ pub(crate) struct NsChild {
 
 impl NsChild {
     /// Forks a child that unshares a user namespace and then blocks. Returns
-    /// once the namespace exists.
-    pub(crate) fn spawn() -> io::Result<NsChild> {
+    /// once the namespace exists. With `owner` (uid, gid), the child takes
+    /// those as its effective IDs first: the namespace's owner is its
+    /// creator's euid, and per-user kernel limits are counted against it.
+    pub(crate) fn spawn(owner: Option<(u32, u32)>) -> io::Result<NsChild> {
         use rustix::pipe::{pipe_with, PipeFlags};
         let (ready_rd, ready_wr) = pipe_with(PipeFlags::CLOEXEC)?;
         let (release_rd, release_wr) = pipe_with(PipeFlags::CLOEXEC)?;
         let release_wr_raw = release_wr.as_raw_fd();
         // SAFETY: the child only issues async-signal-safe raw syscalls
-        // (close, unshare, write, read, _exit) on fds it inherited, so it cannot
+        // (close, setresgid, setresuid, unshare, write, read, _exit) on fds it inherited, so it cannot
         // block on a lock held by another thread of the parent at fork time.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
@@ -82,7 +106,18 @@ impl NsChild {
             unsafe {
                 libc::close(release_wr_raw);
                 let mut err: i32 = 0;
-                if libc::unshare(libc::CLONE_NEWUSER) != 0 {
+                if let Some((uid, gid)) = owner {
+                    // Raw syscalls: this process's own credentials only
+                    // (glibc's wrappers would synchronise threads).
+                    let keep = libc::c_long::from(-1i32);
+                    if libc::syscall(libc::SYS_setresgid, keep, libc::c_long::from(gid), keep) != 0
+                        || libc::syscall(libc::SYS_setresuid, keep, libc::c_long::from(uid), keep)
+                            != 0
+                    {
+                        err = *libc::__errno_location();
+                    }
+                }
+                if err == 0 && libc::unshare(libc::CLONE_NEWUSER) != 0 {
                     err = *libc::__errno_location();
                 }
                 let bytes = err.to_ne_bytes();

@@ -247,3 +247,88 @@ fn extents_up_to_the_last_id_are_the_kernels() {
     }
     assert!(zombie_children().is_empty());
 }
+
+const INOTIFY_WORKER: &str = "IDSHIFT_INOTIFY_WORKER";
+
+/// Worker (a no-op in a normal run): opens inotify instances until the
+/// kernel refuses one, and prints how many it got.
+#[test]
+fn inotify_worker_entry() {
+    if std::env::var_os(INOTIFY_WORKER).is_none() {
+        return;
+    }
+    let mut fds = Vec::new();
+    while fds.len() < 1_000_000 {
+        match rustix::fs::inotify::init(rustix::fs::inotify::CreateFlags::CLOEXEC) {
+            Ok(fd) => fds.push(fd),
+            Err(e) => {
+                println!("INSTANCES {} ({e})", fds.len());
+                return;
+            }
+        }
+    }
+    println!("INSTANCES {}", fds.len());
+}
+
+/// How many inotify instances a process can open as root of `ns`.
+fn inotify_instances_in(ns: &UserNamespace) -> usize {
+    let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
+    cmd.args([
+        "--exact",
+        "inotify_worker_entry",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(INOTIFY_WORKER, "1");
+    join_before_exec(&mut cmd, ns, Some((0, 0))).expect("join");
+    let out = cmd.output().expect("worker");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split("INSTANCES ")
+        .nth(1)
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "worker output: {text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+/// A range's namespace is owned by the range's first host ID (as
+/// containerd 2.3 makes pods' namespaces), so the per-user limits of its
+/// processes count against that user: root of it can open the host's whole
+/// `max_inotify_instances`, which host root's own instances (containerd's,
+/// systemd's) do not eat into. A namespace made without an owner stays
+/// host root's.
+#[test]
+fn a_ranges_namespace_is_owned_by_the_range_and_limits_count_there() {
+    let r = IdRange {
+        base: 0x7230_0000,
+        size: 65536,
+    };
+    let owned = UserNamespace::for_range(r).expect("create");
+    assert_eq!(owned.owner_uid().expect("owner"), r.base);
+    let map = [r.to_map()];
+    let roots = UserNamespace::create(&map, &map).expect("create");
+    assert_eq!(roots.owner_uid().expect("owner"), 0);
+    // Capabilities over it are kept: the maps were written, and processes
+    // join it (maps_seen_inside joins it).
+    let (seen, _) = maps_seen_inside(&owned);
+    assert_eq!(seen, vec![r.to_map(), r.to_map()]);
+    let max: usize = std::fs::read_to_string("/proc/sys/user/max_inotify_instances")
+        .expect("max_inotify_instances")
+        .trim()
+        .parse()
+        .expect("a number");
+    assert_eq!(
+        inotify_instances_in(&owned),
+        max,
+        "the range's user holds no other instance"
+    );
+    // Under root's namespace, the instances count against host root, which
+    // shares the limit with every host process of root.
+    let under_root = inotify_instances_in(&roots);
+    eprintln!("inotify instances: {max} under the range's owner, {under_root} under host root");
+    assert!(under_root <= max, "{under_root} > {max}");
+}
