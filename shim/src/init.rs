@@ -354,8 +354,15 @@ fn stage2(
             .map_err(|e| format!("setting the rootfs propagation {p}: {e}"))?;
     }
     // The sysctls of the container's new namespaces (made inside its user
-    // namespace, where its group IDs are the container's own).
-    write_sysctls(sysctls, GidView::Container(&spec_gid_maps(&linux)))?;
+    // namespace, where its group IDs are the container's own; without one,
+    // they are the host's).
+    let gid_maps = spec_gid_maps(&linux);
+    let view = if c.userns {
+        GidView::Container(&gid_maps)
+    } else {
+        GidView::Host(None)
+    };
+    write_sysctls(sysctls, view)?;
     for p in linux.masked_paths().clone().unwrap_or_default() {
         mounts::mask_path(Path::new(&p))?;
     }
