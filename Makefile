@@ -9,7 +9,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 SHIM := containerd-shim-idshift-v2
 RELEASE := target/release
 
-.PHONY: all deps-build deps-demo deps-test build install test demo bench stress lint fuzz clean
+.PHONY: all deps-build deps-demo deps-test containerd-versions build install test demo bench stress lint fuzz clean
 
 all: build
 
@@ -19,10 +19,11 @@ all: build
 # stress run a private containerd (with runc, its dependency, as the
 # benchmark's peer) on images built from busybox-static, and use setpriv
 # and nsenter (util-linux). The tests also build the CRI client (its
-# protobufs need protoc) and give CRI pods a network (CNI plugins, ip).
+# protobufs need protoc), give CRI pods a network (CNI plugins, ip) and
+# fetch containerd 1.7 and 2.x from Debian (its archive keyring).
 DEPS_BUILD := libseccomp-dev
 DEPS_DEMO := $(DEPS_BUILD) containerd busybox-static util-linux
-DEPS_TEST := $(DEPS_DEMO) protobuf-compiler containernetworking-plugins iproute2
+DEPS_TEST := $(DEPS_DEMO) protobuf-compiler containernetworking-plugins iproute2 debian-archive-keyring
 
 define apt_install
 	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -48,17 +49,26 @@ install: build
 	install -D -m 0755 $(RELEASE)/$(SHIM) $(DESTDIR)$(PREFIX)/bin/$(SHIM)
 
 # The test command (README, .ci/run): every crate's unit and kernel tests and
-# the end-to-end tests against a private containerd (which finds the shim
-# binary built here first on its PATH).
+# the end-to-end tests against private containerds (which find the shim
+# binary built here first on their PATH): the system's 1.6 and, unpacked
+# beside it by tests/install-containerd.sh (Debian's packages, cached by
+# version in /var/cache/idshift-containerd, the system's apt state and
+# containerd untouched), 1.7 and 2.x.
 # Then the launch-storm benchmark's smoke run (--quick: every configuration,
 # small N and L; --strict fails on a failed launch or a leak, never on timings)
 # and the stress's (2 rounds of 20 containers of a 10-layer image, every 5th
 # made to fail: it must fail cleanly).
-test: deps-test
+test: deps-test containerd-versions
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 	target/debug/idshift-bench storm --quick --strict --json $${TMPDIR:-/tmp}/idshift-bench-quick.json
 	target/debug/idshift-bench stress --quick --inject-failures 5 --json $${TMPDIR:-/tmp}/idshift-stress-quick.json
+
+# containerd 1.7 (Debian trixie) and 2.x (Debian sid) for the end-to-end
+# tests, in private prefixes (idempotent: cached by version; needs dpkg-deb
+# and debian-archive-keyring).
+containerd-versions:
+	tests/install-containerd.sh 2.x 1.7
 
 # Builds and installs the shim, then runs the demo on a private containerd.
 demo: deps-demo install

@@ -20,7 +20,8 @@ mod sys;
 pub use error::RootfsError;
 pub use ops::{Counters, MountOp, MountOps};
 pub use plan::{
-    plan, BindPlan, FsParam, MountSpec, OverlayPlan, PlanError, RootfsPlan, MAX_LAYERS,
+    format_extents, plan, BindPlan, FsParam, IdExtent, MountIdmap, MountSpec, OverlayPlan,
+    PlanError, RootfsPlan, MAX_LAYERS,
 };
 pub use probe::{probe, probe_cached, KernelFeatures};
 pub use rustix::mount::{MountAttrFlags, MountFlags};

@@ -1,4 +1,5 @@
-//! idshift under containerd 1.6's CRI plugin, driven with a Rust CRI client
+//! idshift under containerd 1.6's and 2.x's CRI plugins (every test on
+//! both), driven with a Rust CRI client
 //! (the `k8s-cri` crate, CRI v1) as kubelet or crictl would: pod sandboxes
 //! with the runtime handler README's containerd snippet defines, their
 //! containers, exec, logs, stop and removal; host network and CNI pods
@@ -11,7 +12,9 @@
 use idshift_tests::cri::{
     container_config, import_pause_image, pod_config, Cri, K8S_NAMESPACE, PAUSE_IMAGE,
 };
-use idshift_tests::{processes_matching, shim_dir, CniNetwork, Containerd, ContainerdOptions};
+use idshift_tests::{
+    on_containerd, processes_matching, shim_dir, CniNetwork, Containerd, ContainerdOptions, Flavour,
+};
 use k8s_cri::v1::{ContainerState, PodSandboxState};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,10 +29,12 @@ const SLEEPER: [&str; 3] = [
     "trap 'exit 0' TERM; while :; do sleep 1; done",
 ];
 
-/// README's CRI section: its containerd snippet (a ```toml block) and the
-/// handler of its RuntimeClass (`handler:` of the ```yaml block). The suite
-/// runs on exactly that snippet.
-fn readme_cri() -> (String, String) {
+/// README's CRI section: its containerd snippet for `flavour` (the ```toml
+/// block that adds the runtime to containerd 1.6's CRI plugin, config
+/// version 2, or to 2.x's `io.containerd.cri.v1.runtime`, config version 3)
+/// and the handler of its RuntimeClass (`handler:` of the ```yaml block).
+/// The suite runs on exactly that snippet.
+fn readme_cri(flavour: Flavour) -> (String, String) {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
         .expect("README.md");
     let section = readme
@@ -37,15 +42,34 @@ fn readme_cri() -> (String, String) {
         .nth(1)
         .expect("README has a section \"Using idshift with Kubernetes (CRI)\"");
     let section = section.split("\n## ").next().unwrap_or(section);
-    let block = |lang: &str| {
+    let blocks = |lang: &str| -> Vec<String> {
         section
             .split(&format!("```{lang}\n"))
-            .nth(1)
-            .and_then(|b| b.split("```").next())
-            .unwrap_or_else(|| panic!("a ```{lang} block in README's CRI section"))
-            .to_string()
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .map(str::to_string)
+            .collect()
     };
-    let toml = block("toml");
+    let block = |lang: &str| {
+        blocks(lang)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("a ```{lang} block in README's CRI section"))
+    };
+    let plugin = if flavour.is_v2() {
+        "\"io.containerd.cri.v1.runtime\".containerd.runtimes."
+    } else {
+        "\"io.containerd.grpc.v1.cri\".containerd.runtimes."
+    };
+    let toml = blocks("toml")
+        .into_iter()
+        .find(|b| b.contains(plugin))
+        .unwrap_or_else(|| {
+            panic!(
+                "a ```toml block in README's CRI section for containerd {} ({plugin})",
+                flavour.name()
+            )
+        });
     let handler = block("yaml")
         .lines()
         .find_map(|l| {
@@ -71,13 +95,13 @@ struct Env {
     handler: String,
 }
 
-fn setup(cni: bool, images: &[(&str, usize)]) -> Env {
-    setup_with(cni, images, "")
+fn setup(flavour: Flavour, cni: bool, images: &[(&str, usize)]) -> Env {
+    setup_with(flavour, cni, images, "")
 }
 
 /// [`setup`] with `idshift_toml` added to idshift's config.
-fn setup_with(cni: bool, images: &[(&str, usize)], idshift_toml: &str) -> Env {
-    let (toml, handler) = readme_cri();
+fn setup_with(flavour: Flavour, cni: bool, images: &[(&str, usize)], idshift_toml: &str) -> Env {
+    let (toml, handler) = readme_cri(flavour);
     let net = cni.then(|| CniNetwork::new().expect("a CNI network"));
     let c = Containerd::start(ContainerdOptions {
         shim_dir: Some(shim_dir()),
@@ -86,9 +110,15 @@ fn setup_with(cni: bool, images: &[(&str, usize)], idshift_toml: &str) -> Env {
         sandbox_image: Some(PAUSE_IMAGE.into()),
         cni_conflist: net.as_ref().map(CniNetwork::conflist),
         idshift_toml: idshift_toml.to_string(),
+        flavour,
         ..Default::default()
     })
-    .expect("start containerd with the CRI plugin");
+    .unwrap_or_else(|e| {
+        panic!(
+            "start containerd {} with the CRI plugin: {e}",
+            flavour.name()
+        )
+    });
     import_pause_image(&c).expect("import the pause image");
     for (name, layers) in images {
         c.import_image(K8S_NAMESPACE, name, *layers)
@@ -264,11 +294,11 @@ fn exec_ok(cri: &Cri, id: &str, cmd: &[&str]) -> Result<String, String> {
     }
 }
 
+on_containerd!(host_network_pod_of_three_containers_one_shim_one_range: V1_6, V2);
 /// A host-network pod of three containers (one of a 60-layer image): one
 /// shim, one ID range, the whole CRI container lifecycle, then nothing left.
-#[test]
-fn host_network_pod_of_three_containers_one_shim_one_range() {
-    let env = setup(false, &[(IMG, 1), (IMG60, 60)]);
+fn host_network_pod_of_three_containers_one_shim_one_range(flavour: Flavour) {
+    let env = setup(flavour, false, &[(IMG, 1), (IMG60, 60)]);
     let cri = &env.cri;
     let name = idshift_tests::unique("pod");
     let log_dir = env.log_dir(&name);
@@ -476,12 +506,12 @@ fn host_network_pod_of_three_containers_one_shim_one_range() {
     assert!(env.shims().is_empty());
 }
 
+on_containerd!(cni_pods_share_localhost_reach_each_other_and_have_disjoint_ranges: V1_6, V2);
 /// Two CNI pods on a private bridge: a pod's containers share localhost
 /// (and, with shareProcessNamespace, their processes) and one range; the
 /// pods reach each other over the bridge; their ranges are disjoint.
-#[test]
-fn cni_pods_share_localhost_reach_each_other_and_have_disjoint_ranges() {
-    let env = setup(true, &[(IMG, 1)]);
+fn cni_pods_share_localhost_reach_each_other_and_have_disjoint_ranges(flavour: Flavour) {
+    let env = setup(flavour, true, &[(IMG, 1)]);
     let cri = &env.cri;
     let bridge = env.net.as_ref().map(|n| n.bridge.clone()).expect("net");
     let server_cmd = |text: &str| {
@@ -597,13 +627,13 @@ fn processes_in_range(base: u64, size: u64) -> Vec<String> {
     found
 }
 
+on_containerd!(a_killed_pod_shim_is_cleaned_up: V1_6, V2);
 /// The pod's shim is SIGKILLed: containerd runs `shim delete` for each of
 /// the pod's tasks, which kills the pod's processes and releases its range
 /// (the sandbox's first killing the other containers); CRI then stops and
 /// removes the pod and nothing is left.
-#[test]
-fn a_killed_pod_shim_is_cleaned_up() {
-    let env = setup(false, &[(IMG, 1)]);
+fn a_killed_pod_shim_is_cleaned_up(flavour: Flavour) {
+    let env = setup(flavour, false, &[(IMG, 1)]);
     let cri = &env.cri;
     let (pc, pod) = env.run_pod("pod", true, false);
     let mut ids = Vec::new();
@@ -643,11 +673,11 @@ fn a_killed_pod_shim_is_cleaned_up() {
     env.assert_no_leaks();
 }
 
+on_containerd!(when_requested_pods_without_mappings_run_without_a_user_namespace: V1_6, V2);
 /// `userns = "when-requested"`: a pod containerd asks no user namespace for
 /// runs on the host's IDs, with no range allocated.
-#[test]
-fn when_requested_pods_without_mappings_run_without_a_user_namespace() {
-    let env = setup_with(false, &[(IMG, 1)], "userns = \"when-requested\"");
+fn when_requested_pods_without_mappings_run_without_a_user_namespace(flavour: Flavour) {
+    let env = setup_with(flavour, false, &[(IMG, 1)], "userns = \"when-requested\"");
     let cri = &env.cri;
     let (pc, pod) = env.run_pod("pod", true, false);
     let id = cri
@@ -664,13 +694,13 @@ fn when_requested_pods_without_mappings_run_without_a_user_namespace() {
     env.assert_no_leaks();
 }
 
+on_containerd!(a_dead_sandbox_takes_its_containers_before_its_range_goes: V1_6, V2);
 /// The pod's pause process dies: CRI deletes the sandbox's task at once,
 /// while the pod's containers run. Their processes are killed before the
 /// pod's range is released (none may run on in a range another pod can
 /// get); the shim serves their tasks until they are deleted, then exits.
-#[test]
-fn a_dead_sandbox_takes_its_containers_before_its_range_goes() {
-    let env = setup(false, &[(IMG, 1)]);
+fn a_dead_sandbox_takes_its_containers_before_its_range_goes(flavour: Flavour) {
+    let env = setup(flavour, false, &[(IMG, 1)]);
     let cri = &env.cri;
     let (pc, pod) = env.run_pod("pod", true, false);
     let id = cri
