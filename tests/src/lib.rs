@@ -6,10 +6,12 @@ pub mod cri;
 
 pub use idshift_harness::*;
 
-/// Runs a test function `fn name(flavour: Flavour)` on each containerd
-/// listed: `on_containerd!(name: V1_6, V1_7, V2);` makes a module `name`
-/// of tests `containerd_1_6`, `containerd_1_7`, `containerd_2_x` (so
-/// `cargo test name` runs them all, `cargo test 2_x` every 2.x test).
+/// Runs a test function `fn name()` on each containerd listed:
+/// `on_containerd!(name: V1_6, V1_7, V2);` makes a module `name` of tests
+/// `containerd_1_6`, `containerd_1_7`, `containerd_2_x`, each calling
+/// `name` within [`Flavour::run`], so that the containerds it starts
+/// (`Containerd::start` without a flavour) are that one (`cargo test name`
+/// runs them all, `cargo test 2_x` every 2.x test).
 #[macro_export]
 macro_rules! on_containerd {
     ($name:ident: $($flavour:ident),+ $(,)?) => {
@@ -20,19 +22,19 @@ macro_rules! on_containerd {
     (@one $name:ident V1_6) => {
         #[test]
         fn containerd_1_6() {
-            super::$name($crate::Flavour::V1_6)
+            $crate::Flavour::V1_6.run(super::$name)
         }
     };
     (@one $name:ident V1_7) => {
         #[test]
         fn containerd_1_7() {
-            super::$name($crate::Flavour::V1_7)
+            $crate::Flavour::V1_7.run(super::$name)
         }
     };
     (@one $name:ident V2) => {
         #[test]
         fn containerd_2_x() {
-            super::$name($crate::Flavour::V2)
+            $crate::Flavour::V2.run(super::$name)
         }
     };
 }

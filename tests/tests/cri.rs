@@ -34,7 +34,7 @@ const SLEEPER: [&str; 3] = [
 /// version 2, or to 2.x's `io.containerd.cri.v1.runtime`, config version 3)
 /// and the handler of its RuntimeClass (`handler:` of the ```yaml block).
 /// The suite runs on exactly that snippet.
-fn readme_cri(flavour: Flavour) -> (String, String) {
+fn readme_cri() -> (String, String) {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
         .expect("README.md");
     let section = readme
@@ -95,12 +95,13 @@ struct Env {
     handler: String,
 }
 
-fn setup(flavour: Flavour, cni: bool, images: &[(&str, usize)]) -> Env {
-    setup_with(flavour, cni, images, "")
+fn setup(cni: bool, images: &[(&str, usize)]) -> Env {
+    setup_with(cni, images, "")
 }
 
 /// [`setup`] with `idshift_toml` added to idshift's config.
-fn setup_with(flavour: Flavour, cni: bool, images: &[(&str, usize)], idshift_toml: &str) -> Env {
+fn setup_with(cni: bool, images: &[(&str, usize)], idshift_toml: &str) -> Env {
+    let flavour = Flavour::current();
     let (toml, handler) = readme_cri(flavour);
     let net = cni.then(|| CniNetwork::new().expect("a CNI network"));
     let c = Containerd::start(ContainerdOptions {
@@ -110,7 +111,6 @@ fn setup_with(flavour: Flavour, cni: bool, images: &[(&str, usize)], idshift_tom
         sandbox_image: Some(PAUSE_IMAGE.into()),
         cni_conflist: net.as_ref().map(CniNetwork::conflist),
         idshift_toml: idshift_toml.to_string(),
-        flavour,
         ..Default::default()
     })
     .unwrap_or_else(|e| {
@@ -297,8 +297,8 @@ fn exec_ok(cri: &Cri, id: &str, cmd: &[&str]) -> Result<String, String> {
 on_containerd!(host_network_pod_of_three_containers_one_shim_one_range: V1_6, V2);
 /// A host-network pod of three containers (one of a 60-layer image): one
 /// shim, one ID range, the whole CRI container lifecycle, then nothing left.
-fn host_network_pod_of_three_containers_one_shim_one_range(flavour: Flavour) {
-    let env = setup(flavour, false, &[(IMG, 1), (IMG60, 60)]);
+fn host_network_pod_of_three_containers_one_shim_one_range() {
+    let env = setup(false, &[(IMG, 1), (IMG60, 60)]);
     let cri = &env.cri;
     let name = idshift_tests::unique("pod");
     let log_dir = env.log_dir(&name);
@@ -510,8 +510,8 @@ on_containerd!(cni_pods_share_localhost_reach_each_other_and_have_disjoint_range
 /// Two CNI pods on a private bridge: a pod's containers share localhost
 /// (and, with shareProcessNamespace, their processes) and one range; the
 /// pods reach each other over the bridge; their ranges are disjoint.
-fn cni_pods_share_localhost_reach_each_other_and_have_disjoint_ranges(flavour: Flavour) {
-    let env = setup(flavour, true, &[(IMG, 1)]);
+fn cni_pods_share_localhost_reach_each_other_and_have_disjoint_ranges() {
+    let env = setup(true, &[(IMG, 1)]);
     let cri = &env.cri;
     let bridge = env.net.as_ref().map(|n| n.bridge.clone()).expect("net");
     let server_cmd = |text: &str| {
@@ -632,8 +632,8 @@ on_containerd!(a_killed_pod_shim_is_cleaned_up: V1_6, V2);
 /// the pod's tasks, which kills the pod's processes and releases its range
 /// (the sandbox's first killing the other containers); CRI then stops and
 /// removes the pod and nothing is left.
-fn a_killed_pod_shim_is_cleaned_up(flavour: Flavour) {
-    let env = setup(flavour, false, &[(IMG, 1)]);
+fn a_killed_pod_shim_is_cleaned_up() {
+    let env = setup(false, &[(IMG, 1)]);
     let cri = &env.cri;
     let (pc, pod) = env.run_pod("pod", true, false);
     let mut ids = Vec::new();
@@ -676,8 +676,8 @@ fn a_killed_pod_shim_is_cleaned_up(flavour: Flavour) {
 on_containerd!(when_requested_pods_without_mappings_run_without_a_user_namespace: V1_6, V2);
 /// `userns = "when-requested"`: a pod containerd asks no user namespace for
 /// runs on the host's IDs, with no range allocated.
-fn when_requested_pods_without_mappings_run_without_a_user_namespace(flavour: Flavour) {
-    let env = setup_with(flavour, false, &[(IMG, 1)], "userns = \"when-requested\"");
+fn when_requested_pods_without_mappings_run_without_a_user_namespace() {
+    let env = setup_with(false, &[(IMG, 1)], "userns = \"when-requested\"");
     let cri = &env.cri;
     let (pc, pod) = env.run_pod("pod", true, false);
     let id = cri
@@ -699,8 +699,8 @@ on_containerd!(a_dead_sandbox_takes_its_containers_before_its_range_goes: V1_6, 
 /// while the pod's containers run. Their processes are killed before the
 /// pod's range is released (none may run on in a range another pod can
 /// get); the shim serves their tasks until they are deleted, then exits.
-fn a_dead_sandbox_takes_its_containers_before_its_range_goes(flavour: Flavour) {
-    let env = setup(flavour, false, &[(IMG, 1)]);
+fn a_dead_sandbox_takes_its_containers_before_its_range_goes() {
+    let env = setup(false, &[(IMG, 1)]);
     let cri = &env.cri;
     let (pc, pod) = env.run_pod("pod", true, false);
     let id = cri

@@ -2,7 +2,7 @@
 //! driven with `ctr` (root needed).
 //! Each test has its own containerd, idshift state and run dirs.
 
-use idshift_tests::{host_mountinfo, on_containerd, Containerd, ContainerdOptions, Flavour};
+use idshift_tests::{host_mountinfo, on_containerd, Containerd, Flavour};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -10,9 +10,9 @@ const RT: &str = "--runtime=io.containerd.idshift.v2";
 const IMG: &str = "docker.io/library/idshift-busybox:1";
 const IMG60: &str = "docker.io/library/idshift-busybox:60";
 
-fn setup(flavour: Flavour, config: &str, images: &[(&str, usize)]) -> Containerd {
-    let c = Containerd::start(ContainerdOptions::idshift(config).on(flavour))
-        .unwrap_or_else(|e| panic!("start containerd {}: {e}", flavour.name()));
+fn setup(config: &str, images: &[(&str, usize)]) -> Containerd {
+    let c = Containerd::start(config)
+        .unwrap_or_else(|e| panic!("start containerd {}: {e}", Flavour::current().name()));
     for (name, layers) in images {
         c.import_image(&c.namespace(), name, *layers)
             .expect("import image");
@@ -45,8 +45,8 @@ fn wait_running(c: &Containerd, id: &str) {
 }
 
 on_containerd!(run_rm_output_exit_code_identity_and_no_leaks: V1_6, V1_7, V2);
-fn run_rm_output_exit_code_identity_and_no_leaks(flavour: Flavour) {
-    let c = setup(flavour, "", &[(IMG, 1)]);
+fn run_rm_output_exit_code_identity_and_no_leaks() {
+    let c = setup("", &[(IMG, 1)]);
     let out = c.ctr(
         &c.namespace(),
         &[
@@ -64,8 +64,8 @@ fn run_rm_output_exit_code_identity_and_no_leaks(flavour: Flavour) {
 }
 
 on_containerd!(concurrent_containers_get_disjoint_ranges_and_no_host_mounts: V1_6, V1_7, V2);
-fn concurrent_containers_get_disjoint_ranges_and_no_host_mounts(flavour: Flavour) {
-    let c = setup(flavour, "", &[(IMG60, 60)]);
+fn concurrent_containers_get_disjoint_ranges_and_no_host_mounts() {
+    let c = setup("", &[(IMG60, 60)]);
     let mounts_before: Vec<String> = host_mountinfo();
     for id in ["a", "b"] {
         c.ctr(
@@ -138,8 +138,8 @@ fn concurrent_containers_get_disjoint_ranges_and_no_host_mounts(flavour: Flavour
 }
 
 on_containerd!(kill_pause_resume_ps_metrics_delete: V1_6, V1_7, V2);
-fn kill_pause_resume_ps_metrics_delete(flavour: Flavour) {
-    let c = setup(flavour, "", &[(IMG, 1)]);
+fn kill_pause_resume_ps_metrics_delete() {
+    let c = setup("", &[(IMG, 1)]);
     // SIGTERM reaches a handler; the exit code is the handler's.
     let mut run = c.ctr_command(
         &c.namespace(),
@@ -196,8 +196,8 @@ fn kill_pause_resume_ps_metrics_delete(flavour: Flavour) {
 }
 
 on_containerd!(exec_with_and_without_tty_and_task_delete: V1_6, V1_7, V2);
-fn exec_with_and_without_tty_and_task_delete(flavour: Flavour) {
-    let c = setup(flavour, "", &[(IMG, 1)]);
+fn exec_with_and_without_tty_and_task_delete() {
+    let c = setup("", &[(IMG, 1)]);
     c.ctr(
         &c.namespace(),
         &["run", "-d", RT, IMG, "x1", "sleep", "1000"],
@@ -333,8 +333,8 @@ fn with_pty(c: &Containerd, args: &[&str], input: &[u8]) -> (Option<i32>, String
 }
 
 on_containerd!(run_with_a_terminal: V1_6, V1_7, V2);
-fn run_with_a_terminal(flavour: Flavour) {
-    let c = setup(flavour, "", &[(IMG, 1)]);
+fn run_with_a_terminal() {
+    let c = setup("", &[(IMG, 1)]);
     let (code, out) = with_pty(
         &c,
         &["run", "-t", "--rm", RT, IMG, "t1", "/bin/sh"],
@@ -348,8 +348,8 @@ fn run_with_a_terminal(flavour: Flavour) {
 }
 
 on_containerd!(nonexistent_command_is_a_clear_error_and_leaks_nothing: V1_6, V1_7, V2);
-fn nonexistent_command_is_a_clear_error_and_leaks_nothing(flavour: Flavour) {
-    let c = setup(flavour, "", &[(IMG, 1)]);
+fn nonexistent_command_is_a_clear_error_and_leaks_nothing() {
+    let c = setup("", &[(IMG, 1)]);
     let out = c.ctr(
         &c.namespace(),
         &["run", "--rm", RT, IMG, "n1", "/no/such/binary"],
@@ -362,13 +362,9 @@ fn nonexistent_command_is_a_clear_error_and_leaks_nothing(flavour: Flavour) {
 
 on_containerd!(every_strategy_runs_a_60_layer_image: V1_6, V1_7, V2);
 /// Every strategy builds a working 60-layer rootfs under containerd.
-fn every_strategy_runs_a_60_layer_image(flavour: Flavour) {
+fn every_strategy_runs_a_60_layer_image() {
     for strategy in ["fd", "path", "per-layer", "plain"] {
-        let c = setup(
-            flavour,
-            &format!("strategy = \"{strategy}\""),
-            &[(IMG60, 60)],
-        );
+        let c = setup(&format!("strategy = \"{strategy}\""), &[(IMG60, 60)]);
         let out = c.ctr(
             &c.namespace(),
             &[
@@ -402,8 +398,8 @@ fn every_strategy_runs_a_60_layer_image(flavour: Flavour) {
 }
 
 on_containerd!(oom_kill_is_reported_as_a_task_oom_event: V1_6, V1_7, V2);
-fn oom_kill_is_reported_as_a_task_oom_event(flavour: Flavour) {
-    let c = setup(flavour, "", &[(IMG, 1)]);
+fn oom_kill_is_reported_as_a_task_oom_event() {
+    let c = setup("", &[(IMG, 1)]);
     let mut events = c.ctr_command(&c.namespace(), &["events"]);
     events
         .stdin(Stdio::null())
@@ -459,8 +455,8 @@ fn oom_kill_is_reported_as_a_task_oom_event(flavour: Flavour) {
 }
 
 on_containerd!(stdin_file_and_binary_log_uris: V1_6, V1_7, V2);
-fn stdin_file_and_binary_log_uris(flavour: Flavour) {
-    let c = setup(flavour, "", &[(IMG, 1)]);
+fn stdin_file_and_binary_log_uris() {
+    let c = setup("", &[(IMG, 1)]);
     // stdin reaches the process, and its end (CloseIO) ends `cat`.
     let mut cmd = c.ctr_command(
         &c.namespace(),
@@ -563,8 +559,8 @@ fn stdin_file_and_binary_log_uris(flavour: Flavour) {
 on_containerd!(a_killed_shim_is_cleaned_up_by_shim_delete: V1_6, V1_7, V2);
 /// A shim killed with SIGKILL: containerd runs `shim delete`, which kills
 /// the container, releases its range and removes its state.
-fn a_killed_shim_is_cleaned_up_by_shim_delete(flavour: Flavour) {
-    let c = setup(flavour, "", &[(IMG, 1)]);
+fn a_killed_shim_is_cleaned_up_by_shim_delete() {
+    let c = setup("", &[(IMG, 1)]);
     c.ctr(
         &c.namespace(),
         &["run", "-d", RT, IMG, "d1", "sleep", "1000"],
@@ -628,8 +624,8 @@ fn a_killed_shim_is_cleaned_up_by_shim_delete(flavour: Flavour) {
 on_containerd!(namespaces_given_by_path_are_joined: V1_6, V1_7, V2);
 /// A namespace given by path in the spec is joined (here: another
 /// container's network namespace), while the user namespace stays its own.
-fn namespaces_given_by_path_are_joined(flavour: Flavour) {
-    let c = setup(flavour, "", &[(IMG, 1)]);
+fn namespaces_given_by_path_are_joined() {
+    let c = setup("", &[(IMG, 1)]);
     c.ctr(
         &c.namespace(),
         &["run", "-d", RT, IMG, "ns-a", "sleep", "1000"],
@@ -681,5 +677,165 @@ fn namespaces_given_by_path_are_joined(flavour: Flavour) {
     assert_ne!(a[1], b[1], "different user namespaces");
     c.kill_and_remove(&c.namespace(), &["ns-a"])
         .expect("remove");
+    c.assert_no_leaks(Duration::from_secs(10));
+}
+
+/// The line the shim logs for the create of `id` (strategy and mount
+/// syscalls).
+fn create_log_line(c: &Containerd, id: &str) -> String {
+    c.log()
+        .lines()
+        .find(|l| l.contains(&format!("created {id} ")))
+        .unwrap_or_else(|| panic!("the shim logs the create of {id}:\n{}", c.log_tail(60)))
+        .to_string()
+}
+
+on_containerd!(remapped_snapshot_options_become_the_layers_idmap: V2);
+/// Kubelet's style of mappings on containerd 2.x, through `ctr run --uidmap
+/// --gidmap --remap-labels`: the overlay snapshotter hands the runtime
+/// `uidmap=`/`gidmap=` rootfs options, which become the idmap of idshift's
+/// single idmapped clone: the user namespace is exactly the mappings, the
+/// image is 0:0 inside, a file written inside is 262144's on the host, the
+/// rootfs took 4 mount syscalls in the shim and 1 move_mount inside, the
+/// host mount table did not change.
+fn remapped_snapshot_options_become_the_layers_idmap() {
+    let c = setup("", &[(IMG, 1)]);
+    let ns = c.namespace();
+    let before = host_mountinfo();
+    let map = "0:262144:65536";
+    c.ctr(
+        &ns,
+        &[
+            "run",
+            "-d",
+            "--uidmap",
+            map,
+            "--gidmap",
+            map,
+            "--remap-labels",
+            RT,
+            IMG,
+            "km",
+            "/bin/sh",
+            "-c",
+            "echo x > /written; sleep 1000",
+        ],
+    )
+    .ok();
+    wait_running(&c, "km");
+    // containerd passed the mapping in the rootfs options.
+    let mounts = c.ctr(&ns, &["snapshots", "mounts", "/mnt", "km"]);
+    mounts.ok();
+    assert!(
+        mounts.stdout.contains("uidmap=0:262144:65536")
+            && mounts.stdout.contains("gidmap=0:262144:65536"),
+        "containerd's rootfs mount options: {mounts:?}"
+    );
+    let out = c.ctr(
+        &ns,
+        &[
+            "task", "exec", "--exec-id", "k", "km", "/bin/sh", "-c",
+            "cat /proc/self/uid_map /proc/self/gid_map; stat -c %u:%g /bin/busybox /etc/passwd /written",
+        ],
+    );
+    out.ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{out:?}");
+    assert_eq!(uid_map_of(lines[0]), (0, 262144, 65536), "uid_map: {out:?}");
+    assert_eq!(uid_map_of(lines[1]), (0, 262144, 65536), "gid_map: {out:?}");
+    assert_eq!(&lines[2..], ["0:0", "0:0", "0:0"], "{out:?}");
+    // On the host, the file is the mapping's root's.
+    let snaps = c
+        .root()
+        .join("io.containerd.snapshotter.v1.overlayfs/snapshots");
+    let owners: Vec<(u32, u32)> = std::fs::read_dir(&snaps)
+        .expect("snapshots")
+        .flatten()
+        .filter_map(|e| std::fs::metadata(e.path().join("fs/written")).ok())
+        .map(|md| {
+            use std::os::unix::fs::MetadataExt;
+            (md.uid(), md.gid())
+        })
+        .collect();
+    assert_eq!(owners, [(262144, 262144)], "the written file's host owner");
+    // 4 mount syscalls in the shim (fd strategy: open_tree, mount_setattr,
+    // fsopen, fsmount), 1 move_mount inside, nothing on the host.
+    let line = create_log_line(&c, "km");
+    assert!(
+        line.contains("(fd strategy, 4 mount syscalls (open_tree 1, mount_setattr 1, fsopen 1, fsmount 1, move_mount 0, mount 0, umount 0;")
+            && line.contains("then 1 move_mount inside"),
+        "{line}"
+    );
+    let base = c.base().display().to_string();
+    let added: Vec<String> = host_mountinfo()
+        .into_iter()
+        .filter(|l| !before.contains(l) && l.contains(&base))
+        .collect();
+    assert!(added.is_empty(), "host mount table gained {added:#?}");
+    c.kill_and_remove(&ns, &["km"]).expect("remove");
+    c.assert_no_leaks(Duration::from_secs(10));
+}
+
+on_containerd!(remapped_snapshot_options_unlike_the_spec_are_refused: V2);
+/// Rootfs options whose mapping is not the spec's are refused, naming
+/// both, and nothing is left: a container run once with `--uidmap --gidmap
+/// --remap-labels` keeps its snapshot; relabelled with another mapping,
+/// its next task gets rootfs options unlike its spec's mappings.
+fn remapped_snapshot_options_unlike_the_spec_are_refused() {
+    let c = setup("", &[(IMG, 1)]);
+    let ns = c.namespace();
+    let map = "0:262144:65536";
+    let out = c.ctr(
+        &ns,
+        &[
+            "run",
+            "--uidmap",
+            map,
+            "--gidmap",
+            map,
+            "--remap-labels",
+            RT,
+            IMG,
+            "kx",
+            "true",
+        ],
+    );
+    out.ok();
+    let before = host_mountinfo();
+    let ranges_before = c.live_ranges();
+    let label = c.ctr(
+        &ns,
+        &[
+            "snapshots",
+            "label",
+            "kx",
+            "containerd.io/snapshot/gidmapping=0:327680:65536",
+        ],
+    );
+    label.ok();
+    let mounts = c.ctr(&ns, &["snapshots", "mounts", "/mnt", "kx"]);
+    assert!(
+        mounts.stdout.contains("gidmap=0:327680:65536"),
+        "relabelled: {mounts:?}"
+    );
+    let out = c.ctr(&ns, &["task", "start", "kx"]);
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "the rootfs mount options' idmapping (uidmap=0:262144:65536 gidmap=0:327680:65536) \
+             differs from the spec's user namespace mappings (linux.uidMappings 0:262144:65536, \
+             linux.gidMappings 0:262144:65536)"
+        ),
+        "{out:?}"
+    );
+    let base = c.base().display().to_string();
+    let added: Vec<String> = host_mountinfo()
+        .into_iter()
+        .filter(|l| !before.contains(l) && l.contains(&base))
+        .collect();
+    assert!(added.is_empty(), "host mount table gained {added:#?}");
+    assert_eq!(c.live_ranges(), ranges_before, "no range allocated");
+    let _ = c.ctr(&ns, &["task", "delete", "kx"]);
+    c.ctr(&ns, &["containers", "rm", "kx"]).ok();
     c.assert_no_leaks(Duration::from_secs(10));
 }

@@ -54,9 +54,34 @@ pub enum Flavour {
     V2,
 }
 
+thread_local! {
+    /// The flavour a test thread runs on ([`Flavour::run`]).
+    static CURRENT: std::cell::Cell<Flavour> = const { std::cell::Cell::new(Flavour::V1_6) };
+}
+
 impl Flavour {
     /// Every flavour the tests know.
     pub const ALL: [Flavour; 3] = [Flavour::V1_6, Flavour::V1_7, Flavour::V2];
+
+    /// The flavour of this thread's test: what [`Containerd::start`] runs
+    /// unless its options name one (1.6 outside [`Flavour::run`]).
+    pub fn current() -> Flavour {
+        CURRENT.with(std::cell::Cell::get)
+    }
+
+    /// Runs `test` with this flavour as [`Flavour::current`] (restored
+    /// after, also when `test` panics): every [`Containerd`] it starts
+    /// without naming a flavour is this one.
+    pub fn run<R>(self, test: impl FnOnce() -> R) -> R {
+        struct Restore(Flavour);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                CURRENT.with(|c| c.set(self.0));
+            }
+        }
+        let _restore = Restore(CURRENT.with(|c| c.replace(self)));
+        test()
+    }
 
     /// `1.6`, `1.7`, `2.x` (the install script's names).
     pub fn name(self) -> &'static str {
@@ -139,8 +164,9 @@ pub struct ContainerdOptions {
     /// Extra environment of the containerd process (and so of the shims it
     /// starts), e.g. the shim's test-only `IDSHIFT_TEST_PAUSE`.
     pub env: Vec<(String, String)>,
-    /// Which containerd (the system's 1.6 by default).
-    pub flavour: Flavour,
+    /// Which containerd: `None` for [`Flavour::current`] (the system's 1.6
+    /// unless the test runs in [`Flavour::run`]).
+    pub flavour: Option<Flavour>,
 }
 
 impl ContainerdOptions {
@@ -156,7 +182,10 @@ impl ContainerdOptions {
 
     /// These options on containerd `flavour`.
     pub fn on(self, flavour: Flavour) -> Self {
-        ContainerdOptions { flavour, ..self }
+        ContainerdOptions {
+            flavour: Some(flavour),
+            ..self
+        }
     }
 }
 
@@ -204,8 +233,9 @@ impl Containerd {
     /// Takes a [`ContainerdOptions`], or a `&str` for the options of an
     /// idshift test ([`ContainerdOptions::idshift`]).
     pub fn start(opts: impl Into<ContainerdOptions>) -> Result<Containerd, Error> {
-        let opts = opts.into();
-        let bin_dir = opts.flavour.bin_dir()?;
+        let mut opts = opts.into();
+        let flavour = *opts.flavour.get_or_insert_with(Flavour::current);
+        let bin_dir = flavour.bin_dir()?;
         if let Some(dir) = &opts.shim_dir {
             if !dir.join(SHIM_BINARY).exists() {
                 return Err(format!(
@@ -228,7 +258,7 @@ impl Containerd {
             base,
             child: None,
             daemon_env: Vec::new(),
-            flavour: opts.flavour,
+            flavour,
             containerd_bin: bin_dir
                 .as_ref()
                 .map_or_else(|| "containerd".into(), |d| d.join("containerd")),
@@ -424,9 +454,10 @@ impl Containerd {
 
     fn containerd_toml(&self, opts: &ContainerdOptions) -> String {
         let p = |p: &Path| toml_str(&p.to_string_lossy());
-        let v2 = opts.flavour.is_v2();
+        let flavour = self.flavour;
+        let v2 = flavour.is_v2();
         let mut disabled = Vec::new();
-        if opts.flavour != Flavour::V1_6 {
+        if flavour != Flavour::V1_6 {
             disabled.push(NRI_PLUGIN);
         }
         if !opts.cri {
@@ -448,8 +479,8 @@ impl Containerd {
              [ttrpc]\n  address = {ttrpc}\n\
              \n\
              [debug]\n  level = \"debug\"\n",
-            flavour = opts.flavour.name(),
-            version = opts.flavour.config_version(),
+            flavour = flavour.name(),
+            version = flavour.config_version(),
             disabled = disabled.join(", "),
             root = p(&self.root),
             state = p(&self.state),
