@@ -34,7 +34,7 @@ const SLEEPER: [&str; 3] = [
 /// version 2, or to 2.x's `io.containerd.cri.v1.runtime`, config version 3)
 /// and the handler of its RuntimeClass (`handler:` of the ```yaml block).
 /// The suite runs on exactly that snippet.
-fn readme_cri() -> (String, String) {
+fn readme_cri(flavour: Flavour) -> (String, String) {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
         .expect("README.md");
     let section = readme
