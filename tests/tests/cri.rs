@@ -13,7 +13,8 @@ use idshift_tests::cri::{
     container_config, import_pause_image, pod_config, Cri, K8S_NAMESPACE, PAUSE_IMAGE,
 };
 use idshift_tests::{
-    on_containerd, processes_matching, shim_dir, CniNetwork, Containerd, ContainerdOptions, Flavour,
+    on_containerd, processes_matching, shim_dir, CniNetwork, Containerd, ContainerdOptions,
+    Flavour, IDSHIFT_CONFIG_TOKEN,
 };
 use k8s_cri::v1::{ContainerState, PodSandboxState};
 use std::path::{Path, PathBuf};
@@ -70,6 +71,17 @@ fn readme_cri(flavour: Flavour) -> (String, String) {
                 flavour.name()
             )
         });
+    // The harness writes the config's `version`; a `ConfigPath` names the
+    // test's own idshift config.
+    let toml = toml
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("version ="))
+        .map(|l| match l.split_once("ConfigPath =") {
+            Some((indent, _)) => format!("{indent}ConfigPath = \"{IDSHIFT_CONFIG_TOKEN}\""),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     let handler = block("yaml")
         .lines()
         .find_map(|l| {

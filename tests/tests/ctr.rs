@@ -839,3 +839,57 @@ fn remapped_snapshot_options_unlike_the_spec_are_refused() {
     c.ctr(&ns, &["containers", "rm", "kx"]).ok();
     c.assert_no_leaks(Duration::from_secs(10));
 }
+
+on_containerd!(the_runtime_options_config_path_is_honoured: V1_6, V1_7, V2);
+/// `ctr run --runtime-config-path` (containerd's runtime options, which
+/// 1.6 writes to the shim's `start` alone and 2.x in its bootstrap
+/// message's extensions): a config that does not exist is refused naming
+/// it; one that does is the container's (its strategy is used).
+fn the_runtime_options_config_path_is_honoured() {
+    let c = setup("", &[(IMG, 1)]);
+    let ns = c.namespace();
+    let missing = c.base().join("no-such-idshift.toml");
+    let missing = missing.display().to_string();
+    let out = c.ctr(
+        &ns,
+        &[
+            "run",
+            "--rm",
+            RT,
+            "--runtime-config-path",
+            &missing,
+            IMG,
+            "cp1",
+            "true",
+        ],
+    );
+    assert_ne!(out.code, Some(0), "{out:?}");
+    // Refused by `start` (the options on its standard input), before any
+    // create.
+    assert!(
+        out.stderr.contains("the runtime options' ConfigPath") && out.stderr.contains(&missing),
+        "{out:?}"
+    );
+    let _ = c.ctr(&ns, &["containers", "rm", "cp1"]);
+    let own = c.base().join("own-idshift.toml");
+    let text = std::fs::read_to_string(&c.idshift_config).expect("idshift config");
+    std::fs::write(&own, format!("{text}\nstrategy = \"path\"\n")).expect("own config");
+    let own = own.display().to_string();
+    let out = c.ctr(
+        &ns,
+        &[
+            "run",
+            "--rm",
+            RT,
+            "--runtime-config-path",
+            &own,
+            IMG,
+            "cp2",
+            "true",
+        ],
+    );
+    out.ok();
+    let line = create_log_line(&c, "cp2");
+    assert!(line.contains("(path strategy, "), "{line}");
+    c.assert_no_leaks(Duration::from_secs(10));
+}

@@ -39,6 +39,9 @@ const NRI_PLUGIN: &str = "io.containerd.nri.v1.nri";
 /// (`<cache>/<flavour>/usr/bin`), unless `IDSHIFT_CONTAINERD_CACHE` says.
 const CONTAINERD_CACHE: &str = "/var/cache/idshift-containerd";
 
+/// In [`ContainerdOptions::extra_config`]: the instance's idshift config.
+pub const IDSHIFT_CONFIG_TOKEN: &str = "@IDSHIFT_CONFIG@";
+
 /// Which containerd a [`Containerd`] runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Flavour {
@@ -148,7 +151,9 @@ pub struct ContainerdOptions {
     /// repeat; on 2.x `[plugins."io.containerd.cri.v1.runtime"]`, its
     /// `.cni` and runc runtime and
     /// `[plugins."io.containerd.cri.v1.images".pinned_images]`); other
-    /// sub-tables of them are fine, e.g. a CRI runtime.
+    /// sub-tables of them are fine, e.g. a CRI runtime. `@IDSHIFT_CONFIG@`
+    /// in it becomes the path of this instance's idshift config file (e.g.
+    /// for a runtime's `ConfigPath`).
     pub extra_config: String,
     /// TOML appended to this instance's idshift config file (whose path the
     /// shims get in `IDSHIFT_CONFIG`; it always sets a private `state_dir`
@@ -535,7 +540,11 @@ impl Containerd {
         }
         if !opts.extra_config.is_empty() {
             t.push('\n');
-            t.push_str(&opts.extra_config);
+            t.push_str(
+                &opts
+                    .extra_config
+                    .replace(IDSHIFT_CONFIG_TOKEN, &self.idshift_config.to_string_lossy()),
+            );
             t.push('\n');
         }
         t

@@ -10,7 +10,7 @@ mod image;
 mod process;
 
 pub use cni::{cni_bin_dir, CniNetwork};
-pub use containerd::{Containerd, ContainerdOptions, Flavour};
+pub use containerd::{Containerd, ContainerdOptions, Flavour, IDSHIFT_CONFIG_TOKEN};
 pub use image::{
     build_image, build_image_with_cmd, busybox_path, busybox_rootfs, import_image, oci_arch,
     IMAGE_PATH,
