@@ -27,6 +27,7 @@ MIRROR=${IDSHIFT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 
 refresh=0
 flavours=()
+work=
 for a in "$@"; do
     case "$a" in
         --refresh) refresh=1 ;;
@@ -104,8 +105,9 @@ install_flavour() {
     }
     local prefix=$CACHE/$upstream
     if ! [ -x "$prefix/usr/bin/containerd" ]; then
-        local work
         work=$(mktemp -d "$CACHE/.unpack-$upstream.XXXXXX")
+        # A failure below (download, unpack) leaves no half-unpacked dir.
+        trap 'rm -rf "$work"' EXIT
         (cd "$dir/archives" && apt_private apt-get "$suite" download "containerd=$version" >/dev/null)
         local deb
         deb=$(ls "$dir/archives"/containerd_*.deb | grep -F "_$(printf %s "$version" | sed 's/:/%3a/')_" | head -1)
@@ -120,6 +122,7 @@ install_flavour() {
         echo "$version" >"$work/debian-version"
         rm -rf "$prefix"
         mv "$work" "$prefix"
+        trap - EXIT
     fi
     ln -sfn "$upstream" "$link.tmp"
     mv -T "$link.tmp" "$link"
