@@ -9,7 +9,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 SHIM := containerd-shim-idshift-v2
 RELEASE := target/release
 
-.PHONY: all deps-build deps-demo deps-bench deps-test build install test demo bench stress lint fuzz clean
+.PHONY: all deps-build deps-demo deps-bench deps-test containerd-versions build install test demo bench stress lint fuzz clean
 
 all: build
 
@@ -20,7 +20,9 @@ all: build
 # benchmark's peer) on images built from busybox-static, and use setpriv
 # and nsenter (util-linux). The tests also build the CRI client (its
 # protobufs need protoc) and give CRI pods a network (CNI plugins, ip).
-# The benchmark also measures crun as a peer. The Docker suite fetches
+# The tests fetch containerd 1.7 and 2.x from Debian (its archive
+# keyring; tests/install-containerd.sh). The benchmark also measures crun
+# as a peer. The Docker suite fetches
 # Debian sid's docker.io and containerd itself (scripts/debian-debs.sh, with
 # Debian's archive keyring) and drives `docker -t` through script(1)
 # (bsdutils).
@@ -57,17 +59,26 @@ install: build
 	install -D -m 0755 $(RELEASE)/$(SHIM) $(DESTDIR)$(PREFIX)/bin/$(SHIM)
 
 # The test command (README, .ci/run): every crate's unit and kernel tests and
-# the end-to-end tests against a private containerd (which finds the shim
-# binary built here first on its PATH).
+# the end-to-end tests against private containerds (which find the shim
+# binary built here first on their PATH): the system's 1.6 and, unpacked
+# beside it by tests/install-containerd.sh (Debian's packages, cached by
+# version in /var/cache/idshift-containerd, the system's apt state and
+# containerd untouched), 1.7 and 2.x.
 # Then the launch-storm benchmark's smoke run (--quick: every configuration,
 # small N and L; --strict fails on a failed launch or a leak, never on timings)
 # and the stress's (2 rounds of 20 containers of a 10-layer image, every 5th
 # made to fail: it must fail cleanly).
-test: deps-test
+test: deps-test containerd-versions
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 	target/debug/idshift-bench storm --quick --strict --json $${TMPDIR:-/tmp}/idshift-bench-quick.json
 	target/debug/idshift-bench stress --quick --inject-failures 5 --json $${TMPDIR:-/tmp}/idshift-stress-quick.json
+
+# containerd 1.7 (Debian trixie) and 2.x (Debian sid) for the end-to-end
+# tests, in private prefixes (idempotent: cached by version; needs dpkg-deb
+# and debian-archive-keyring).
+containerd-versions:
+	tests/install-containerd.sh 2.x 1.7
 
 # Builds and installs the shim, then runs the demo on a private containerd.
 demo: deps-demo install

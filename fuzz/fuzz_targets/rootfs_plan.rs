@@ -2,12 +2,13 @@
 //! it never panics, is deterministic, and every plan it accepts is within
 //! its documented limits: at most MAX_LAYERS lowers, upper and work given
 //! together, every path absolute and with no `.` or `..`; an accepted overlay's lowers, escaped back into a
-//! `lowerdir=`, parse to the same lowers.
+//! `lowerdir=`, parse to the same lowers; an accepted `uidmap=`/`gidmap=`
+//! idmap, written back, parses to itself.
 #![no_main]
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use rootfs::{plan, MountSpec, PlanError, RootfsPlan, MAX_LAYERS};
+use rootfs::{format_extents, plan, MountIdmap, MountSpec, PlanError, RootfsPlan, MAX_LAYERS};
 use std::path::{Component, Path};
 
 #[derive(Arbitrary, Debug)]
@@ -22,6 +23,9 @@ enum Opt {
     /// One of the options containerd and users pass.
     Known(u8),
     Raw(String),
+    /// `uidmap=` (true) or `gidmap=` of these extents, containerd's
+    /// `container:host:size` joined with ','.
+    Idmap(bool, Vec<(u32, u32, u32)>),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -68,7 +72,45 @@ fn option(o: &Opt) -> String {
         Opt::Work(p) => format!("workdir={p}"),
         Opt::Known(i) => KNOWN[usize::from(*i) % KNOWN.len()].to_string(),
         Opt::Raw(s) => s.clone(),
+        Opt::Idmap(uid, extents) => format!(
+            "{}={}",
+            if *uid { "uidmap" } else { "gidmap" },
+            extents
+                .iter()
+                .map(|(c, h, n)| format!("{c}:{h}:{n}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
     }
+}
+
+/// An accepted idmap: both maps, every extent non-empty and within 2^32,
+/// and written back as containerd writes it, it parses to itself.
+fn check_idmap(m: &MountIdmap) {
+    for e in m.uid.iter().chain(&m.gid) {
+        assert!(e.size > 0, "{m:?}");
+        assert!(
+            u64::from(e.container) + u64::from(e.size) <= 1 << 32,
+            "{m:?}"
+        );
+        assert!(u64::from(e.host) + u64::from(e.size) <= 1 << 32, "{m:?}");
+    }
+    assert!(!m.uid.is_empty() && !m.gid.is_empty(), "{m:?}");
+    let again = plan(
+        &[MountSpec {
+            fstype: "overlay".into(),
+            source: "overlay".into(),
+            target: String::new(),
+            options: vec![
+                "lowerdir=/l".into(),
+                format!("uidmap={}", format_extents(&m.uid)),
+                format!("gidmap={}", format_extents(&m.gid)),
+            ],
+        }],
+        Path::new("/"),
+    )
+    .expect("an accepted idmap re-plans");
+    assert_eq!(again.idmap(), Some(m));
 }
 
 fn spec(m: &Mount) -> MountSpec {
@@ -122,6 +164,9 @@ fuzz_target!(|mounts: Vec<Mount>| {
         }
         Ok(RootfsPlan::Overlay(o)) => {
             assert_eq!(specs.len(), 1);
+            if let Some(m) = &o.idmap {
+                check_idmap(m);
+            }
             assert!(!o.lowers.is_empty() && o.lowers.len() <= MAX_LAYERS);
             assert_eq!(o.upper.is_some(), o.work.is_some());
             for l in &o.lowers {
@@ -149,6 +194,9 @@ fuzz_target!(|mounts: Vec<Mount>| {
         }
         Ok(RootfsPlan::Bind(b)) => {
             assert_eq!(specs.len(), 1);
+            if let Some(m) = &b.idmap {
+                check_idmap(m);
+            }
             check_path(&b.source, "bind source");
         }
     }

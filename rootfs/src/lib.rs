@@ -23,7 +23,8 @@ mod sys;
 pub use error::RootfsError;
 pub use ops::{Counters, MountOp, MountOps};
 pub use plan::{
-    plan, BindPlan, FsParam, MountSpec, OverlayPlan, PlanError, RootfsPlan, MAX_LAYERS,
+    format_extents, plan, BindPlan, FsParam, IdExtent, MountIdmap, MountSpec, OverlayPlan,
+    PlanError, RootfsPlan, MAX_LAYERS,
 };
 pub use premounted::{
     parse_mountinfo_line, plan_from_mountinfo, premounted_plan, unescape_octal, MountInfo,

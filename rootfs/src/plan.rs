@@ -27,6 +27,38 @@ pub enum FsParam {
     Value(String, String),
 }
 
+/// One extent of an ID mapping: `size` IDs from `container` inside map to
+/// `host` on the host (containerd's `container:host:size`, OCI's
+/// `containerID`/`hostID`/`size`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdExtent {
+    pub container: u32,
+    pub host: u32,
+    pub size: u32,
+}
+
+/// The idmapping containerd 2.x asks the runtime to apply to the layers
+/// (`uidmap=`/`gidmap=` rootfs mount options, set by its overlay
+/// snapshotter for kubelet's `hostUsers: false` pods and `ctr run --uidmap
+/// --gidmap --remap-labels`): the layers must be idmapped into a user
+/// namespace with exactly these mappings. idshift's idmapped clone uses the
+/// container's user namespace, so these must be the spec's
+/// `linux.uidMappings`/`gidMappings`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MountIdmap {
+    pub uid: Vec<IdExtent>,
+    pub gid: Vec<IdExtent>,
+}
+
+/// Formats extents as containerd writes them (`0:262144:65536,...`).
+pub fn format_extents(extents: &[IdExtent]) -> String {
+    extents
+        .iter()
+        .map(|e| format!("{}:{}:{}", e.container, e.host, e.size))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The rootfs to build.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RootfsPlan {
@@ -44,6 +76,8 @@ pub struct OverlayPlan {
     pub params: Vec<FsParam>,
     /// Mount attributes from generic options (`ro`, `nosuid`, `nodev`...).
     pub attrs: MountAttrFlags,
+    /// `uidmap=`/`gidmap=`: the idmapping the layers must get.
+    pub idmap: Option<MountIdmap>,
 }
 
 /// A single directory (containerd's `bind` rootfs: native snapshotter, or a
@@ -53,6 +87,8 @@ pub struct BindPlan {
     pub source: PathBuf,
     pub recursive: bool,
     pub attrs: MountAttrFlags,
+    /// `uidmap=`/`gidmap=`: the idmapping the directory must get.
+    pub idmap: Option<MountIdmap>,
 }
 
 impl RootfsPlan {
@@ -61,6 +97,14 @@ impl RootfsPlan {
         match self {
             RootfsPlan::Overlay(o) => o.lowers.len(),
             RootfsPlan::Bind(_) => 1,
+        }
+    }
+
+    /// The idmapping the mount options ask for (`uidmap=`/`gidmap=`).
+    pub fn idmap(&self) -> Option<&MountIdmap> {
+        match self {
+            RootfsPlan::Overlay(o) => o.idmap.as_ref(),
+            RootfsPlan::Bind(b) => b.idmap.as_ref(),
         }
     }
 }
@@ -92,6 +136,17 @@ pub enum PlanError {
     EmptyPath { what: &'static str },
     #[error("bind rootfs mount has no source")]
     MissingSource,
+    #[error("rootfs mount option {option}={value:?}: {reason} (containerd's format: container:host:size extents separated by ',')")]
+    BadIdmap {
+        option: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("rootfs mount options give {given} without {missing}: both or neither")]
+    HalfIdmap {
+        given: &'static str,
+        missing: &'static str,
+    },
 }
 
 /// Builds a plan from containerd's rootfs mounts. Relative paths (lowerdirs,
@@ -162,8 +217,9 @@ fn plan_overlay(mount: &MountSpec, base: &Path) -> Result<OverlayPlan, PlanError
     let mut work = None;
     let mut params = Vec::new();
     let mut attrs = MountAttrFlags::empty();
+    let mut idmap = IdmapOptions::default();
     for option in &mount.options {
-        if mount_attr_option(option, &mut attrs) {
+        if mount_attr_option(option, &mut attrs) || idmap.take(option)? {
             continue;
         }
         let (key, value) = match option.split_once('=') {
@@ -216,6 +272,7 @@ fn plan_overlay(mount: &MountSpec, base: &Path) -> Result<OverlayPlan, PlanError
         work,
         params,
         attrs,
+        idmap: idmap.finish()?,
     })
 }
 
@@ -225,7 +282,11 @@ fn plan_bind(mount: &MountSpec, base: &Path) -> Result<BindPlan, PlanError> {
     }
     let mut attrs = MountAttrFlags::empty();
     let mut recursive = false;
+    let mut idmap = IdmapOptions::default();
     for option in &mount.options {
+        if idmap.take(option)? {
+            continue;
+        }
         match option.as_str() {
             "rbind" => recursive = true,
             "bind" => {}
@@ -239,7 +300,91 @@ fn plan_bind(mount: &MountSpec, base: &Path) -> Result<BindPlan, PlanError> {
         source: resolve("bind source", &mount.source, base)?,
         recursive,
         attrs,
+        idmap: idmap.finish()?,
     })
+}
+
+/// `uidmap=` and `gidmap=` as they are met among a mount's options.
+#[derive(Default)]
+struct IdmapOptions {
+    uid: Option<Vec<IdExtent>>,
+    gid: Option<Vec<IdExtent>>,
+}
+
+impl IdmapOptions {
+    /// Takes `option` if it is `uidmap=` or `gidmap=` (true), parsed.
+    fn take(&mut self, option: &str) -> Result<bool, PlanError> {
+        let (name, slot) = if let Some(v) = option.strip_prefix("uidmap=") {
+            (("uidmap", v), &mut self.uid)
+        } else if let Some(v) = option.strip_prefix("gidmap=") {
+            (("gidmap", v), &mut self.gid)
+        } else {
+            return Ok(false);
+        };
+        if slot.is_some() {
+            return Err(PlanError::Duplicate {
+                option: name.0.into(),
+            });
+        }
+        *slot = Some(parse_extents(name.0, name.1)?);
+        Ok(true)
+    }
+
+    fn finish(self) -> Result<Option<MountIdmap>, PlanError> {
+        match (self.uid, self.gid) {
+            (None, None) => Ok(None),
+            (Some(uid), Some(gid)) => Ok(Some(MountIdmap { uid, gid })),
+            (Some(_), None) => Err(PlanError::HalfIdmap {
+                given: "uidmap=",
+                missing: "gidmap=",
+            }),
+            (None, Some(_)) => Err(PlanError::HalfIdmap {
+                given: "gidmap=",
+                missing: "uidmap=",
+            }),
+        }
+    }
+}
+
+/// Parses containerd's `container:host:size[,container:host:size...]`.
+/// Extents must be non-empty and not wrap past 2^32; overlaps and the
+/// kernel's limit on the number of extents are the user namespace's to
+/// refuse (the mappings must equal the spec's, which are checked there).
+fn parse_extents(option: &'static str, value: &str) -> Result<Vec<IdExtent>, PlanError> {
+    let bad = |reason: String| PlanError::BadIdmap {
+        option,
+        value: value.into(),
+        reason,
+    };
+    if value.is_empty() {
+        return Err(bad("no extent".into()));
+    }
+    value
+        .split(',')
+        .map(|extent| {
+            let fields: Vec<&str> = extent.split(':').collect();
+            let [c, h, n] = fields[..] else {
+                return Err(bad(format!("extent {extent:?} does not have 3 fields")));
+            };
+            let num = |what: &str, f: &str| {
+                f.parse::<u32>()
+                    .map_err(|e| bad(format!("{what} {f:?} of extent {extent:?}: {e}")))
+            };
+            let e = IdExtent {
+                container: num("container ID", c)?,
+                host: num("host ID", h)?,
+                size: num("size", n)?,
+            };
+            if e.size == 0 {
+                return Err(bad(format!("extent {extent:?} has size 0")));
+            }
+            let end = |start: u32| u64::from(start) + u64::from(e.size) - 1;
+            if end(e.container) > u64::from(u32::MAX) || end(e.host) > u64::from(u32::MAX) {
+                return Err(bad(format!("extent {extent:?} goes past 2^32-1")));
+            }
+            Ok(e)
+        })
+        .collect()
 }
 
 /// Splits a `lowerdir=` value on unescaped `:` (overlayfs escapes `:` and `\`
@@ -476,7 +621,8 @@ mod tests {
             RootfsPlan::Bind(BindPlan {
                 source: "/snap/1/fs".into(),
                 recursive: true,
-                attrs: MountAttrFlags::MOUNT_ATTR_RDONLY
+                attrs: MountAttrFlags::MOUNT_ATTR_RDONLY,
+                idmap: None,
             })
         );
         let ext4 = MountSpec {
@@ -504,5 +650,109 @@ mod tests {
             plan(&[no_source], Path::new("/")),
             Err(PlanError::MissingSource)
         );
+    }
+
+    #[test]
+    fn uidmap_and_gidmap_are_the_layers_idmap() {
+        let p = plan(
+            &overlay(&[
+                "index=off",
+                "lowerdir=/l2:/l1",
+                "uidmap=0:262144:65536",
+                "gidmap=0:262144:1000,1000:300000:64536",
+            ]),
+            Path::new("/"),
+        )
+        .expect("plan");
+        let RootfsPlan::Overlay(o) = &p else {
+            panic!("{p:?}")
+        };
+        // Not passed to overlayfs.
+        assert_eq!(o.params, vec![FsParam::Value("index".into(), "off".into())]);
+        let e = |container, host, size| IdExtent {
+            container,
+            host,
+            size,
+        };
+        assert_eq!(
+            p.idmap(),
+            Some(&MountIdmap {
+                uid: vec![e(0, 262144, 65536)],
+                gid: vec![e(0, 262144, 1000), e(1000, 300000, 64536)],
+            })
+        );
+        assert_eq!(
+            format_extents(&o.idmap.as_ref().expect("idmap").gid),
+            "0:262144:1000,1000:300000:64536"
+        );
+        let b = plan(
+            &[MountSpec {
+                fstype: "bind".into(),
+                source: "/snap/1/fs".into(),
+                target: String::new(),
+                options: vec![
+                    "rbind".into(),
+                    "uidmap=0:1000:1".into(),
+                    "gidmap=0:1000:1".into(),
+                ],
+            }],
+            Path::new("/"),
+        )
+        .expect("bind");
+        assert_eq!(b.idmap().map(|m| m.uid.clone()), Some(vec![e(0, 1000, 1)]));
+        let plain = plan(&overlay(&["lowerdir=/l1"]), Path::new("/")).expect("plan");
+        assert_eq!(plain.idmap(), None);
+    }
+
+    #[test]
+    fn bad_idmap_options_are_refused_by_name() {
+        let err = |opts: &[&str]| {
+            plan(&overlay(opts), Path::new("/"))
+                .expect_err("refused")
+                .to_string()
+        };
+        for (opts, want) in [
+            (
+                &["lowerdir=/l", "uidmap=0:1:1"][..],
+                "uidmap= without gidmap=",
+            ),
+            (
+                &["lowerdir=/l", "gidmap=0:1:1"][..],
+                "gidmap= without uidmap=",
+            ),
+            (
+                &["lowerdir=/l", "uidmap=0:1", "gidmap=0:1:1"][..],
+                "\"0:1\" does not have 3 fields",
+            ),
+            (
+                &["lowerdir=/l", "uidmap=0:1:1", "gidmap=0:x:1"][..],
+                "gidmap=\"0:x:1\": host ID \"x\"",
+            ),
+            (
+                &["lowerdir=/l", "uidmap=0:1:0", "gidmap=0:1:1"][..],
+                "has size 0",
+            ),
+            (
+                &["lowerdir=/l", "uidmap=0:4294967295:2", "gidmap=0:1:1"][..],
+                "goes past 2^32-1",
+            ),
+            (&["lowerdir=/l", "uidmap=", "gidmap=0:1:1"][..], "no extent"),
+            (
+                &["lowerdir=/l", "uidmap=0:1:1,", "gidmap=0:1:1"][..],
+                "\"\" does not have 3 fields",
+            ),
+            (
+                &[
+                    "lowerdir=/l",
+                    "uidmap=0:1:1",
+                    "uidmap=0:1:1",
+                    "gidmap=0:1:1",
+                ][..],
+                "\"uidmap\" is given more than once",
+            ),
+        ] {
+            let e = err(opts);
+            assert!(e.contains(want), "{opts:?}: {e}");
+        }
     }
 }

@@ -427,6 +427,7 @@ fn too_many_layers_is_refused_before_any_syscall() {
         work: None,
         params: Vec::new(),
         attrs: MountAttrFlags::empty(),
+        idmap: None,
     });
     let sys = KernelSys::new();
     let err = build_with(&sys, &plan, &w.opts(Strategy::Fd, features())).expect_err("501");

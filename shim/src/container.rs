@@ -929,6 +929,7 @@ impl Container {
                     source,
                     recursive: true,
                     attrs: rootfs::MountAttrFlags::empty(),
+                    idmap: None,
                 })
             } else {
                 // A rootfs the caller mounted (Docker, `ctr run --rootfs`):
@@ -949,6 +950,9 @@ impl Container {
             rootfs::plan(&req.rootfs, &req.bundle)
                 .map_err(|e| format!("invalid rootfs mounts: {e}"))?
         };
+        if let Some(want) = plan.idmap() {
+            check_mount_idmap(want, &spec, ns.is_some())?;
+        }
         let target = run_dir.join("rootfs");
         mkdir_mode(&target, 0o755)?;
         // The container's own scratch dir: temporary mounts a dead shim
@@ -1275,6 +1279,54 @@ fn kill_pod_members(pod: &str, sandbox_run_dir: &Path) {
     }
 }
 
+/// containerd 2.x's `uidmap=`/`gidmap=` rootfs options ask for the layers
+/// idmapped with those mappings; idshift's single idmapped clone uses the
+/// container's user namespace, whose mappings are the spec's: they must be
+/// the same (extent for extent), or the create is refused naming both.
+fn check_mount_idmap(
+    want: &rootfs::MountIdmap,
+    spec: &Spec,
+    has_userns: bool,
+) -> Result<(), String> {
+    let asked = format!(
+        "uidmap={} gidmap={}",
+        rootfs::format_extents(&want.uid),
+        rootfs::format_extents(&want.gid)
+    );
+    if !has_userns {
+        return Err(format!(
+            "the rootfs mount options ask for the layers idmapped ({asked}), but the container runs without a user namespace"
+        ));
+    }
+    let of = |maps: &Option<Vec<LinuxIdMapping>>| -> Vec<rootfs::IdExtent> {
+        maps.iter()
+            .flatten()
+            .map(|m| rootfs::IdExtent {
+                container: m.container_id(),
+                host: m.host_id(),
+                size: m.size(),
+            })
+            .collect()
+    };
+    let linux = spec.linux().clone().unwrap_or_default();
+    let (uid, gid) = (of(linux.uid_mappings()), of(linux.gid_mappings()));
+    if uid != want.uid || gid != want.gid {
+        let show = |e: &[rootfs::IdExtent]| {
+            if e.is_empty() {
+                "none".to_string()
+            } else {
+                rootfs::format_extents(e)
+            }
+        };
+        return Err(format!(
+            "the rootfs mount options' idmapping ({asked}) differs from the spec's user namespace mappings (linux.uidMappings {}, linux.gidMappings {}): the layers are idmapped into the container's user namespace, so they must be the same",
+            show(&uid),
+            show(&gid)
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1294,6 +1346,46 @@ mod tests {
         let err = with(Some("Host")).expect_err("case matters");
         assert!(
             err.contains("annotation io.idshift.userns=\"Host\" is not understood"),
+    }
+
+    #[test]
+    fn mount_idmap_must_be_the_specs_mappings() {
+        let spec = spec_from(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "linux": {
+                "uidMappings": [{"containerID": 0, "hostID": 262144, "size": 65536}],
+                "gidMappings": [{"containerID": 0, "hostID": 262144, "size": 65536}]
+            }
+        }))
+        .expect("spec");
+        let e = |host, size| rootfs::IdExtent {
+            container: 0,
+            host,
+            size,
+        };
+        let same = rootfs::MountIdmap {
+            uid: vec![e(262144, 65536)],
+            gid: vec![e(262144, 65536)],
+        };
+        assert_eq!(check_mount_idmap(&same, &spec, true), Ok(()));
+        let other = rootfs::MountIdmap {
+            uid: vec![e(262144, 65536)],
+            gid: vec![e(327680, 65536)],
+        };
+        let err = check_mount_idmap(&other, &spec, true).expect_err("differs");
+        assert!(
+            err.contains("(uidmap=0:262144:65536 gidmap=0:327680:65536)")
+                && err.contains(
+                    "(linux.uidMappings 0:262144:65536, linux.gidMappings 0:262144:65536)"
+                ),
+            "{err}"
+        );
+        let err = check_mount_idmap(&same, &spec, false).expect_err("no userns");
+        assert!(err.contains("without a user namespace"), "{err}");
+        let bare = spec_from(serde_json::json!({"ociVersion": "1.0.2"})).expect("spec");
+        let err = check_mount_idmap(&same, &bare, true).expect_err("none");
+        assert!(
+            err.contains("linux.uidMappings none, linux.gidMappings none"),
             "{err}"
         );
     }

@@ -39,28 +39,59 @@ fn restrict_socket(socket: &str) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
 }
 
+/// Runtime options as containerd passes them: a `google.protobuf.Any`.
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub struct AnyOptions {
+    pub type_url: String,
+    pub value: Vec<u8>,
+}
+
+impl AnyOptions {
+    /// The `ConfigPath` they name (containerd's generic
+    /// `runtimeoptions.v1.Options`), if any.
+    pub fn config_path(&self) -> Option<std::path::PathBuf> {
+        if !self.type_url.contains("runtimeoptions") {
+            return None;
+        }
+        proto_fields(&self.value)
+            .ok()?
+            .into_iter()
+            .find(|(f, _)| *f == 2)
+            .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
+            .filter(|p| !p.is_empty())
+            .map(Into::into)
+    }
+}
+
 /// What containerd wrote to `start`'s standard input.
 #[derive(Debug, PartialEq, Eq)]
 pub enum StartInput {
     Nothing,
-    /// containerd 1.6: runtime options in an `Any` (type_url, value).
-    Options {
-        type_url: String,
-        value: Vec<u8>,
-    },
-    /// containerd 2.x: the bootstrap parameters (id, namespace, addresses...).
+    /// containerd 1.6/1.7: the runtime options.
+    Options(AnyOptions),
+    /// containerd 2.x: the bootstrap parameters (id, namespace, addresses...),
+    /// the runtime options among their extensions (field 8).
     Bootstrap {
         id: String,
         namespace: String,
+        options: Vec<AnyOptions>,
     },
 }
 
-/// Tells the two apart: an `Any` has only fields 1 and 2; containerd 2.x's
-/// bootstrap message has more (version 4, addresses 5-7, socket dir 9).
-pub fn parse_start_input(data: &[u8]) -> Result<StartInput, String> {
-    if data.is_empty() {
-        return Ok(StartInput::Nothing);
+impl StartInput {
+    /// The runtime options, whichever containerd sent them.
+    pub fn options(&self) -> &[AnyOptions] {
+        match self {
+            StartInput::Nothing => &[],
+            StartInput::Options(o) => std::slice::from_ref(o),
+            StartInput::Bootstrap { options, .. } => options,
+        }
     }
+}
+
+/// The length-delimited fields (number, bytes) of a protobuf message;
+/// other wire types are skipped.
+fn proto_fields(data: &[u8]) -> Result<Vec<(u32, Vec<u8>)>, String> {
     let mut fields: Vec<(u32, Vec<u8>)> = Vec::new();
     let mut i = 0;
     let varint = |i: &mut usize| -> Result<u64, String> {
@@ -83,7 +114,7 @@ pub fn parse_start_input(data: &[u8]) -> Result<StartInput, String> {
                 varint(&mut i)?;
             }
             2 => {
-                let len = varint(&mut i)? as usize;
+                let len = usize::try_from(varint(&mut i)?).map_err(|_| "field too long")?;
                 let end = i
                     .checked_add(len)
                     .filter(|&e| e <= data.len())
@@ -96,6 +127,28 @@ pub fn parse_start_input(data: &[u8]) -> Result<StartInput, String> {
             w => return Err(format!("unsupported protobuf wire type {w}")),
         }
     }
+    if i > data.len() {
+        return Err("truncated fixed-size field".into());
+    }
+    Ok(fields)
+}
+
+/// An `Any` from its fields (type_url 1, value 2).
+fn any_of(fields: &[(u32, Vec<u8>)]) -> AnyOptions {
+    let get = |n: u32| fields.iter().find(|(f, _)| *f == n).map(|(_, v)| v.clone());
+    AnyOptions {
+        type_url: String::from_utf8_lossy(&get(1).unwrap_or_default()).into_owned(),
+        value: get(2).unwrap_or_default(),
+    }
+}
+
+/// Tells the two apart: an `Any` has only fields 1 and 2; containerd 2.x's
+/// bootstrap message has more (version 4, addresses 5-7, socket dir 9).
+pub fn parse_start_input(data: &[u8]) -> Result<StartInput, String> {
+    if data.is_empty() {
+        return Ok(StartInput::Nothing);
+    }
+    let fields = proto_fields(data)?;
     let text = |n: u32| {
         fields
             .iter()
@@ -104,19 +157,23 @@ pub fn parse_start_input(data: &[u8]) -> Result<StartInput, String> {
             .unwrap_or_default()
     };
     if fields.iter().any(|(f, _)| *f > 2) {
+        // extensions (8): Extension { google.protobuf.Any value = 1 }.
+        let mut options = Vec::new();
+        for (_, ext) in fields.iter().filter(|(f, _)| *f == 8) {
+            let ext = proto_fields(ext).map_err(|e| format!("bootstrap extension: {e}"))?;
+            if let Some((_, any)) = ext.iter().find(|(f, _)| *f == 1) {
+                let any =
+                    proto_fields(any).map_err(|e| format!("bootstrap extension's Any: {e}"))?;
+                options.push(any_of(&any));
+            }
+        }
         Ok(StartInput::Bootstrap {
             id: text(1),
             namespace: text(2),
+            options,
         })
     } else {
-        Ok(StartInput::Options {
-            type_url: text(1),
-            value: fields
-                .iter()
-                .find(|(f, _)| *f == 2)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default(),
-        })
+        Ok(StartInput::Options(any_of(&fields)))
     }
 }
 
@@ -163,6 +220,14 @@ impl Shim for IdshiftShim {
         let input = parse_start_input(&data)
             .map_err(|e| Error::InvalidArgument(format!("start input: {e}")))?;
         log::debug!("start input: {input:?}");
+        // A ConfigPath in the runtime options (1.6's Any, 2.x's bootstrap
+        // extension) must name a config that loads: refused here, at start,
+        // rather than at the first create.
+        for path in input.options().iter().filter_map(AnyOptions::config_path) {
+            Config::load(Some(&path)).map_err(|e| {
+                Error::InvalidArgument(format!("the runtime options' ConfigPath: {e}"))
+            })?;
+        }
         let cwd = std::env::current_dir().map_err(|e| Error::Other(format!("bundle dir: {e}")))?;
         let spec = read_spec(&cwd).ok();
         let group = grouping(&opts.id, spec.as_ref());
@@ -368,7 +433,8 @@ mod tests {
             parse_start_input(BOOTSTRAP_FIXTURE),
             Ok(StartInput::Bootstrap {
                 id: "demo1".into(),
-                namespace: "default".into()
+                namespace: "default".into(),
+                options: Vec::new(),
             })
         );
     }
@@ -467,7 +533,14 @@ mod tests {
             panic!("Extension.value is a message");
         };
         let mut any = any_d.new_instance();
-        set(&mut *any, &any_d, "type_url", "containerd.runc.v1.Options");
+        set(&mut *any, &any_d, "type_url", "runtimeoptions.v1.Options");
+        // runtimeoptions.v1.Options { type_url = 1, config_path = 2 }
+        let mut value = vec![0x12, 19];
+        value.extend_from_slice(b"/etc/idshift/a.toml");
+        any_d
+            .field_by_name("value")
+            .expect("Any.value")
+            .set_singular_field(&mut *any, ReflectValueBox::Bytes(value.clone()));
         let mut ext = ext_d.new_instance();
         ext_d
             .field_by_name("value")
@@ -479,12 +552,21 @@ mod tests {
             .mut_repeated(&mut *m)
             .push(ReflectValueBox::Message(ext));
         let encoded = m.write_to_bytes_dyn().expect("encode");
+        let input = parse_start_input(&encoded).expect("parses");
         assert_eq!(
-            parse_start_input(&encoded),
-            Ok(StartInput::Bootstrap {
+            input,
+            StartInput::Bootstrap {
                 id: "c2".into(),
-                namespace: "k8s.io".into()
-            })
+                namespace: "k8s.io".into(),
+                options: vec![AnyOptions {
+                    type_url: "runtimeoptions.v1.Options".into(),
+                    value,
+                }],
+            }
+        );
+        assert_eq!(
+            input.options()[0].config_path(),
+            Some("/etc/idshift/a.toml".into())
         );
     }
 
@@ -495,13 +577,15 @@ mod tests {
         let mut any = vec![0x0a, 26];
         any.extend_from_slice(b"containerd.runc.v1.Options");
         any.extend_from_slice(&[0x12, 2, 0x08, 0x01]);
+        let input = parse_start_input(&any).expect("parses");
         assert_eq!(
-            parse_start_input(&any),
-            Ok(StartInput::Options {
+            input,
+            StartInput::Options(AnyOptions {
                 type_url: "containerd.runc.v1.Options".into(),
                 value: vec![0x08, 0x01]
             })
         );
+        assert_eq!(input.options()[0].config_path(), None);
         assert!(parse_start_input(&[0x0a, 50, 1]).is_err(), "truncated");
     }
 

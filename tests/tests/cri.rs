@@ -1,4 +1,5 @@
-//! idshift under containerd 1.6's CRI plugin, driven with a Rust CRI client
+//! idshift under containerd 1.6's and 2.x's CRI plugins (every test on
+//! both), driven with a Rust CRI client
 //! (the `k8s-cri` crate, CRI v1) as kubelet or crictl would: pod sandboxes
 //! with the runtime handler README's containerd snippet defines, their
 //! containers, exec, logs, stop and removal; host network and CNI pods
@@ -11,7 +12,10 @@
 use idshift_tests::cri::{
     container_config, import_pause_image, pod_config, Cri, K8S_NAMESPACE, PAUSE_IMAGE,
 };
-use idshift_tests::{processes_matching, shim_dir, CniNetwork, Containerd, ContainerdOptions};
+use idshift_tests::{
+    on_containerd, processes_matching, shim_dir, CniNetwork, Containerd, ContainerdOptions,
+    Flavour, IDSHIFT_CONFIG_TOKEN,
+};
 use k8s_cri::v1::{ContainerState, PodSandboxState};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,10 +30,12 @@ const SLEEPER: [&str; 3] = [
     "trap 'exit 0' TERM; while :; do sleep 1; done",
 ];
 
-/// README's CRI section: its containerd snippet (a ```toml block) and the
-/// handler of its RuntimeClass (`handler:` of the ```yaml block). The suite
-/// runs on exactly that snippet.
-fn readme_cri() -> (String, String) {
+/// README's CRI section: its containerd snippet for `flavour` (the ```toml
+/// block that adds the runtime to containerd 1.6's CRI plugin, config
+/// version 2, or to 2.x's `io.containerd.cri.v1.runtime`, config version 3)
+/// and the handler of its RuntimeClass (`handler:` of the ```yaml block).
+/// The suite runs on exactly that snippet.
+fn readme_cri(flavour: Flavour) -> (String, String) {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
         .expect("README.md");
     let section = readme
@@ -37,15 +43,45 @@ fn readme_cri() -> (String, String) {
         .nth(1)
         .expect("README has a section \"Using idshift with Kubernetes (CRI)\"");
     let section = section.split("\n## ").next().unwrap_or(section);
-    let block = |lang: &str| {
+    let blocks = |lang: &str| -> Vec<String> {
         section
             .split(&format!("```{lang}\n"))
-            .nth(1)
-            .and_then(|b| b.split("```").next())
-            .unwrap_or_else(|| panic!("a ```{lang} block in README's CRI section"))
-            .to_string()
+            .skip(1)
+            .filter_map(|b| b.split("```").next())
+            .map(str::to_string)
+            .collect()
     };
-    let toml = block("toml");
+    let block = |lang: &str| {
+        blocks(lang)
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("a ```{lang} block in README's CRI section"))
+    };
+    let plugin = if flavour.is_v2() {
+        "\"io.containerd.cri.v1.runtime\".containerd.runtimes."
+    } else {
+        "\"io.containerd.grpc.v1.cri\".containerd.runtimes."
+    };
+    let toml = blocks("toml")
+        .into_iter()
+        .find(|b| b.contains(plugin))
+        .unwrap_or_else(|| {
+            panic!(
+                "a ```toml block in README's CRI section for containerd {} ({plugin})",
+                flavour.name()
+            )
+        });
+    // The harness writes the config's `version`; a `ConfigPath` names the
+    // test's own idshift config.
+    let toml = toml
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("version ="))
+        .map(|l| match l.split_once("ConfigPath =") {
+            Some((indent, _)) => format!("{indent}ConfigPath = \"{IDSHIFT_CONFIG_TOKEN}\""),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     let handler = block("yaml")
         .lines()
         .find_map(|l| {
@@ -87,7 +123,8 @@ fn setup(cni: bool, images: &[(&str, usize)]) -> Env {
 
 /// [`setup`] with `idshift_toml` added to idshift's config.
 fn setup_with(cni: bool, images: &[(&str, usize)], idshift_toml: &str) -> Env {
-    let (toml, handler) = readme_cri();
+    let flavour = Flavour::current();
+    let (toml, handler) = readme_cri(flavour);
     let net = cni.then(|| CniNetwork::new().expect("a CNI network"));
     let c = Containerd::start(ContainerdOptions {
         shim_dir: Some(shim_dir()),
@@ -98,7 +135,12 @@ fn setup_with(cni: bool, images: &[(&str, usize)], idshift_toml: &str) -> Env {
         idshift_toml: idshift_toml.to_string(),
         ..Default::default()
     })
-    .expect("start containerd with the CRI plugin");
+    .unwrap_or_else(|e| {
+        panic!(
+            "start containerd {} with the CRI plugin: {e}",
+            flavour.name()
+        )
+    });
     import_pause_image(&c).expect("import the pause image");
     for (name, layers) in images {
         c.import_image(K8S_NAMESPACE, name, *layers)
@@ -274,9 +316,9 @@ fn exec_ok(cri: &Cri, id: &str, cmd: &[&str]) -> Result<String, String> {
     }
 }
 
+on_containerd!(host_network_pod_of_three_containers_one_shim_one_range: V1_6, V2);
 /// A host-network pod of three containers (one of a 60-layer image): one
 /// shim, one ID range, the whole CRI container lifecycle, then nothing left.
-#[test]
 fn host_network_pod_of_three_containers_one_shim_one_range() {
     let env = setup_with(false, &[(IMG, 1), (IMG60, 60)], OWN_RANGE);
     let cri = &env.cri;
@@ -486,10 +528,10 @@ fn host_network_pod_of_three_containers_one_shim_one_range() {
     assert!(env.shims().is_empty());
 }
 
+on_containerd!(cni_pods_share_localhost_reach_each_other_and_have_disjoint_ranges: V1_6, V2);
 /// Two CNI pods on a private bridge: a pod's containers share localhost
 /// (and, with shareProcessNamespace, their processes) and one range; the
 /// pods reach each other over the bridge; their ranges are disjoint.
-#[test]
 fn cni_pods_share_localhost_reach_each_other_and_have_disjoint_ranges() {
     let env = setup_with(true, &[(IMG, 1)], OWN_RANGE);
     let cri = &env.cri;
@@ -607,11 +649,11 @@ fn processes_in_range(base: u64, size: u64) -> Vec<String> {
     found
 }
 
+on_containerd!(a_killed_pod_shim_is_cleaned_up: V1_6, V2);
 /// The pod's shim is SIGKILLed: containerd runs `shim delete` for each of
 /// the pod's tasks, which kills the pod's processes and releases its range
 /// (the sandbox's first killing the other containers); CRI then stops and
 /// removes the pod and nothing is left.
-#[test]
 fn a_killed_pod_shim_is_cleaned_up() {
     let env = setup_with(false, &[(IMG, 1)], &own_range_at(0x7100_0000));
     let cri = &env.cri;
@@ -653,10 +695,10 @@ fn a_killed_pod_shim_is_cleaned_up() {
     env.assert_no_leaks();
 }
 
+on_containerd!(pods_without_mappings_run_on_the_hosts_ids_by_default: V1_6, V2);
 /// The default `pod_userns = "as-requested"`: a pod containerd asks no user
 /// namespace for runs on the host's IDs, as under runc, with no range
 /// allocated.
-#[test]
 fn pods_without_mappings_run_on_the_hosts_ids_by_default() {
     let env = setup(false, &[(IMG, 1)]);
     let cri = &env.cri;
@@ -675,11 +717,11 @@ fn pods_without_mappings_run_on_the_hosts_ids_by_default() {
     env.assert_no_leaks();
 }
 
+on_containerd!(a_dead_sandbox_takes_its_containers_before_its_range_goes: V1_6, V2);
 /// The pod's pause process dies: CRI deletes the sandbox's task at once,
 /// while the pod's containers run. Their processes are killed before the
 /// pod's range is released (none may run on in a range another pod can
 /// get); the shim serves their tasks until they are deleted, then exits.
-#[test]
 fn a_dead_sandbox_takes_its_containers_before_its_range_goes() {
     let env = setup_with(false, &[(IMG, 1)], &own_range_at(0x7200_0000));
     let cri = &env.cri;
@@ -815,7 +857,7 @@ fn kubelet_style_pod(env: &Env) -> (String, String) {
 }
 
 /// The default config: kubelet's pod runs on the host's IDs, as under runc.
-#[test]
+on_containerd!(a_kubelet_style_pod_runs_under_the_default_config: V1_6, V2);
 fn a_kubelet_style_pod_runs_under_the_default_config() {
     let env = setup(true, &[(IMG, 1)]);
     let (ping, map) = kubelet_style_pod(&env);
@@ -828,7 +870,7 @@ fn a_kubelet_style_pod_runs_under_the_default_config() {
 /// sysctls written into containerd's network namespace (the host's user
 /// namespace owns it) with ping_group_range translated to the range, and
 /// kubelet's files idmapped so that they look as under runc.
-#[test]
+on_containerd!(a_kubelet_style_pod_runs_in_its_own_range: V1_6, V2);
 fn a_kubelet_style_pod_runs_in_its_own_range() {
     let env = setup_with(true, &[(IMG, 1)], OWN_RANGE);
     let (ping, map) = kubelet_style_pod(&env);
@@ -846,7 +888,7 @@ fn a_kubelet_style_pod_runs_in_its_own_range() {
 /// namespace cannot mount proc for the host's PID namespace), its container
 /// sees the host's processes and IPC namespace; with `pod_host_access =
 /// "refuse"` RunPodSandbox fails saying why, and nothing is left.
-#[test]
+on_containerd!(host_pid_and_ipc_pods_run_as_under_runc: V1_6, V2);
 fn host_pid_and_ipc_pods_run_as_under_runc() {
     use std::os::unix::fs::MetadataExt;
     let host_ipc = std::fs::metadata("/proc/self/ns/ipc").expect("ipc").ino();
@@ -927,7 +969,7 @@ fn passes_userns_options(cri: &Cri) -> bool {
 /// are exactly those mappings (under the default policy, as under runc).
 /// Needs containerd 2.x, which passes the mappings; on 1.6 it says so and
 /// checks nothing.
-#[test]
+on_containerd!(a_pod_with_kubelet_mappings_gets_exactly_them: V1_6, V2);
 fn a_pod_with_kubelet_mappings_gets_exactly_them() {
     let env = setup(true, &[(IMG, 1)]);
     let cri = &env.cri;
@@ -992,7 +1034,7 @@ fn a_pod_with_kubelet_mappings_gets_exactly_them() {
 /// the rest of the container is killed at once rather than when the output
 /// would have drained, and as soon as CRI reports it exited it can be
 /// removed.
-#[test]
+on_containerd!(a_dead_containers_exec_says_not_running_and_it_is_removed_at_once: V1_6, V2);
 fn a_dead_containers_exec_says_not_running_and_it_is_removed_at_once() {
     let env = setup(false, &[(IMG, 1)]);
     let cri = &env.cri;

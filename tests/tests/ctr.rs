@@ -1,19 +1,21 @@
-//! idshift under a real containerd 1.6, driven with `ctr` (root needed).
+//! idshift under real containerds (1.6, 1.7 and 2.x: every test on each),
+//! driven with `ctr` (root needed).
 //! Each test has its own containerd, idshift state and run dirs.
 
-use idshift_tests::{host_mountinfo, Containerd};
+use idshift_tests::{host_mountinfo, on_containerd, Containerd, Flavour};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-const NS: &str = "e2e";
 const RT: &str = "--runtime=io.containerd.idshift.v2";
 const IMG: &str = "docker.io/library/idshift-busybox:1";
 const IMG60: &str = "docker.io/library/idshift-busybox:60";
 
 fn setup(config: &str, images: &[(&str, usize)]) -> Containerd {
-    let c = Containerd::start(config).expect("start containerd");
+    let c = Containerd::start(config)
+        .unwrap_or_else(|e| panic!("start containerd {}: {e}", Flavour::current().name()));
     for (name, layers) in images {
-        c.import_image(NS, name, *layers).expect("import image");
+        c.import_image(&c.namespace(), name, *layers)
+            .expect("import image");
     }
     c
 }
@@ -30,7 +32,7 @@ fn uid_map_of(out: &str) -> (u64, u64, u64) {
 fn wait_running(c: &Containerd, id: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        let ls = c.ctr(NS, &["task", "ls"]).stdout;
+        let ls = c.ctr(&c.namespace(), &["task", "ls"]).stdout;
         if ls
             .lines()
             .any(|l| l.starts_with(id) && l.contains("RUNNING"))
@@ -42,11 +44,11 @@ fn wait_running(c: &Containerd, id: &str) {
     panic!("{id} never ran: {}", c.log());
 }
 
-#[test]
+on_containerd!(run_rm_output_exit_code_identity_and_no_leaks: V1_6, V1_7, V2);
 fn run_rm_output_exit_code_identity_and_no_leaks() {
     let c = setup("", &[(IMG, 1)]);
     let out = c.ctr(
-        NS,
+        &c.namespace(),
         &[
             "run", "--rm", RT, IMG, "r1", "/bin/sh", "-c",
             "echo hello; id -u; id -g; stat -c %u:%g /bin/busybox /etc/passwd; cat /proc/self/uid_map; exit 3",
@@ -61,13 +63,13 @@ fn run_rm_output_exit_code_identity_and_no_leaks() {
     c.assert_no_leaks(Duration::from_secs(10));
 }
 
-#[test]
+on_containerd!(concurrent_containers_get_disjoint_ranges_and_no_host_mounts: V1_6, V1_7, V2);
 fn concurrent_containers_get_disjoint_ranges_and_no_host_mounts() {
     let c = setup("", &[(IMG60, 60)]);
     let mounts_before: Vec<String> = host_mountinfo();
     for id in ["a", "b"] {
         c.ctr(
-            NS,
+            &c.namespace(),
             &[
                 "run",
                 "-d",
@@ -86,7 +88,7 @@ fn concurrent_containers_get_disjoint_ranges_and_no_host_mounts() {
     let mut ranges = Vec::new();
     for id in ["a", "b"] {
         let out = c.ctr(
-            NS,
+            &c.namespace(),
             &[
                 "task",
                 "exec",
@@ -130,16 +132,17 @@ fn concurrent_containers_get_disjoint_ranges_and_no_host_mounts() {
     let mut want: Vec<u64> = ranges.iter().map(|r| r.0).collect();
     want.sort_unstable();
     assert_eq!(owners, want, "upper-dir owners vs ranges");
-    c.kill_and_remove(NS, &["a", "b"]).expect("remove");
+    c.kill_and_remove(&c.namespace(), &["a", "b"])
+        .expect("remove");
     c.assert_no_leaks(Duration::from_secs(10));
 }
 
-#[test]
+on_containerd!(kill_pause_resume_ps_metrics_delete: V1_6, V1_7, V2);
 fn kill_pause_resume_ps_metrics_delete() {
     let c = setup("", &[(IMG, 1)]);
     // SIGTERM reaches a handler; the exit code is the handler's.
     let mut run = c.ctr_command(
-        NS,
+        &c.namespace(),
         &[
             "run",
             "--rm",
@@ -157,41 +160,52 @@ fn kill_pause_resume_ps_metrics_delete() {
         .spawn()
         .expect("ctr run");
     wait_running(&c, "k1");
-    c.ctr(NS, &["task", "kill", "-s", "SIGTERM", "k1"]).ok();
+    c.ctr(&c.namespace(), &["task", "kill", "-s", "SIGTERM", "k1"])
+        .ok();
     assert_eq!(child.wait().expect("wait").code(), Some(42));
     // SIGKILL: 137, as runc reports it.
-    let mut run = c.ctr_command(NS, &["run", "--rm", RT, IMG, "k2", "sleep", "1000"]);
+    let mut run = c.ctr_command(
+        &c.namespace(),
+        &["run", "--rm", RT, IMG, "k2", "sleep", "1000"],
+    );
     let mut child = run
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
         .expect("ctr run");
     wait_running(&c, "k2");
-    let ps = c.ctr(NS, &["task", "ps", "k2"]);
+    let ps = c.ctr(&c.namespace(), &["task", "ps", "k2"]);
     ps.ok();
     assert_eq!(ps.stdout.lines().count(), 2, "one process: {ps:?}");
-    c.ctr(NS, &["task", "pause", "k2"]).ok();
-    assert!(c.ctr(NS, &["task", "ls"]).stdout.contains("PAUSED"));
-    c.ctr(NS, &["task", "resume", "k2"]).ok();
-    let m = c.ctr(NS, &["task", "metrics", "k2"]);
+    c.ctr(&c.namespace(), &["task", "pause", "k2"]).ok();
+    assert!(c
+        .ctr(&c.namespace(), &["task", "ls"])
+        .stdout
+        .contains("PAUSED"));
+    c.ctr(&c.namespace(), &["task", "resume", "k2"]).ok();
+    let m = c.ctr(&c.namespace(), &["task", "metrics", "k2"]);
     m.ok();
     assert!(
         m.stdout.contains("pids.current") && m.stdout.contains("memory.usage_in_bytes"),
         "{m:?}"
     );
-    c.ctr(NS, &["task", "kill", "-s", "SIGKILL", "k2"]).ok();
+    c.ctr(&c.namespace(), &["task", "kill", "-s", "SIGKILL", "k2"])
+        .ok();
     assert_eq!(child.wait().expect("wait").code(), Some(137));
     c.assert_no_leaks(Duration::from_secs(10));
 }
 
-#[test]
+on_containerd!(exec_with_and_without_tty_and_task_delete: V1_6, V1_7, V2);
 fn exec_with_and_without_tty_and_task_delete() {
     let c = setup("", &[(IMG, 1)]);
-    c.ctr(NS, &["run", "-d", RT, IMG, "x1", "sleep", "1000"])
-        .ok();
+    c.ctr(
+        &c.namespace(),
+        &["run", "-d", RT, IMG, "x1", "sleep", "1000"],
+    )
+    .ok();
     wait_running(&c, "x1");
     let out = c.ctr(
-        NS,
+        &c.namespace(),
         &[
             "task",
             "exec",
@@ -208,10 +222,16 @@ fn exec_with_and_without_tty_and_task_delete() {
     // Many short execs: the pid report and readiness never race.
     for i in 0..20 {
         let id = format!("q{i}");
-        let out = c.ctr(NS, &["task", "exec", "--exec-id", &id, "x1", "true"]);
+        let out = c.ctr(
+            &c.namespace(),
+            &["task", "exec", "--exec-id", &id, "x1", "true"],
+        );
         assert_eq!(out.code, Some(0), "exec {i}: {out:?}");
     }
-    let bad = c.ctr(NS, &["task", "exec", "--exec-id", "e2", "x1", "/no/such"]);
+    let bad = c.ctr(
+        &c.namespace(),
+        &["task", "exec", "--exec-id", "e2", "x1", "/no/such"],
+    );
     assert_ne!(bad.code, Some(0));
     assert!(
         bad.stderr.contains("/no/such"),
@@ -227,7 +247,8 @@ fn exec_with_and_without_tty_and_task_delete() {
         tty.1.contains("/dev/pts/") && tty.1.contains("30 100"),
         "{tty:?}"
     );
-    c.kill_and_remove(NS, &["x1"]).expect("task delete");
+    c.kill_and_remove(&c.namespace(), &["x1"])
+        .expect("task delete");
     c.assert_no_leaks(Duration::from_secs(10));
 }
 
@@ -254,7 +275,7 @@ fn with_pty(c: &Containerd, args: &[&str], input: &[u8]) -> (Option<i32>, String
         },
     )
     .expect("winsize");
-    let mut cmd = c.ctr_command(NS, args);
+    let mut cmd = c.ctr_command(&c.namespace(), args);
     cmd.stdin(slave.try_clone().expect("dup"))
         .stdout(slave.try_clone().expect("dup"))
         .stderr(slave);
@@ -311,7 +332,7 @@ fn with_pty(c: &Containerd, args: &[&str], input: &[u8]) -> (Option<i32>, String
     (code, String::from_utf8_lossy(&out).into_owned())
 }
 
-#[test]
+on_containerd!(run_with_a_terminal: V1_6, V1_7, V2);
 fn run_with_a_terminal() {
     let c = setup("", &[(IMG, 1)]);
     let (code, out) = with_pty(
@@ -326,23 +347,26 @@ fn run_with_a_terminal() {
     c.assert_no_leaks(Duration::from_secs(10));
 }
 
-#[test]
+on_containerd!(nonexistent_command_is_a_clear_error_and_leaks_nothing: V1_6, V1_7, V2);
 fn nonexistent_command_is_a_clear_error_and_leaks_nothing() {
     let c = setup("", &[(IMG, 1)]);
-    let out = c.ctr(NS, &["run", "--rm", RT, IMG, "n1", "/no/such/binary"]);
+    let out = c.ctr(
+        &c.namespace(),
+        &["run", "--rm", RT, IMG, "n1", "/no/such/binary"],
+    );
     assert_ne!(out.code, Some(0));
     assert!(out.stderr.contains("/no/such/binary"), "{out:?}");
-    let _ = c.ctr(NS, &["containers", "rm", "n1"]);
+    let _ = c.ctr(&c.namespace(), &["containers", "rm", "n1"]);
     c.assert_no_leaks(Duration::from_secs(10));
 }
 
+on_containerd!(every_strategy_runs_a_60_layer_image: V1_6, V1_7, V2);
 /// Every strategy builds a working 60-layer rootfs under containerd.
-#[test]
 fn every_strategy_runs_a_60_layer_image() {
     for strategy in ["fd", "path", "per-layer", "plain"] {
         let c = setup(&format!("strategy = \"{strategy}\""), &[(IMG60, 60)]);
         let out = c.ctr(
-            NS,
+            &c.namespace(),
             &[
                 "run",
                 "--rm",
@@ -373,10 +397,10 @@ fn every_strategy_runs_a_60_layer_image() {
     }
 }
 
-#[test]
+on_containerd!(oom_kill_is_reported_as_a_task_oom_event: V1_6, V1_7, V2);
 fn oom_kill_is_reported_as_a_task_oom_event() {
     let c = setup("", &[(IMG, 1)]);
-    let mut events = c.ctr_command(NS, &["events"]);
+    let mut events = c.ctr_command(&c.namespace(), &["events"]);
     events
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -397,7 +421,7 @@ fn oom_kill_is_reported_as_a_task_oom_event() {
     });
     std::thread::sleep(Duration::from_millis(300));
     let out = c.ctr(
-        NS,
+        &c.namespace(),
         &[
             "run",
             "--rm",
@@ -430,12 +454,12 @@ fn oom_kill_is_reported_as_a_task_oom_event() {
     c.assert_no_leaks(Duration::from_secs(10));
 }
 
-#[test]
+on_containerd!(stdin_file_and_binary_log_uris: V1_6, V1_7, V2);
 fn stdin_file_and_binary_log_uris() {
     let c = setup("", &[(IMG, 1)]);
     // stdin reaches the process, and its end (CloseIO) ends `cat`.
     let mut cmd = c.ctr_command(
-        NS,
+        &c.namespace(),
         &[
             "run",
             "--rm",
@@ -469,7 +493,7 @@ fn stdin_file_and_binary_log_uris() {
     let log = c.base().join("file.log");
     let uri = format!("file://{}", log.display());
     c.ctr(
-        NS,
+        &c.namespace(),
         &[
             "run",
             "--rm",
@@ -503,7 +527,7 @@ fn stdin_file_and_binary_log_uris() {
         .expect("chmod");
     let uri = format!("binary://{}?path={}", logger.display(), blog.display());
     c.ctr(
-        NS,
+        &c.namespace(),
         &[
             "run",
             "--rm",
@@ -528,21 +552,24 @@ fn stdin_file_and_binary_log_uris() {
     };
     assert_eq!(read("out"), "bout\n");
     assert_eq!(read("err"), "berr\n");
-    assert_eq!(read("id"), format!("{NS}/b1\n"));
+    assert_eq!(read("id"), format!("{}/b1\n", c.namespace()));
     c.assert_no_leaks(Duration::from_secs(10));
 }
 
+on_containerd!(a_killed_shim_is_cleaned_up_by_shim_delete: V1_6, V1_7, V2);
 /// A shim killed with SIGKILL: containerd runs `shim delete`, which kills
 /// the container, releases its range and removes its state.
-#[test]
 fn a_killed_shim_is_cleaned_up_by_shim_delete() {
     let c = setup("", &[(IMG, 1)]);
-    c.ctr(NS, &["run", "-d", RT, IMG, "d1", "sleep", "1000"])
-        .ok();
+    c.ctr(
+        &c.namespace(),
+        &["run", "-d", RT, IMG, "d1", "sleep", "1000"],
+    )
+    .ok();
     wait_running(&c, "d1");
     assert_eq!(c.live_ranges(), 1);
     let init_pid: u32 = c
-        .ctr(NS, &["task", "ls"])
+        .ctr(&c.namespace(), &["task", "ls"])
         .stdout
         .lines()
         .find(|l| l.starts_with("d1"))
@@ -563,7 +590,7 @@ fn a_killed_shim_is_cleaned_up_by_shim_delete() {
     // containerd notices, runs `shim delete`, and marks the task stopped.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let ls = c.ctr(NS, &["task", "ls"]).stdout;
+        let ls = c.ctr(&c.namespace(), &["task", "ls"]).stdout;
         if !ls
             .lines()
             .any(|l| l.starts_with("d1") && l.contains("RUNNING"))
@@ -577,8 +604,8 @@ fn a_killed_shim_is_cleaned_up_by_shim_delete() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let _ = c.ctr(NS, &["task", "rm", "-f", "d1"]);
-    let _ = c.ctr(NS, &["containers", "rm", "d1"]);
+    let _ = c.ctr(&c.namespace(), &["task", "rm", "-f", "d1"]);
+    let _ = c.ctr(&c.namespace(), &["containers", "rm", "d1"]);
     c.assert_no_leaks(Duration::from_secs(10));
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::path::Path::new(&format!("/proc/{init_pid}")).exists() {
@@ -589,20 +616,24 @@ fn a_killed_shim_is_cleaned_up_by_shim_delete() {
         std::thread::sleep(Duration::from_millis(100));
     }
     // The same id can be used again.
-    c.ctr(NS, &["run", "--rm", RT, IMG, "d1", "true"]).ok();
+    c.ctr(&c.namespace(), &["run", "--rm", RT, IMG, "d1", "true"])
+        .ok();
     c.assert_no_leaks(Duration::from_secs(10));
 }
 
+on_containerd!(namespaces_given_by_path_are_joined: V1_6, V1_7, V2);
 /// A namespace given by path in the spec is joined (here: another
 /// container's network namespace), while the user namespace stays its own.
-#[test]
 fn namespaces_given_by_path_are_joined() {
     let c = setup("", &[(IMG, 1)]);
-    c.ctr(NS, &["run", "-d", RT, IMG, "ns-a", "sleep", "1000"])
-        .ok();
+    c.ctr(
+        &c.namespace(),
+        &["run", "-d", RT, IMG, "ns-a", "sleep", "1000"],
+    )
+    .ok();
     wait_running(&c, "ns-a");
     let pid_a: u32 = c
-        .ctr(NS, &["task", "ls"])
+        .ctr(&c.namespace(), &["task", "ls"])
         .stdout
         .lines()
         .find(|l| l.starts_with("ns-a"))
@@ -612,7 +643,7 @@ fn namespaces_given_by_path_are_joined() {
     let net = format!("network:/proc/{pid_a}/ns/net");
     let show = "readlink /proc/self/ns/net; readlink /proc/self/ns/user";
     let b = c.ctr(
-        NS,
+        &c.namespace(),
         &[
             "run",
             "--rm",
@@ -628,7 +659,7 @@ fn namespaces_given_by_path_are_joined() {
     );
     b.ok();
     let a = c.ctr(
-        NS,
+        &c.namespace(),
         &[
             "task",
             "exec",
@@ -644,7 +675,222 @@ fn namespaces_given_by_path_are_joined() {
     let (a, b): (Vec<&str>, Vec<&str>) = (a.stdout.lines().collect(), b.stdout.lines().collect());
     assert_eq!(a[0], b[0], "the same network namespace");
     assert_ne!(a[1], b[1], "different user namespaces");
-    c.kill_and_remove(NS, &["ns-a"]).expect("remove");
+    c.kill_and_remove(&c.namespace(), &["ns-a"])
+        .expect("remove");
+    c.assert_no_leaks(Duration::from_secs(10));
+}
+
+/// The line the shim logs for the create of `id` (strategy and mount
+/// syscalls).
+fn create_log_line(c: &Containerd, id: &str) -> String {
+    c.log()
+        .lines()
+        .find(|l| l.contains(&format!("created {id} ")))
+        .unwrap_or_else(|| panic!("the shim logs the create of {id}:\n{}", c.log_tail(60)))
+        .to_string()
+}
+
+on_containerd!(remapped_snapshot_options_become_the_layers_idmap: V2);
+/// Kubelet's style of mappings on containerd 2.x, through `ctr run --uidmap
+/// --gidmap --remap-labels`: the overlay snapshotter hands the runtime
+/// `uidmap=`/`gidmap=` rootfs options, which become the idmap of idshift's
+/// single idmapped clone: the user namespace is exactly the mappings, the
+/// image is 0:0 inside, a file written inside is 262144's on the host, the
+/// rootfs took 4 mount syscalls in the shim and 1 move_mount inside, the
+/// host mount table did not change.
+fn remapped_snapshot_options_become_the_layers_idmap() {
+    let c = setup("", &[(IMG, 1)]);
+    let ns = c.namespace();
+    let before = host_mountinfo();
+    let map = "0:262144:65536";
+    c.ctr(
+        &ns,
+        &[
+            "run",
+            "-d",
+            "--uidmap",
+            map,
+            "--gidmap",
+            map,
+            "--remap-labels",
+            RT,
+            IMG,
+            "km",
+            "/bin/sh",
+            "-c",
+            "echo x > /written; sleep 1000",
+        ],
+    )
+    .ok();
+    wait_running(&c, "km");
+    // containerd passed the mapping in the rootfs options.
+    let mounts = c.ctr(&ns, &["snapshots", "mounts", "/mnt", "km"]);
+    mounts.ok();
+    assert!(
+        mounts.stdout.contains("uidmap=0:262144:65536")
+            && mounts.stdout.contains("gidmap=0:262144:65536"),
+        "containerd's rootfs mount options: {mounts:?}"
+    );
+    let out = c.ctr(
+        &ns,
+        &[
+            "task", "exec", "--exec-id", "k", "km", "/bin/sh", "-c",
+            "cat /proc/self/uid_map /proc/self/gid_map; stat -c %u:%g /bin/busybox /etc/passwd /written",
+        ],
+    );
+    out.ok();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{out:?}");
+    assert_eq!(uid_map_of(lines[0]), (0, 262144, 65536), "uid_map: {out:?}");
+    assert_eq!(uid_map_of(lines[1]), (0, 262144, 65536), "gid_map: {out:?}");
+    assert_eq!(&lines[2..], ["0:0", "0:0", "0:0"], "{out:?}");
+    // On the host, the file is the mapping's root's.
+    let snaps = c
+        .root()
+        .join("io.containerd.snapshotter.v1.overlayfs/snapshots");
+    let owners: Vec<(u32, u32)> = std::fs::read_dir(&snaps)
+        .expect("snapshots")
+        .flatten()
+        .filter_map(|e| std::fs::metadata(e.path().join("fs/written")).ok())
+        .map(|md| {
+            use std::os::unix::fs::MetadataExt;
+            (md.uid(), md.gid())
+        })
+        .collect();
+    assert_eq!(owners, [(262144, 262144)], "the written file's host owner");
+    // 4 mount syscalls in the shim (fd strategy: open_tree, mount_setattr,
+    // fsopen, fsmount), 1 move_mount inside, nothing on the host.
+    let line = create_log_line(&c, "km");
+    assert!(
+        line.contains("(fd strategy, 4 mount syscalls (open_tree 1, mount_setattr 1, fsopen 1, fsmount 1, move_mount 0, mount 0, umount 0;")
+            && line.contains("then 1 move_mount inside"),
+        "{line}"
+    );
+    let base = c.base().display().to_string();
+    let added: Vec<String> = host_mountinfo()
+        .into_iter()
+        .filter(|l| !before.contains(l) && l.contains(&base))
+        .collect();
+    assert!(added.is_empty(), "host mount table gained {added:#?}");
+    c.kill_and_remove(&ns, &["km"]).expect("remove");
+    c.assert_no_leaks(Duration::from_secs(10));
+}
+
+on_containerd!(remapped_snapshot_options_unlike_the_spec_are_refused: V2);
+/// Rootfs options whose mapping is not the spec's are refused, naming
+/// both, and nothing is left: a container run once with `--uidmap --gidmap
+/// --remap-labels` keeps its snapshot; relabelled with another mapping,
+/// its next task gets rootfs options unlike its spec's mappings.
+fn remapped_snapshot_options_unlike_the_spec_are_refused() {
+    let c = setup("", &[(IMG, 1)]);
+    let ns = c.namespace();
+    let map = "0:262144:65536";
+    let out = c.ctr(
+        &ns,
+        &[
+            "run",
+            "--uidmap",
+            map,
+            "--gidmap",
+            map,
+            "--remap-labels",
+            RT,
+            IMG,
+            "kx",
+            "true",
+        ],
+    );
+    out.ok();
+    let before = host_mountinfo();
+    let ranges_before = c.live_ranges();
+    let label = c.ctr(
+        &ns,
+        &[
+            "snapshots",
+            "label",
+            "kx",
+            "containerd.io/snapshot/gidmapping=0:327680:65536",
+        ],
+    );
+    label.ok();
+    let mounts = c.ctr(&ns, &["snapshots", "mounts", "/mnt", "kx"]);
+    assert!(
+        mounts.stdout.contains("gidmap=0:327680:65536"),
+        "relabelled: {mounts:?}"
+    );
+    let out = c.ctr(&ns, &["task", "start", "kx"]);
+    assert_ne!(out.code, Some(0), "{out:?}");
+    assert!(
+        out.stderr.contains(
+            "the rootfs mount options' idmapping (uidmap=0:262144:65536 gidmap=0:327680:65536) \
+             differs from the spec's user namespace mappings (linux.uidMappings 0:262144:65536, \
+             linux.gidMappings 0:262144:65536)"
+        ),
+        "{out:?}"
+    );
+    let base = c.base().display().to_string();
+    let added: Vec<String> = host_mountinfo()
+        .into_iter()
+        .filter(|l| !before.contains(l) && l.contains(&base))
+        .collect();
+    assert!(added.is_empty(), "host mount table gained {added:#?}");
+    assert_eq!(c.live_ranges(), ranges_before, "no range allocated");
+    let _ = c.ctr(&ns, &["task", "delete", "kx"]);
+    c.ctr(&ns, &["containers", "rm", "kx"]).ok();
+    c.assert_no_leaks(Duration::from_secs(10));
+}
+
+on_containerd!(the_runtime_options_config_path_is_honoured: V1_6, V1_7, V2);
+/// `ctr run --runtime-config-path` (containerd's runtime options, which
+/// 1.6 writes to the shim's `start` alone and 2.x in its bootstrap
+/// message's extensions): a config that does not exist is refused naming
+/// it; one that does is the container's (its strategy is used).
+fn the_runtime_options_config_path_is_honoured() {
+    let c = setup("", &[(IMG, 1)]);
+    let ns = c.namespace();
+    let missing = c.base().join("no-such-idshift.toml");
+    let missing = missing.display().to_string();
+    let out = c.ctr(
+        &ns,
+        &[
+            "run",
+            "--rm",
+            RT,
+            "--runtime-config-path",
+            &missing,
+            IMG,
+            "cp1",
+            "true",
+        ],
+    );
+    assert_ne!(out.code, Some(0), "{out:?}");
+    // Refused by `start` (the options on its standard input), before any
+    // create.
+    assert!(
+        out.stderr.contains("the runtime options' ConfigPath") && out.stderr.contains(&missing),
+        "{out:?}"
+    );
+    let _ = c.ctr(&ns, &["containers", "rm", "cp1"]);
+    let own = c.base().join("own-idshift.toml");
+    let text = std::fs::read_to_string(&c.idshift_config).expect("idshift config");
+    std::fs::write(&own, format!("{text}\nstrategy = \"path\"\n")).expect("own config");
+    let own = own.display().to_string();
+    let out = c.ctr(
+        &ns,
+        &[
+            "run",
+            "--rm",
+            RT,
+            "--runtime-config-path",
+            &own,
+            IMG,
+            "cp2",
+            "true",
+        ],
+    );
+    out.ok();
+    let line = create_log_line(&c, "cp2");
+    assert!(line.contains("(path strategy, "), "{line}");
     c.assert_no_leaks(Duration::from_secs(10));
 }
 

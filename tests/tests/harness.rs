@@ -9,7 +9,7 @@
 
 use idshift_tests::{
     build_image, host_mountinfo, import_image, processes_matching, unique, Containerd,
-    ContainerdOptions,
+    ContainerdOptions, Flavour,
 };
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
@@ -334,4 +334,62 @@ fn a_bad_config_fails_fast_with_the_log() {
     .expect_err("containerd cannot start");
     assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     assert!(err.to_string().contains("exited"), "{err}");
+}
+
+/// Each flavour runs its own containerd (the daemon and `ctr` of its
+/// prefix, not the system's), with the config version it needs, and runs a
+/// runc container; a test in `Flavour::run` gets it without naming it.
+#[test]
+fn each_flavour_runs_its_own_containerd() {
+    for (flavour, want) in [
+        (Flavour::V1_6, "1.6."),
+        (Flavour::V1_7, "1.7."),
+        (Flavour::V2, "2."),
+    ] {
+        let c = flavour.run(start);
+        assert_eq!(c.flavour(), flavour);
+        let v = c.ctr(NS, &["version"]);
+        v.ok();
+        // Client and server sections each have a "Version:" line.
+        let versions: Vec<&str> = v
+            .stdout
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Version:"))
+            .map(|s| s.trim().trim_start_matches('v'))
+            .collect();
+        assert_eq!(versions.len(), 2, "{v:?}");
+        assert!(
+            versions.iter().all(|s| s.starts_with(want)),
+            "containerd {}: ctr version says {versions:?}",
+            flavour.name()
+        );
+        let config = std::fs::read_to_string(c.config_path()).expect("config");
+        assert!(
+            config.contains(&format!("version = {}\n", flavour.config_version())),
+            "{config}"
+        );
+        import(&c, IMG1, 1);
+        let out = c.ctr(
+            NS,
+            &[
+                "run",
+                "--rm",
+                RUNC,
+                IMG1,
+                &unique("fl"),
+                "/bin/sh",
+                "-c",
+                SCRIPT,
+            ],
+        );
+        assert_eq!(
+            (out.code, out.stdout.as_str()),
+            (Some(3), "hello\n"),
+            "{out:?}"
+        );
+        let base = c.base().to_path_buf();
+        drop(c);
+        assert_gone(&base);
+    }
+    assert_eq!(Flavour::current(), Flavour::V1_6, "restored after run");
 }

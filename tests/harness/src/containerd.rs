@@ -1,6 +1,8 @@
-//! A private containerd 1.6 per test: its own directory (root, state,
+//! A private containerd per test: its own directory (root, state,
 //! sockets, config, log), started as a child of the test, and everything it
-//! made (tasks, shims, mounts, files) gone when it is dropped.
+//! made (tasks, shims, mounts, files) gone when it is dropped. The system's
+//! containerd (Debian bookworm's 1.6) by default; 1.7 and 2.x from the
+//! private prefixes `tests/install-containerd.sh` unpacks ([`Flavour`]).
 
 use crate::process::{
     kill_if_matching, kill_processes_matching, remove_cgroups, run_with_timeout, unmount_under,
@@ -25,6 +27,112 @@ const CLEANUP_CTR_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The CRI plugin, disabled unless asked for.
 const CRI_PLUGIN: &str = "io.containerd.grpc.v1.cri";
+/// containerd 2.x's CRI runtime half (config version 3): the runtimes,
+/// CNI and `restrict_oom_score_adj`.
+const CRI_RUNTIME_PLUGIN: &str = "io.containerd.cri.v1.runtime";
+/// containerd 2.x's CRI image half: the pinned sandbox image.
+const CRI_IMAGES_PLUGIN: &str = "io.containerd.cri.v1.images";
+/// containerd 1.7's and 2.x's NRI plugin (its socket, `/var/run/nri`, would
+/// be shared by every private containerd): always disabled.
+const NRI_PLUGIN: &str = "io.containerd.nri.v1.nri";
+/// Where `tests/install-containerd.sh` unpacks other containerd versions
+/// (`<cache>/<flavour>/usr/bin`), unless `IDSHIFT_CONTAINERD_CACHE` says.
+const CONTAINERD_CACHE: &str = "/var/cache/idshift-containerd";
+
+/// In [`ContainerdOptions::extra_config`]: the instance's idshift config.
+pub const IDSHIFT_CONFIG_TOKEN: &str = "@IDSHIFT_CONFIG@";
+
+/// Which containerd a [`Containerd`] runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Flavour {
+    /// The system's (`containerd` and `ctr` on the PATH: Debian bookworm's
+    /// 1.6), config version 2.
+    #[default]
+    V1_6,
+    /// Debian trixie's 1.7 from the private prefix, config version 2.
+    V1_7,
+    /// Debian sid's 2.x from the private prefix, config version 3 (CRI
+    /// split into `io.containerd.cri.v1.runtime`/`.images` and
+    /// `io.containerd.grpc.v1.cri`).
+    V2,
+}
+
+thread_local! {
+    /// The flavour a test thread runs on ([`Flavour::run`]).
+    static CURRENT: std::cell::Cell<Flavour> = const { std::cell::Cell::new(Flavour::V1_6) };
+}
+
+impl Flavour {
+    /// Every flavour the tests know.
+    pub const ALL: [Flavour; 3] = [Flavour::V1_6, Flavour::V1_7, Flavour::V2];
+
+    /// The flavour of this thread's test: what [`Containerd::start`] runs
+    /// unless its options name one (1.6 outside [`Flavour::run`]).
+    pub fn current() -> Flavour {
+        CURRENT.with(std::cell::Cell::get)
+    }
+
+    /// Runs `test` with this flavour as [`Flavour::current`] (restored
+    /// after, also when `test` panics): every [`Containerd`] it starts
+    /// without naming a flavour is this one.
+    pub fn run<R>(self, test: impl FnOnce() -> R) -> R {
+        struct Restore(Flavour);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                CURRENT.with(|c| c.set(self.0));
+            }
+        }
+        let _restore = Restore(CURRENT.with(|c| c.replace(self)));
+        test()
+    }
+
+    /// `1.6`, `1.7`, `2.x` (the install script's names).
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavour::V1_6 => "1.6",
+            Flavour::V1_7 => "1.7",
+            Flavour::V2 => "2.x",
+        }
+    }
+
+    /// containerd's config version for it.
+    pub fn config_version(self) -> u32 {
+        match self {
+            Flavour::V1_6 | Flavour::V1_7 => 2,
+            Flavour::V2 => 3,
+        }
+    }
+
+    /// Whether it is a 2.x (config version 3, bootstrap on the shim's
+    /// stdin, rootfs mounts with `uidmap=`/`gidmap=`).
+    pub fn is_v2(self) -> bool {
+        self == Flavour::V2
+    }
+
+    /// The directory holding its `containerd`, `ctr` and
+    /// `containerd-shim-runc-v2`: `None` for the system's (on the PATH).
+    /// An error naming the install script when it is not installed.
+    pub fn bin_dir(self) -> Result<Option<PathBuf>, Error> {
+        if self == Flavour::V1_6 {
+            return Ok(None);
+        }
+        let cache = std::env::var_os("IDSHIFT_CONTAINERD_CACHE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(CONTAINERD_CACHE));
+        let dir = cache.join(self.name()).join("usr/bin");
+        if !dir.join("containerd").is_file() || !dir.join("ctr").is_file() {
+            return Err(format!(
+                "containerd {} is not installed in {} (run `tests/install-containerd.sh {}`, \
+                 which `make test` runs)",
+                self.name(),
+                dir.display(),
+                self.name()
+            )
+            .into());
+        }
+        Ok(Some(dir))
+    }
+}
 
 /// How to start a [`Containerd`].
 #[derive(Debug, Clone, Default)]
@@ -40,8 +148,12 @@ pub struct ContainerdOptions {
     /// `[plugins."io.containerd.internal.v1.opt"]` and, with `cri`,
     /// `[plugins."io.containerd.grpc.v1.cri"]`, its `.cni` and its runc
     /// runtime, the default, which a config naming any runtime must
-    /// repeat); other
-    /// sub-tables of them are fine, e.g. a CRI runtime.
+    /// repeat; on 2.x `[plugins."io.containerd.cri.v1.runtime"]`, its
+    /// `.cni` and runc runtime and
+    /// `[plugins."io.containerd.cri.v1.images".pinned_images]`); other
+    /// sub-tables of them are fine, e.g. a CRI runtime. `@IDSHIFT_CONFIG@`
+    /// in it becomes the path of this instance's idshift config file (e.g.
+    /// for a runtime's `ConfigPath`).
     pub extra_config: String,
     /// TOML appended to this instance's idshift config file (whose path the
     /// shims get in `IDSHIFT_CONFIG`; it always sets a private `state_dir`
@@ -57,6 +169,9 @@ pub struct ContainerdOptions {
     /// Extra environment of the containerd process (and so of the shims it
     /// starts), e.g. the shim's test-only `IDSHIFT_TEST_PAUSE`.
     pub env: Vec<(String, String)>,
+    /// Which containerd: `None` for [`Flavour::current`] (the system's 1.6
+    /// unless the test runs in [`Flavour::run`]).
+    pub flavour: Option<Flavour>,
 }
 
 impl ContainerdOptions {
@@ -67,6 +182,14 @@ impl ContainerdOptions {
             shim_dir: Some(shim_dir()),
             idshift_toml: idshift_toml.to_string(),
             ..Default::default()
+        }
+    }
+
+    /// These options on containerd `flavour`.
+    pub fn on(self, flavour: Flavour) -> Self {
+        ContainerdOptions {
+            flavour: Some(flavour),
+            ..self
         }
     }
 }
@@ -99,6 +222,10 @@ pub struct Containerd {
     child: Option<Child>,
     /// The environment containerd is started with (again on a restart).
     daemon_env: Vec<(String, String)>,
+    flavour: Flavour,
+    /// Its `containerd` and `ctr` binaries.
+    containerd_bin: PathBuf,
+    ctr_bin: PathBuf,
     /// The idshift config file the shims of this containerd read.
     pub idshift_config: PathBuf,
 }
@@ -111,7 +238,9 @@ impl Containerd {
     /// Takes a [`ContainerdOptions`], or a `&str` for the options of an
     /// idshift test ([`ContainerdOptions::idshift`]).
     pub fn start(opts: impl Into<ContainerdOptions>) -> Result<Containerd, Error> {
-        let opts = opts.into();
+        let mut opts = opts.into();
+        let flavour = *opts.flavour.get_or_insert_with(Flavour::current);
+        let bin_dir = flavour.bin_dir()?;
         if let Some(dir) = &opts.shim_dir {
             if !dir.join(SHIM_BINARY).exists() {
                 return Err(format!(
@@ -134,6 +263,13 @@ impl Containerd {
             base,
             child: None,
             daemon_env: Vec::new(),
+            flavour,
+            containerd_bin: bin_dir
+                .as_ref()
+                .map_or_else(|| "containerd".into(), |d| d.join("containerd")),
+            ctr_bin: bin_dir
+                .as_ref()
+                .map_or_else(|| "ctr".into(), |d| d.join("ctr")),
         };
         // From here on, a failure is cleaned up by Drop.
         std::fs::write(&c.config, c.containerd_toml(&opts))?;
@@ -168,6 +304,11 @@ impl Containerd {
                 system_path.push_str(dir);
             }
         }
+        // The flavour's own directory before the system's (its runc shim);
+        // the idshift shim before both.
+        if let Some(dir) = &bin_dir {
+            system_path = format!("{}:{system_path}", dir.display());
+        }
         let path = match &opts.shim_dir {
             Some(dir) => format!("{}:{system_path}", dir.display()),
             None => system_path,
@@ -193,7 +334,7 @@ impl Containerd {
             .open(&self.log_path)?;
         let c = self;
         c.child = Some(
-            Command::new("containerd")
+            Command::new(&c.containerd_bin)
                 .arg("--config")
                 .arg(&c.config)
                 .envs(c.daemon_env.iter().map(|(k, v)| (k, v)))
@@ -318,14 +459,22 @@ impl Containerd {
 
     fn containerd_toml(&self, opts: &ContainerdOptions) -> String {
         let p = |p: &Path| toml_str(&p.to_string_lossy());
-        let disabled = if opts.cri {
-            String::new()
-        } else {
-            toml_str(CRI_PLUGIN)
-        };
+        let flavour = self.flavour;
+        let v2 = flavour.is_v2();
+        let mut disabled = Vec::new();
+        if flavour != Flavour::V1_6 {
+            disabled.push(NRI_PLUGIN);
+        }
+        if !opts.cri {
+            disabled.push(CRI_PLUGIN);
+            if v2 {
+                disabled.extend([CRI_RUNTIME_PLUGIN, CRI_IMAGES_PLUGIN]);
+            }
+        }
+        let disabled: Vec<String> = disabled.into_iter().map(toml_str).collect();
         let mut t = format!(
-            "# Written by idshift-tests for one test's private containerd.\n\
-             version = 2\n\
+            "# Written by idshift-tests for one test's private containerd {flavour}.\n\
+             version = {version}\n\
              root = {root}\n\
              state = {state}\n\
              disabled_plugins = [{disabled}]\n\
@@ -335,6 +484,9 @@ impl Containerd {
              [ttrpc]\n  address = {ttrpc}\n\
              \n\
              [debug]\n  level = \"debug\"\n",
+            flavour = flavour.name(),
+            version = flavour.config_version(),
+            disabled = disabled.join(", "),
             root = p(&self.root),
             state = p(&self.state),
             grpc = p(&self.address),
@@ -347,27 +499,65 @@ impl Containerd {
             p(&self.base.join("opt"))
         ));
         if opts.cri {
-            let sandbox_image = opts
-                .sandbox_image
-                .as_deref()
-                .map(|i| format!("  sandbox_image = {}\n", toml_str(i)))
-                .unwrap_or_default();
-            t.push_str(&format!(
-                "\n[plugins.{cri}]\n  restrict_oom_score_adj = true\n{sandbox_image}\
-                 [plugins.{cri}.cni]\n  conf_dir = {conf}\n  bin_dir = {bin}\n\
-                 [plugins.{cri}.containerd.runtimes.runc]\n  \
-                 runtime_type = \"io.containerd.runc.v2\"\n",
-                cri = toml_str(CRI_PLUGIN),
-                conf = p(&self.cni_conf_dir()),
-                bin = p(&crate::cni_bin_dir()),
-            ));
+            let conf = p(&self.cni_conf_dir());
+            let bin = p(&crate::cni_bin_dir());
+            if v2 {
+                // containerd 2.x's default CRI config otherwise (README's
+                // snippet adds the idshift runtime to the same tables).
+                let sandbox_image = opts
+                    .sandbox_image
+                    .as_deref()
+                    .map(|i| {
+                        format!(
+                            "[plugins.{}.pinned_images]\n  sandbox = {}\n",
+                            toml_str(CRI_IMAGES_PLUGIN),
+                            toml_str(i)
+                        )
+                    })
+                    .unwrap_or_default();
+                t.push_str(&format!(
+                    "\n{sandbox_image}\
+                     [plugins.{rt}]\n  restrict_oom_score_adj = true\n\
+                     [plugins.{rt}.cni]\n  conf_dir = {conf}\n  bin_dirs = [{bin}]\n\
+                     [plugins.{rt}.containerd.runtimes.runc]\n  \
+                     runtime_type = \"io.containerd.runc.v2\"\n",
+                    rt = toml_str(CRI_RUNTIME_PLUGIN),
+                ));
+            } else {
+                let sandbox_image = opts
+                    .sandbox_image
+                    .as_deref()
+                    .map(|i| format!("  sandbox_image = {}\n", toml_str(i)))
+                    .unwrap_or_default();
+                t.push_str(&format!(
+                    "\n[plugins.{cri}]\n  restrict_oom_score_adj = true\n{sandbox_image}\
+                     [plugins.{cri}.cni]\n  conf_dir = {conf}\n  bin_dir = {bin}\n\
+                     [plugins.{cri}.containerd.runtimes.runc]\n  \
+                     runtime_type = \"io.containerd.runc.v2\"\n",
+                    cri = toml_str(CRI_PLUGIN),
+                ));
+            }
         }
         if !opts.extra_config.is_empty() {
             t.push('\n');
-            t.push_str(&opts.extra_config);
+            t.push_str(
+                &opts
+                    .extra_config
+                    .replace(IDSHIFT_CONFIG_TOKEN, &self.idshift_config.to_string_lossy()),
+            );
             t.push('\n');
         }
         t
+    }
+
+    /// Which containerd this is.
+    pub fn flavour(&self) -> Flavour {
+        self.flavour
+    }
+
+    /// Its `ctr` (the flavour's).
+    pub fn ctr_path(&self) -> &Path {
+        &self.ctr_bin
     }
 
     /// This instance's directory (everything it makes is inside).
@@ -440,7 +630,7 @@ impl Containerd {
     /// `ctr --address <sock> --namespace <namespace> <args>`, not started
     /// (for a caller that spawns it and talks to it).
     pub fn ctr_command(&self, namespace: &str, args: &[&str]) -> Command {
-        let mut cmd = Command::new("ctr");
+        let mut cmd = Command::new(&self.ctr_bin);
         cmd.arg("--address")
             .arg(&self.address)
             .arg("--namespace")
@@ -517,7 +707,7 @@ impl Containerd {
             leaks.push(format!("mount: {l}"));
         }
         for (pid, cmd) in crate::processes_matching(&self.needle()) {
-            if !cmd.starts_with("containerd --config") {
+            if !cmd.starts_with(&format!("{} --config", self.containerd_bin.display())) {
                 leaks.push(format!("process {pid}: {cmd}"));
             }
         }
@@ -638,7 +828,7 @@ impl Containerd {
     fn cleanup_ctr(&self, namespace: &str, args: &[&str]) -> CtrOutput {
         let mut full = vec!["--connect-timeout", "5s"];
         full.extend_from_slice(args);
-        let mut cmd = Command::new("ctr");
+        let mut cmd = Command::new(&self.ctr_bin);
         cmd.arg("--address")
             .arg(&self.address)
             .arg("--namespace")

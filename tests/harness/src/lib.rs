@@ -11,7 +11,7 @@ mod image;
 mod process;
 
 pub use cni::{cni_bin_dir, CniNetwork};
-pub use containerd::{Containerd, ContainerdOptions};
+pub use containerd::{Containerd, ContainerdOptions, Flavour, IDSHIFT_CONFIG_TOKEN};
 pub use docker::{docker_install, Docker, DockerInstall, DockerOptions, DOCKER_TIMEOUT};
 pub use image::{
     build_image, build_image_with_cmd, busybox_path, busybox_rootfs, import_image, oci_arch,
