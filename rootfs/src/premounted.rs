@@ -135,6 +135,7 @@ pub fn plan_from_mountinfo(
             source: canon.to_path_buf(),
             recursive: true,
             attrs: MountAttrFlags::empty(),
+            idmap: None,
         }));
     }
     if Path::new(&mount.mount_point) != canon || mount.root != "/" {
@@ -268,6 +269,9 @@ fn overlay_from_options(
         work: work.map(|w| resolve("workdir", &w)).transpose()?,
         params,
         attrs,
+        // A mounted overlay's layers are idmapped by the container's user
+        // namespace, like a directory's clone.
+        idmap: None,
     })
 }
 
@@ -437,7 +441,8 @@ mod tests {
             RootfsPlan::Bind(BindPlan {
                 source: "/var/tmp/data/rootfs".into(),
                 recursive: true,
-                attrs: MountAttrFlags::empty()
+                attrs: MountAttrFlags::empty(),
+                idmap: None,
             })
         );
     }

@@ -1346,6 +1346,8 @@ mod tests {
         let err = with(Some("Host")).expect_err("case matters");
         assert!(
             err.contains("annotation io.idshift.userns=\"Host\" is not understood"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -856,8 +856,8 @@ fn kubelet_style_pod(env: &Env) -> (String, String) {
     (ping, uid_map)
 }
 
-/// The default config: kubelet's pod runs on the host's IDs, as under runc.
 on_containerd!(a_kubelet_style_pod_runs_under_the_default_config: V1_6, V2);
+/// The default config: kubelet's pod runs on the host's IDs, as under runc.
 fn a_kubelet_style_pod_runs_under_the_default_config() {
     let env = setup(true, &[(IMG, 1)]);
     let (ping, map) = kubelet_style_pod(&env);
@@ -866,11 +866,11 @@ fn a_kubelet_style_pod_runs_under_the_default_config() {
     env.assert_no_leaks();
 }
 
+on_containerd!(a_kubelet_style_pod_runs_in_its_own_range: V1_6, V2);
 /// `pod_userns = "own-range"`: the same pod in a range of its own; the
 /// sysctls written into containerd's network namespace (the host's user
 /// namespace owns it) with ping_group_range translated to the range, and
 /// kubelet's files idmapped so that they look as under runc.
-on_containerd!(a_kubelet_style_pod_runs_in_its_own_range: V1_6, V2);
 fn a_kubelet_style_pod_runs_in_its_own_range() {
     let env = setup_with(true, &[(IMG, 1)], OWN_RANGE);
     let (ping, map) = kubelet_style_pod(&env);
@@ -883,12 +883,12 @@ fn a_kubelet_style_pod_runs_in_its_own_range() {
     env.assert_no_leaks();
 }
 
+on_containerd!(host_pid_and_ipc_pods_run_as_under_runc: V1_6, V2);
 /// A pod sharing the host's PID and IPC namespaces: with the default config
 /// and with the own-range policy (the pod runs on the host's IDs: a new user
 /// namespace cannot mount proc for the host's PID namespace), its container
 /// sees the host's processes and IPC namespace; with `pod_host_access =
 /// "refuse"` RunPodSandbox fails saying why, and nothing is left.
-on_containerd!(host_pid_and_ipc_pods_run_as_under_runc: V1_6, V2);
 fn host_pid_and_ipc_pods_run_as_under_runc() {
     use std::os::unix::fs::MetadataExt;
     let host_ipc = std::fs::metadata("/proc/self/ns/ipc").expect("ipc").ino();
@@ -964,12 +964,12 @@ fn passes_userns_options(cri: &Cri) -> bool {
     major >= 2
 }
 
+on_containerd!(a_pod_with_kubelet_mappings_gets_exactly_them: V1_6, V2);
 /// A `hostUsers: false` pod as kubelet sends it (user namespace mode POD,
 /// host base 262144, 65536 IDs): both of its containers' uid_map and gid_map
 /// are exactly those mappings (under the default policy, as under runc).
 /// Needs containerd 2.x, which passes the mappings; on 1.6 it says so and
 /// checks nothing.
-on_containerd!(a_pod_with_kubelet_mappings_gets_exactly_them: V1_6, V2);
 fn a_pod_with_kubelet_mappings_gets_exactly_them() {
     let env = setup(true, &[(IMG, 1)]);
     let cri = &env.cri;
@@ -1028,13 +1028,13 @@ fn a_pod_with_kubelet_mappings_gets_exactly_them() {
     env.assert_no_leaks();
 }
 
+on_containerd!(a_dead_containers_exec_says_not_running_and_it_is_removed_at_once: V1_6, V2);
 /// A container's init dies while a process it started (in the pod's shared
 /// PID namespace, so the kernel does not kill it) holds its output: exec
 /// into it says it is not running (never a missing `/proc/<pid>/ns` file),
 /// the rest of the container is killed at once rather than when the output
 /// would have drained, and as soon as CRI reports it exited it can be
 /// removed.
-on_containerd!(a_dead_containers_exec_says_not_running_and_it_is_removed_at_once: V1_6, V2);
 fn a_dead_containers_exec_says_not_running_and_it_is_removed_at_once() {
     let env = setup(false, &[(IMG, 1)]);
     let cri = &env.cri;

@@ -894,17 +894,18 @@ fn the_runtime_options_config_path_is_honoured() {
     c.assert_no_leaks(Duration::from_secs(10));
 }
 
+on_containerd!(ctr_run_device_matches_runc: V1_6, V1_7, V2);
 /// `ctr run --device /dev/fuse` (the device and its cgroup rule, as ctr
 /// writes them): the node is there, with the host's type, numbers and mode,
 /// under idshift as under runc.
-#[test]
 fn ctr_run_device_matches_runc() {
     let c = setup("", &[(IMG, 1)]);
+    let ns = c.namespace();
     let script =
         "stat -c '%F %t:%T %a' /dev/fuse; grep -c ' /dev/fuse ' /proc/self/mountinfo; true";
     let run = |runtime: &str, id: &str| {
         c.ctr(
-            NS,
+            &ns,
             &[
                 "run",
                 "--rm",
