@@ -306,7 +306,7 @@ fn bad_specs_fail_create_naming_the_problem() {
             "{what}: {want:?} missing in {:?}",
             out.stderr
         );
-        let leaks = c.leaks();
+        let leaks = c.leaks_within(LEAK_WAIT);
         assert!(leaks.is_empty(), "{what}: leaks {leaks:#?}");
         assert_eq!(
             cgroups_left(&id),
@@ -399,7 +399,7 @@ fn values_runc_takes_behave_as_under_runc() {
             }
             _ => assert!(out.ok().stdout.starts_with("hi\n"), "{what}: {out:?}"),
         }
-        let leaks = c.leaks();
+        let leaks = c.leaks_within(LEAK_WAIT);
         assert!(leaks.is_empty(), "{what}: leaks {leaks:#?}");
     }
     let mut s = base.clone();
