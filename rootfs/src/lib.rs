@@ -33,7 +33,7 @@ pub use premounted::{
 pub use probe::{probe, probe_cached, KernelFeatures};
 pub use rustix::mount::{MountAttrFlags, MountFlags};
 pub use strategy::{
-    build, build_with, detached_bind, fstype_name, BindRecursion, BuildOptions, Idmap, Rootfs,
-    Strategy, FSCONFIG_STRING_MAX, MOUNT_DATA_MAX,
+    build, build_with, detached_bind, fstype_name, set_top_attrs, BindRecursion, BuildOptions,
+    Idmap, Rootfs, Strategy, FSCONFIG_STRING_MAX, MOUNT_DATA_MAX,
 };
 pub use sys::{attach_mount, KernelSys, MountSys};

@@ -861,6 +861,22 @@ pub fn detached_bind(
     clone_with_attrs(&KernelSys::new(), source, recursive, attrs, userns)
 }
 
+/// Sets `attrs` on the top mount of a detached tree only, not on its
+/// submounts (`ro` of an `rbind`, as mount(2) applies it), e.g. after
+/// [`detached_bind`] idmapped the whole tree.
+pub fn set_top_attrs(
+    tree: BorrowedFd<'_>,
+    attrs: MountAttrFlags,
+    what: &Path,
+) -> Result<(), RootfsError> {
+    KernelSys::new()
+        .setattr(tree, attrs, None, false)
+        .map_err(RootfsError::syscall(
+            "mount_setattr",
+            what.display().to_string(),
+        ))
+}
+
 fn clone_with_attrs(
     sys: &dyn MountSys,
     source: &Path,

@@ -34,6 +34,9 @@ pub struct Config {
     /// container) that shares the host's PID or IPC namespace or is
     /// privileged, which a user namespace of its own cannot serve.
     pub pod_host_access: HostAccess,
+    /// How the bind mounts of a container in a range of idshift's own
+    /// (ctr, Docker, `own-range` pods) see their host files.
+    pub binds: BindsMode,
     pub pool: Pool,
     /// When a shim decides that containerd has forgotten it.
     pub orphan: Orphan,
@@ -114,6 +117,23 @@ pub enum HostAccess {
     Refuse,
 }
 
+/// `binds = "idmapped" | "shifted"`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BindsMode {
+    /// Every bind mount is idmapped into the container's user namespace:
+    /// host IDs 0..N are the container's 0..N, so host files look (and
+    /// are written) as under runc: the container's root is host root for
+    /// the files it is given, and only for those.
+    #[default]
+    Idmapped,
+    /// Bind mounts keep the host's owners: an owner outside the container's
+    /// range is the overflow ID (65534) inside and gets the host's
+    /// permission checks as such (a bind mount asking for `idmap` is still
+    /// idmapped).
+    Shifted,
+}
+
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Pool {
@@ -151,6 +171,7 @@ impl Default for Config {
             userns: UsernsMode::Always,
             pod_userns: PodUsernsMode::AsRequested,
             pod_host_access: HostAccess::HostIds,
+            binds: BindsMode::Idmapped,
             pool: Pool::default(),
             orphan: Orphan::default(),
         }
@@ -259,6 +280,11 @@ mod tests {
             .expect("pod keys");
         assert_eq!(c.pod_userns, PodUsernsMode::OwnRange);
         assert_eq!(c.pod_host_access, HostAccess::Refuse);
+        assert_eq!(c.binds, BindsMode::Idmapped);
+        let c = Config::parse("binds = \"shifted\"").expect("binds");
+        assert_eq!(c.binds, BindsMode::Shifted);
+        let e = Config::parse("binds = \"chowned\"").expect_err("bad binds");
+        assert!(e.contains("chowned"), "{e}");
         let e = Config::parse("pod_userns = \"always\"").expect_err("bad pod_userns");
         assert!(e.contains("always"), "{e}");
         let c =

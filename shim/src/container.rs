@@ -976,10 +976,11 @@ impl Container {
         .map_err(|e| format!("building the rootfs: {e}"))?;
         report.ops = built.ops;
         absolute_bind_sources(&mut spec, &req.bundle);
-        // A pod in a range of idshift's own sees the files kubelet and
-        // containerd bind in (hosts, resolv.conf, volumes) as under runc:
-        // every bind mount is idmapped into the pod's user namespace.
-        let idmap_binds = role != PodRole::None && report.range.is_some();
+        // A container (or pod) in a range of idshift's own sees the files
+        // bound in (kubelet's hosts and resolv.conf, volumes, `docker -v`)
+        // as under runc: every bind mount is idmapped into its user
+        // namespace, unless the config says `binds = "shifted"`.
+        let idmap_binds = report.range.is_some() && cfg.binds == crate::config::BindsMode::Idmapped;
         let (idmapped_mounts, idmapped_fds) =
             idmapped_mounts(&spec, ns.as_ref().map(|(ns, _)| ns), idmap_binds)?;
         report.rootfs_ms = ms(t);
@@ -1136,6 +1137,7 @@ fn idmapped_mounts(
             (asked.is_none() && idmap_binds && (o.is_bind() || m.typ().as_deref() == Some("bind")))
                 .then(|| {
                     let rec = o.flags.contains(nix::mount::MsFlags::MS_REC);
+                    // `attrs`: the idmap reaches every submount.
                     rootfs::BindRecursion {
                         clone: rec,
                         attrs: rec,
@@ -1164,12 +1166,22 @@ fn idmapped_mounts(
                 })?
                 .fd(),
         };
-        let tree = match rootfs::detached_bind(
-            &source,
-            recursion,
-            crate::mounts::mount_attrs(o.flags),
-            Some(userns),
-        ) {
+        // An idmap the policy implies covers the whole tree, but the mount's
+        // own flags (`ro`, `nosuid`, ...) stay on its top mount, as mount(2)
+        // sets them on a bind without idmap.
+        let flags = crate::mounts::mount_attrs(o.flags);
+        let attrs = if implied.is_some() {
+            rootfs::MountAttrFlags::empty()
+        } else {
+            flags
+        };
+        let built = rootfs::detached_bind(&source, recursion, attrs, Some(userns)).and_then(|t| {
+            if implied.is_some() && !flags.is_empty() {
+                rootfs::set_top_attrs(t.as_fd(), flags, &source)?;
+            }
+            Ok(t)
+        });
+        let tree = match built {
             Ok(t) => t,
             Err(e) if implied.is_some() => {
                 // Not every filesystem can be idmapped (e.g. devtmpfs): such

@@ -7,10 +7,9 @@
 //! own user namespace over their own range and the constant-cost rootfs
 //! (mount syscalls from the shim's log), and nothing is left after.
 //!
-//! Every run passes `--sysctl net.ipv4.ping_group_range=0 0`, to both
-//! runtimes: Docker's default (`0 2147483647`) names groups outside a
-//! container's 65536-ID user namespace and needs the sysctl translation of
-//! issue 18 item 3, not built here.
+//! Docker's defaults are kept: its `net.ipv4.ping_group_range=0 2147483647`
+//! (groups outside a container's 65536-ID user namespace) is translated
+//! through the container's mappings.
 
 use idshift_tests::{CtrOutput, Docker, DockerOptions};
 use std::path::Path;
@@ -20,7 +19,6 @@ const IDSHIFT: &str = "io.containerd.idshift.v2";
 const RUNC: &str = "runc";
 const IMG: &str = "idshift-busybox:1";
 const IMG60: &str = "idshift-busybox:60";
-const SYSCTL: &str = "net.ipv4.ping_group_range=0 0";
 
 fn start(containerd_snapshotter: bool) -> Docker {
     let d = Docker::start(DockerOptions {
@@ -35,9 +33,9 @@ fn start(containerd_snapshotter: bool) -> Docker {
     d
 }
 
-/// `docker run --rm --runtime rt --sysctl ... <extra> image cmd...`.
+/// `docker run --rm --runtime rt <extra> image cmd...`.
 fn run_args<'a>(rt: &'a str, extra: &[&'a str], image: &'a str, cmd: &[&'a str]) -> Vec<&'a str> {
-    let mut a = vec!["run", "--rm", "--runtime", rt, "--sysctl", SYSCTL];
+    let mut a = vec!["run", "--rm", "--runtime", rt];
     a.extend_from_slice(extra);
     a.push(image);
     a.extend_from_slice(cmd);
@@ -137,21 +135,7 @@ fn checks(d: &Docker, deep: (&str, usize)) {
         "trap 'echo got-term; exit 7' TERM; echo started; while :; do sleep 1 & wait $!; done";
     let mut detached = Vec::new();
     for rt in [IDSHIFT, IDSHIFT, RUNC] {
-        let id = docker_ok(
-            d,
-            &[
-                "run",
-                "-d",
-                "--runtime",
-                rt,
-                "--sysctl",
-                SYSCTL,
-                IMG,
-                "sh",
-                "-c",
-                script,
-            ],
-        );
+        let id = docker_ok(d, &["run", "-d", "--runtime", rt, IMG, "sh", "-c", script]);
         detached.push((rt, id));
     }
     let mut ranges = Vec::new();
@@ -272,8 +256,6 @@ fn checks(d: &Docker, deep: (&str, usize)) {
             &name,
             "--runtime",
             rt,
-            "--sysctl",
-            SYSCTL,
             IMG,
             "sh",
             "-c",
@@ -305,8 +287,6 @@ fn checks(d: &Docker, deep: (&str, usize)) {
             &name,
             "--runtime",
             rt,
-            "--sysctl",
-            SYSCTL,
             deep_img,
             "sh",
             "-c",

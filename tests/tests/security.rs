@@ -169,13 +169,15 @@ fn a_containers_file_is_out_of_reach_of_another_container() {
 }
 
 /// A 0600 file of the host's root, bound read-only into a container
-/// without an idmap: the host's root is not mapped in the container's user
-/// namespace, so the file shows as owned by the overflow IDs (65534) and
-/// the container's root (another uid on the host, without CAP_DAC_OVERRIDE
-/// over the host's files) cannot read it, nor write it.
+/// without an idmap (`binds = "shifted"`): the host's root is not mapped in
+/// the container's user namespace, so the file shows as owned by the
+/// overflow IDs (65534) and the container's root (another uid on the host,
+/// without CAP_DAC_OVERRIDE over the host's files) cannot read it, nor
+/// write it.
 #[test]
 fn a_root_only_host_file_bound_without_idmap_is_unreadable() {
-    let c = setup();
+    let c = Containerd::start("binds = \"shifted\"\n").expect("start containerd");
+    c.import_image(NS, IMG, 1).expect("import image");
     let file = c.base().join("host-secret");
     std::fs::write(&file, "host secret\n").expect("write");
     std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
@@ -211,6 +213,61 @@ fn a_root_only_host_file_bound_without_idmap_is_unreadable() {
         std::fs::read_to_string(&file).expect("read"),
         "host secret\n"
     );
+    c.assert_no_leaks(Duration::from_secs(10));
+}
+
+/// By default (`binds = "idmapped"`) a bind mount is idmapped into the
+/// container's user namespace, so host files look as under runc: a root-only
+/// host directory is root's inside, its 0600 file readable by the
+/// container's root, and what that root writes there is owned by host root
+/// (and only there: the rest of the host stays out of its reach, as the
+/// other tests of this suite show).
+#[test]
+fn a_root_only_host_dir_bound_in_looks_as_under_runc_by_default() {
+    let c = setup();
+    let dir = c.base().join("host-private");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .expect("chmod dir");
+    let file = dir.join("secret");
+    std::fs::write(&file, "host secret\n").expect("write");
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    let mount = format!(
+        "type=bind,src={},dst=/hostdir,options=rbind:rw",
+        dir.display()
+    );
+    let id = unique("idbind");
+    let out = c.ctr(
+        NS,
+        &[
+            "run",
+            "--rm",
+            "--mount",
+            &mount,
+            RT,
+            IMG,
+            &id,
+            "/bin/sh",
+            "-c",
+            "stat -c %u:%g:%a /hostdir/secret; cat /hostdir/secret; echo new > /hostdir/new; \
+             stat -c %u:%g /hostdir/new; head -1 /proc/self/uid_map",
+        ],
+    );
+    let text = out.ok().stdout.clone();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.first(), Some(&"0:0:600"), "{text}");
+    assert_eq!(lines.get(1), Some(&"host secret"), "{text}");
+    assert_eq!(lines.get(2), Some(&"0:0"), "{text}");
+    // Still in a user namespace of its own range.
+    let map: Vec<&str> = lines
+        .get(3)
+        .map(|l| l.split_whitespace().collect())
+        .unwrap_or_default();
+    assert_eq!(map.first(), Some(&"0"), "{text}");
+    assert_ne!(map.get(1), Some(&"0"), "not the host's IDs: {text}");
+    let meta = std::fs::metadata(dir.join("new")).expect("the container's file");
+    assert_eq!((meta.uid(), meta.gid()), (0, 0), "written as host root");
     c.assert_no_leaks(Duration::from_secs(10));
 }
 

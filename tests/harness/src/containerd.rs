@@ -780,7 +780,11 @@ impl Containerd {
     /// last delete).
     pub fn assert_no_leaks(&self, within: Duration) {
         let leaks = self.leaks_within(within);
-        assert!(leaks.is_empty(), "leaks: {leaks:#?}\n{}", self.log_tail(200));
+        assert!(
+            leaks.is_empty(),
+            "leaks: {leaks:#?}\n{}",
+            self.log_tail(200)
+        );
     }
 
     /// [`Containerd::leaks`] once nothing is left, or what is still left
