@@ -933,5 +933,24 @@ mod tests {
         let err = none.resolve(Strategy::Auto).expect_err("no idmap");
         assert!(err.to_string().contains("idmapped mounts"), "{err}");
         assert_eq!(none.resolve(Strategy::Plain).ok(), Some(Strategy::Plain));
+        // Debian 12's 6.1: only legacy lowerdir= works; forcing fd is refused.
+        let debian12 = KernelFeatures {
+            lowerdir_plus: false,
+            ..old.clone()
+        };
+        assert_eq!(debian12.resolve(Strategy::Auto).ok(), Some(Strategy::Path));
+        assert!(debian12.tier().contains("legacy lowerdir="));
+        let err = debian12.resolve(Strategy::Fd).expect_err("fd on 6.1");
+        assert!(
+            err.to_string().contains("not supported by this kernel"),
+            "{err}"
+        );
+        let broken = KernelFeatures {
+            legacy_lowerdir: false,
+            ..debian12
+        };
+        assert!(broken.resolve(Strategy::Auto).is_err());
+        assert!(broken.resolve(Strategy::Path).is_err());
+        assert!(broken.resolve(Strategy::PerLayer).is_err());
     }
 }
