@@ -212,7 +212,7 @@ fn measure(
 
 fn print_rows(rows: &[Row]) {
     println!(
-        "{:>6}  {:<10} {:>8} {:>10} {:>8} {:>6} {:>11} {:>11} {:>9}",
+        "{:>6}  {:<10} {:>8} {:>10} {:>8} {:>6} {:>11} {:>11} {:>9} {:>10}",
         "layers",
         "strategy",
         "syscalls",
@@ -221,11 +221,12 @@ fn print_rows(rows: &[Row]) {
         "umount",
         "median",
         "p90",
-        "speed-up"
+        "speed-up",
+        "mountinfo+"
     );
     for r in rows {
         println!(
-            "{:>6}  {:<10} {:>8} {:>10} {:>8} {:>6} {:>9.0}us {:>9.0}us {:>8.1}x",
+            "{:>6}  {:<10} {:>8} {:>10} {:>8} {:>6} {:>9.0}us {:>9.0}us {:>8.1}x {:>10}",
             r.layers,
             r.strategy,
             r.ops.total(),
@@ -234,7 +235,8 @@ fn print_rows(rows: &[Row]) {
             r.ops.umount,
             r.median_us,
             r.p90_us,
-            r.vs_per_layer
+            r.vs_per_layer,
+            r.mountinfo_lines_added
         );
     }
 }

@@ -132,10 +132,24 @@ impl KernelFeatures {
 /// overlayfs moved to the new mount API (6.5) its legacy parser collects any
 /// key and refuses it only at `FSCONFIG_CMD_CREATE`. The constructions that
 /// attach the idmapped clone attach it here too, briefly, below the probe
-/// directory; nothing stays mounted when this returns.
+/// directory, inside a private mount namespace of the probing thread: the
+/// host's mount table never sees them, and nothing stays mounted.
 pub fn probe(scratch_dir: &Path) -> Result<KernelFeatures, RootfsError> {
     let dir = tempdir_in(scratch_dir, "probe")?;
-    let result = probe_in(&dir);
+    // In a thread of its own with a private mount namespace: the probe's
+    // brief mounts are in no mount table another process reads.
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            let private = crate::sys::private_mount_ns_for_this_thread();
+            let mut f = probe_in(&dir)?;
+            if let Err(e) = private {
+                f.notes.push(note("a private mount namespace for the probe (its mounts were briefly in the caller's)", e));
+            }
+            Ok(f)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(RootfsError::Probe("the probe thread panicked".into())))
+    });
     if let Err(e) = fs::remove_dir_all(&dir) {
         log::warn!("removing probe directory {}: {e}", dir.display());
     }

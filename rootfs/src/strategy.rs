@@ -795,15 +795,31 @@ fn overlay_plain(
     } else if features.lowerdir_plus {
         Lowers::Paths(o.lowers.clone())
     } else {
-        let cwd = o
-            .lowers
+        // Legacy lowerdir= relative to the layers' common ancestor: each layer
+        // is checked first so that a missing one is named (mount(2) would only
+        // say ENOENT), and the ancestor is taken above every layer (a layer
+        // cannot be named by an empty relative path).
+        let mut canon = Vec::with_capacity(o.lowers.len());
+        for (index, l) in o.lowers.iter().enumerate() {
+            let path = std::fs::canonicalize(l).map_err(|source| RootfsError::Layer {
+                index,
+                path: l.clone(),
+                source,
+            })?;
+            canon.push(path);
+        }
+        let mut cwd = canon
             .iter()
             .skip(1)
-            .fold(o.lowers.first().cloned().unwrap_or_default(), |a, b| {
+            .fold(canon.first().cloned().unwrap_or_default(), |a, b| {
                 common_ancestor(&a, b)
             });
-        let rels = o
-            .lowers
+        if canon.contains(&cwd) {
+            if let Some(parent) = cwd.parent() {
+                cwd = parent.to_path_buf();
+            }
+        }
+        let rels = canon
             .iter()
             .map(|l| {
                 l.strip_prefix(&cwd)
