@@ -27,7 +27,8 @@ DEPS_TEST := $(DEPS_DEMO) protobuf-compiler containernetworking-plugins iproute2
 # busybox initramfs and an ext4 disk (mke2fs -d), the kernels fetched with a
 # private apt configuration (signed by Debian's archive keyring) and their
 # modules decompressed (xz, zstd).
-DEPS_VM := $(DEPS_BUILD) qemu-system-x86 busybox-static e2fsprogs debian-archive-keyring xz-utils zstd
+# The ctr end-to-end inside the VMs uses the test suite's packages (containerd).
+DEPS_VM := $(DEPS_TEST) qemu-system-x86 e2fsprogs debian-archive-keyring xz-utils zstd
 
 define apt_install
 	@missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \

@@ -114,6 +114,17 @@ fn concurrent_containers_get_disjoint_ranges_and_no_host_mounts() {
         .filter(|l| !mounts_before.contains(l) && l.contains(&base))
         .collect();
     assert!(added.is_empty(), "host mount table gained {added:#?}");
+    // For the record (the VM matrix shows it per kernel): the mount syscalls
+    // each create issued, and the host's mount table while both run.
+    for line in c.log().lines().filter(|l| l.contains("mount syscalls")) {
+        eprintln!("create: {line}");
+    }
+    eprintln!(
+        "host mountinfo: {} lines before, {} while both run, {} added under the test's directory",
+        mounts_before.len(),
+        host_mountinfo().len(),
+        added.len()
+    );
     // The file made inside is in the upper dir, owned by the container's root.
     let snaps = c
         .root()

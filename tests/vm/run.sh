@@ -9,7 +9,11 @@
 #   - the rootfs kernel tests (rootfs/tests/kernel.rs) pass there, including
 #     the check that the probe claims exactly what real constructions do;
 #   - `idshift-bench rootfs` with 2, 10 and 60 layers (only the strategies
-#     the kernel has; the others reported unsupported).
+#     the kernel has; the others reported unsupported);
+#   - a ctr end-to-end under the host's containerd 1.6 (VM_E2E=0 skips it):
+#     two containers of a 60-layer image in disjoint ID ranges, the mount
+#     syscalls of each create and the host mount table while they run
+#     logged, nothing added under the test's directory, nothing left after.
 # Prints a table per kernel at the end. A VM that does not finish within
 # VM_TIMEOUT seconds is killed and the run fails with its console log.
 #
@@ -42,6 +46,17 @@ echo "== building the binaries (debug)"
 kernel_test=$(cd "$repo" && $CARGO test -q -p rootfs --test kernel --no-run --message-format=json 2>/dev/null \
     | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
 [ -x "$kernel_test" ] || { echo "run.sh: could not find the rootfs kernel test binary" >&2; exit 1; }
+# The ctr end-to-end (VM_E2E=0 skips it): the e2e test binary, with the
+# host's containerd 1.6 and ctr (Debian's package) copied into the VM.
+ctr_test=""
+if [ "${VM_E2E:-1}" = 1 ]; then
+    ctr_test=$(cd "$repo" && $CARGO test -q -p idshift-tests --test ctr --no-run --message-format=json 2>/dev/null \
+        | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
+    [ -x "$ctr_test" ] || { echo "run.sh: could not find the ctr e2e test binary" >&2; exit 1; }
+    for b in containerd ctr; do
+        command -v $b >/dev/null || { echo "run.sh: $b missing (make deps-test)" >&2; exit 1; }
+    done
+fi
 
 accel="-accel tcg -cpu max"
 if [ -w /dev/kvm ] && timeout 20 qemu-system-x86_64 -accel kvm -cpu host -m 64 -nographic -no-reboot \
@@ -53,18 +68,26 @@ echo "== qemu: $accel"
 work=$(mktemp -d "${TMPDIR:-/tmp}/idshift-vm.XXXXXX")
 trap 'rm -rf "$work"' EXIT INT TERM
 
-# The disk's payload (shared by all kernels): stripped binaries and their libraries.
+# The disk's payload (the VM's root, shared by all kernels): busybox, the
+# stripped binaries and their libraries where the loader looks, /vm-init.
 payload=$work/payload
-mkdir -p "$payload/bin" "$payload/lib" "$payload/tmp"
-for b in "$repo/target/debug/containerd-shim-idshift-v2" "$repo/target/debug/idshift-bench" "$kernel_test"; do
+libdir=$payload/lib/x86_64-linux-gnu
+mkdir -p "$payload/bin" "$libdir" "$payload/lib64" "$payload/tmp" "$payload/var/tmp"
+chmod 755 "$payload" # the root directory: mktemp made it 0700
+chmod 1777 "$payload/tmp" "$payload/var/tmp"
+cp /bin/busybox "$payload/bin/busybox"
+cp "$here/init.sh" "$payload/vm-init"
+chmod 755 "$payload/vm-init"
+for b in "$repo/target/debug/containerd-shim-idshift-v2" "$repo/target/debug/idshift-bench" "$kernel_test" \
+        ${ctr_test:+"$ctr_test" "$(command -v containerd)" "$(command -v ctr)"}; do
     name=$(basename "$b")
-    case $name in kernel-*) name=rootfs-kernel-tests ;; esac
+    case $b in "$kernel_test") name=rootfs-kernel-tests ;; "$ctr_test") name=ctr-tests ;; esac
     strip -o "$payload/bin/$name" "$b"
-    ldd "$b" | sed -n 's/.*=> \(\/[^ ]*\).*/\1/p; s/^[[:space:]]*\(\/[^ ]*\) (.*/\1/p' | while read -r lib; do
-        cp -L "$lib" "$payload/lib/"
+    ldd "$b" | sed -n 's/.*=> \(\/[^ ]*\).*/\1/p' | while read -r lib; do
+        cp -L "$lib" "$libdir/"
     done
 done
-interp=$(ldd "$repo/target/debug/idshift-bench" | sed -n 's/^[[:space:]]*\(\/[^ ]*ld-linux[^ ]*\) (.*/\1/p' | head -1)
+cp -L /lib64/ld-linux-x86-64.so.2 "$payload/lib64/"
 
 summary=$work/summary
 : > "$summary"
@@ -83,11 +106,11 @@ for k in $kernels; do
     # The initramfs (cached per kernel version): busybox, the loader, the
     # modules for virtio disks and overlayfs, and /init.
     initrd=$CACHE/initrd/$ver.cpio.gz
-    if [ ! -f "$initrd" ] || [ "$here/init.sh" -nt "$initrd" ]; then
+    if [ ! -f "$initrd" ] || [ "$here/initramfs-init.sh" -nt "$initrd" ]; then
         root=$work/initrd-$ver
-        mkdir -p "$root/bin" "$root/modules" "$root/dev" "$root/proc" "$root/sys" "$root/mnt" "$(dirname "$root$interp")"
+        mkdir -p "$root/bin" "$root/modules" "$root/dev" "$root/proc"
         cp /bin/busybox "$root/bin/busybox"
-        cp "$here/init.sh" "$root/init"
+        cp "$here/initramfs-init.sh" "$root/init"
         chmod 755 "$root/init"
         i=0
         for m in virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk overlay; do
@@ -116,7 +139,7 @@ for k in $kernels; do
     rc=0
     timeout --foreground -k 10 "$VM_TIMEOUT" qemu-system-x86_64 $accel -m 1024 -smp 2 -nographic -no-reboot \
         -kernel "$kdir/vmlinuz" -initrd "$initrd" \
-        -append "console=ttyS0 panic=-1 quiet loglevel=4 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all idshift.interp=$interp" \
+        -append "console=ttyS0 panic=-1 quiet loglevel=4 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all" \
         -drive "file=$disk,if=virtio,format=raw,cache=unsafe" \
         -serial mon:stdio -monitor none > "$log" 2>&1 </dev/null || rc=$?
     secs=$(( $(date +%s) - start ))
