@@ -6,7 +6,7 @@
 # Everything between @@BEGIN and @@END is the report run.sh reads.
 /bin/busybox mkdir -p /usr/bin /usr/sbin /sbin /proc
 /bin/busybox mount -t proc proc /proc
-/bin/busybox --install -s 2>/dev/null
+/bin/busybox --install -s
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 mkdir -p /sys /dev /run /tmp /var/tmp /var/lib/idshift /etc
 mount -t sysfs sysfs /sys

@@ -72,7 +72,7 @@ trap 'rm -rf "$work"' EXIT INT TERM
 # stripped binaries and their libraries where the loader looks, /vm-init.
 payload=$work/payload
 libdir=$payload/lib/x86_64-linux-gnu
-mkdir -p "$payload/bin" "$libdir" "$payload/lib64" "$payload/tmp" "$payload/var/tmp"
+mkdir -p "$payload/bin" "$libdir" "$payload/lib64" "$payload/tmp" "$payload/var/tmp" "$payload/dev"
 chmod 755 "$payload" # the root directory: mktemp made it 0700
 chmod 1777 "$payload/tmp" "$payload/var/tmp"
 cp /bin/busybox "$payload/bin/busybox"
