@@ -658,3 +658,60 @@ fn namespaces_given_by_path_are_joined() {
     c.kill_and_remove(NS, &["ns-a"]).expect("remove");
     c.assert_no_leaks(Duration::from_secs(10));
 }
+
+/// A strategy forced in the config runs exactly when the kernel has it (as
+/// `--features` reports), and is otherwise refused at create with an error
+/// naming it, never replaced by another (on Debian 12's 6.1, `fd`).
+#[test]
+fn a_forced_strategy_runs_or_is_refused_clearly() {
+    let scratch = std::env::temp_dir().join(idshift_tests::unique("idshift-features"));
+    std::fs::create_dir_all(&scratch).expect("scratch dir");
+    let features =
+        std::process::Command::new(idshift_tests::shim_dir().join(idshift_tests::SHIM_BINARY))
+            .args(["--features", "--scratch"])
+            .arg(&scratch)
+            .output()
+            .expect("--features");
+    let _ = std::fs::remove_dir_all(&scratch);
+    let text = String::from_utf8_lossy(&features.stdout).into_owned();
+    let has = |label: &str| {
+        text.lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("--features lacks {label:?}: {text}"))
+            .ends_with("yes")
+    };
+    let paths = has("overlay legacy lowerdir=:") || has("overlay lowerdir+ (path):");
+    for (strategy, supported) in [
+        ("fd", has("overlay layers as fds:")),
+        ("path", paths),
+        ("per-layer", paths),
+    ] {
+        let c = setup(&format!("strategy = \"{strategy}\""), &[(IMG, 1)]);
+        let out = c.ctr(
+            NS,
+            &["run", "--rm", RT, IMG, "f1", "/bin/sh", "-c", "echo ran"],
+        );
+        if supported {
+            assert_eq!(out.code, Some(0), "{strategy}: {out:?}\n{}", c.log());
+            assert!(
+                c.log().contains(&format!("{strategy} strategy")),
+                "{strategy}"
+            );
+        } else {
+            assert_ne!(
+                out.code,
+                Some(0),
+                "{strategy} ran on a kernel without it: {out:?}"
+            );
+            assert!(
+                out.stderr.contains(&format!(
+                    "rootfs strategy {strategy} is not supported by this kernel"
+                )),
+                "{strategy}: {out:?}"
+            );
+            eprintln!("{strategy} refused as it should: {}", out.stderr.trim());
+            let _ = c.ctr(NS, &["containers", "rm", "f1"]);
+        }
+        c.assert_no_leaks(Duration::from_secs(10));
+    }
+}

@@ -25,7 +25,7 @@ step containerd-shim-idshift-v2 --features --scratch /tmp
 step rootfs-kernel-tests --test-threads=2 --nocapture
 step idshift-bench rootfs --layers 2,10,60 --iterations 3
 if [ -x /bin/ctr-tests ]; then
-    step ctr-tests --exact concurrent_containers_get_disjoint_ranges_and_no_host_mounts --nocapture --test-threads=1
+    step ctr-tests --exact concurrent_containers_get_disjoint_ranges_and_no_host_mounts a_forced_strategy_runs_or_is_refused_clearly --nocapture --test-threads=1
 fi
 leftover=$(grep -c . /proc/self/mountinfo)
 echo "mountinfo lines at the end: $leftover"

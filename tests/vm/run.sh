@@ -13,7 +13,8 @@
 #   - a ctr end-to-end under the host's containerd 1.6 (VM_E2E=0 skips it):
 #     two containers of a 60-layer image in disjoint ID ranges, the mount
 #     syscalls of each create and the host mount table while they run
-#     logged, nothing added under the test's directory, nothing left after.
+#     logged, nothing added under the test's directory, nothing left after;
+#     and each strategy forced in the config runs or is refused clearly.
 # Prints a table per kernel at the end. A VM that does not finish within
 # VM_TIMEOUT seconds is killed and the run fails with its console log.
 #
