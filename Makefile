@@ -9,7 +9,7 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 SHIM := containerd-shim-idshift-v2
 RELEASE := target/release
 
-.PHONY: all deps-build deps-demo deps-bench deps-test containerd-versions build install test demo bench stress lint fuzz clean
+.PHONY: all deps-build deps-demo deps-bench deps-test deps-vm containerd-versions build install test test-vm demo bench stress lint fuzz clean
 
 all: build
 
@@ -30,6 +30,12 @@ DEPS_BUILD := libseccomp-dev
 DEPS_DEMO := $(DEPS_BUILD) containerd busybox-static util-linux
 DEPS_BENCH := $(DEPS_DEMO) crun
 DEPS_TEST := $(DEPS_DEMO) protobuf-compiler containernetworking-plugins iproute2 debian-archive-keyring bsdutils
+# The kernel matrix (make test-vm) boots Debian's kernels in qemu over a
+# busybox initramfs and an ext4 disk (mke2fs -d), the kernels fetched with a
+# private apt configuration (signed by Debian's archive keyring) and their
+# modules decompressed (xz, zstd).
+# The ctr end-to-end inside the VMs uses the test suite's packages (containerd).
+DEPS_VM := $(DEPS_TEST) qemu-system-x86 e2fsprogs xz-utils zstd
 
 define apt_install
 	@missing=$$(for p in $(1); do \
@@ -49,6 +55,8 @@ deps-bench:
 	$(call apt_install,$(DEPS_BENCH))
 deps-test:
 	$(call apt_install,$(DEPS_TEST))
+deps-vm:
+	$(call apt_install,$(DEPS_VM))
 
 # The binaries a user runs: the shim, the benchmark and the demo (never the
 # tests crate).
@@ -79,6 +87,16 @@ test: deps-test containerd-versions
 # and debian-archive-keyring).
 containerd-versions:
 	tests/install-containerd.sh 2.x 1.7
+
+# The kernel matrix: Debian's 6.1, 6.12 and 7.2 cloud kernels booted in qemu
+# (TCG unless /dev/kvm works), each running the probe (--features, checked
+# against the tier the design gives that kernel), the rootfs kernel tests and
+# `idshift-bench rootfs`; a table per kernel at the end. Kernels and
+# initramfs images are cached under /var/cache/idshift-vm (IDSHIFT_VM_CACHE).
+# VM_KERNELS picks a subset (e.g. VM_KERNELS=6.1); VM_TIMEOUT (s) per VM.
+VM_KERNELS ?=
+test-vm: deps-vm
+	tests/vm/run.sh $(VM_KERNELS)
 
 # Builds and installs the shim, then runs the demo on a private containerd.
 demo: deps-demo install

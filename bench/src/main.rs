@@ -145,11 +145,25 @@ fn measure(
     iterations: usize,
 ) -> Result<Vec<Row>, Error> {
     let plan = rootfs::plan(std::slice::from_ref(&image.mount), Path::new("/"))?;
+    // Only the strategies this kernel has are built; the others are reported.
+    let supported: Vec<bool> = STRATEGIES
+        .iter()
+        .map(|&s| match features.resolve(s) {
+            Ok(_) => true,
+            Err(e) => {
+                println!("{:>6}  {:<10} unsupported: {e}", image.lowers.len(), s);
+                false
+            }
+        })
+        .collect();
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); STRATEGIES.len()];
     let mut ops = vec![MountOps::default(); STRATEGIES.len()];
     let mut added = vec![0i64; STRATEGIES.len()];
     for _ in 0..iterations {
         for (i, &strategy) in STRATEGIES.iter().enumerate() {
+            if !supported[i] {
+                continue;
+            }
             let opts = BuildOptions {
                 strategy,
                 features,
@@ -169,32 +183,36 @@ fn measure(
             drop(root);
         }
     }
-    let medians: Vec<Duration> = times
+    let medians: Vec<Option<Duration>> = times
         .iter_mut()
         .map(|t| {
             t.sort();
-            percentile(t, 0.5)
+            (!t.is_empty()).then(|| percentile(t, 0.5))
         })
         .collect();
-    let per_layer = medians[2].as_secs_f64();
+    let per_layer = medians[2].map(|d| d.as_secs_f64());
     Ok(STRATEGIES
         .iter()
         .enumerate()
-        .map(|(i, s)| Row {
-            layers: image.lowers.len(),
-            strategy: s.to_string(),
-            ops: ops[i],
-            median_us: medians[i].as_secs_f64() * 1e6,
-            p90_us: percentile(&times[i], 0.9).as_secs_f64() * 1e6,
-            vs_per_layer: per_layer / medians[i].as_secs_f64(),
-            mountinfo_lines_added: added[i],
+        .filter_map(|(i, s)| {
+            let median = medians[i]?;
+            Some(Row {
+                layers: image.lowers.len(),
+                strategy: s.to_string(),
+                ops: ops[i],
+                median_us: median.as_secs_f64() * 1e6,
+                p90_us: percentile(&times[i], 0.9).as_secs_f64() * 1e6,
+                // NaN (null in JSON) where per-layer cannot run.
+                vs_per_layer: per_layer.map_or(f64::NAN, |p| p / median.as_secs_f64()),
+                mountinfo_lines_added: added[i],
+            })
         })
         .collect())
 }
 
 fn print_rows(rows: &[Row]) {
     println!(
-        "{:>6}  {:<10} {:>8} {:>10} {:>8} {:>6} {:>11} {:>11} {:>9}",
+        "{:>6}  {:<10} {:>8} {:>10} {:>8} {:>6} {:>11} {:>11} {:>9} {:>10}",
         "layers",
         "strategy",
         "syscalls",
@@ -203,11 +221,12 @@ fn print_rows(rows: &[Row]) {
         "umount",
         "median",
         "p90",
-        "speed-up"
+        "speed-up",
+        "mountinfo+"
     );
     for r in rows {
         println!(
-            "{:>6}  {:<10} {:>8} {:>10} {:>8} {:>6} {:>9.0}us {:>9.0}us {:>8.1}x",
+            "{:>6}  {:<10} {:>8} {:>10} {:>8} {:>6} {:>9.0}us {:>9.0}us {:>8.1}x {:>10}",
             r.layers,
             r.strategy,
             r.ops.total(),
@@ -216,7 +235,8 @@ fn print_rows(rows: &[Row]) {
             r.ops.umount,
             r.median_us,
             r.p90_us,
-            r.vs_per_layer
+            r.vs_per_layer,
+            r.mountinfo_lines_added
         );
     }
 }
@@ -318,12 +338,13 @@ fn demo() -> Result<(), Error> {
             .collect::<Vec<_>>()
     );
 
-    println!("\n== what the container sees (fd strategy)");
+    let auto = features.resolve(Strategy::Auto)?;
+    println!("\n== what the container sees ({auto} strategy, what `auto` means here)");
     let plan = rootfs::plan(std::slice::from_ref(&img.mount), Path::new("/"))?;
     let root = rootfs::build(
         &plan,
         &BuildOptions {
-            strategy: Strategy::Fd,
+            strategy: auto,
             features: &features,
             idmap: Some(Idmap {
                 userns: ns.fd(),

@@ -5,10 +5,10 @@ use crate::error::RootfsError;
 use crate::strategy::Strategy;
 use crate::sys::{KernelSys, MountSys};
 use rustix::fs::{Mode, OFlags};
-use rustix::mount::MountAttrFlags;
+use rustix::mount::{MountAttrFlags, MountFlags};
 use serde::{Deserialize, Serialize};
 use std::fs;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 /// What the kernel supports, as found by trying.
@@ -22,6 +22,10 @@ pub struct KernelFeatures {
     pub overlay: bool,
     /// `mount_setattr(MOUNT_ATTR_IDMAP)` on a clone of the probe directory's filesystem (5.12+).
     pub idmapped_mounts: bool,
+    /// legacy `mount(2)` of an overlay with relative `lowerdir=` (any kernel
+    /// with overlayfs; the fallback tier).
+    #[serde(default)]
+    pub legacy_lowerdir: bool,
     /// overlay `lowerdir+` as a path string (6.7+).
     pub lowerdir_plus: bool,
     /// overlay `lowerdir+` as an fd of a directory in our mount namespace (6.13+).
@@ -44,6 +48,7 @@ impl KernelFeatures {
             mount_api: true,
             overlay: true,
             idmapped_mounts: true,
+            legacy_lowerdir: true,
             lowerdir_plus: true,
             layer_fds: true,
             detached_layer_fds: true,
@@ -66,20 +71,33 @@ impl KernelFeatures {
         if !self.overlay {
             return unsupported(requested, "overlayfs is not available");
         }
+        let paths = self.lowerdir_plus || self.legacy_lowerdir;
         match requested {
             Strategy::Auto if self.idmapped_mounts && self.layer_fds => Ok(Strategy::Fd),
-            Strategy::Auto if self.idmapped_mounts => Ok(Strategy::Path),
+            Strategy::Auto if self.idmapped_mounts && paths => Ok(Strategy::Path),
+            Strategy::Auto if self.idmapped_mounts => unsupported(
+                requested,
+                "overlayfs refused every construction over idmapped layers (see --features)",
+            ),
             Strategy::Auto => unsupported(
                 requested,
                 "idmapped mounts are not supported here, so containers cannot get a private ID range (configure strategy = \"plain\" to run without one)",
             ),
-            Strategy::Plain => Ok(Strategy::Plain),
+            Strategy::Plain if paths || self.layer_fds => Ok(Strategy::Plain),
+            Strategy::Plain => unsupported(
+                requested,
+                "overlayfs refused every construction (see --features)",
+            ),
             s if !self.idmapped_mounts => {
                 unsupported(s, "idmapped mounts (Linux 5.12+, on a supporting filesystem) are missing")
             }
             Strategy::Fd if !self.layer_fds => unsupported(
                 Strategy::Fd,
-                "overlay does not take layers as file descriptors (Linux 6.13+); use \"path\"",
+                "overlay does not take layers as file descriptors (Linux 6.13+); use \"path\" or \"auto\"",
+            ),
+            s if !paths && s != Strategy::Fd => unsupported(
+                s,
+                "overlayfs refused both lowerdir+ path strings and legacy lowerdir= over idmapped layers (see --features)",
             ),
             s => Ok(s),
         }
@@ -97,30 +115,91 @@ impl KernelFeatures {
             "6.13+: layer fds from an idmapped tree attached once"
         } else if self.lowerdir_plus {
             "6.7+: lowerdir+ path strings through an idmapped tree attached once"
-        } else {
+        } else if self.legacy_lowerdir {
             "5.19+: legacy lowerdir= with relative paths through an idmapped tree attached once"
+        } else {
+            "no overlay construction works over idmapped layers"
         }
     }
 }
 
 /// Probes the kernel in a temporary directory under `scratch_dir` (which
-/// should be on the filesystem that holds the image layers). Mounts nothing:
-/// every mount it makes is detached and gone when its fd closes.
+/// should be on the filesystem that holds the image layers). Each capability
+/// is decided by doing what the strategy that needs it does, to the end: a
+/// real overlay created and mounted (detached) over two layers with an upper
+/// dir, through an idmapped clone of the probe directory, and its merged view
+/// read. A parameter that `fsconfig` merely accepts proves nothing: before
+/// overlayfs moved to the new mount API (6.5) its legacy parser collects any
+/// key and refuses it only at `FSCONFIG_CMD_CREATE`. The constructions that
+/// attach the idmapped clone attach it here too, briefly, below the probe
+/// directory, inside a private mount namespace of the probing thread: the
+/// host's mount table never sees them, and nothing stays mounted.
 pub fn probe(scratch_dir: &Path) -> Result<KernelFeatures, RootfsError> {
     let dir = tempdir_in(scratch_dir, "probe")?;
-    let result = probe_in(&dir);
+    // In a thread of its own with a private mount namespace: the probe's
+    // brief mounts are in no mount table another process reads.
+    let result = std::thread::scope(|s| {
+        s.spawn(|| {
+            let private = crate::sys::private_mount_ns_for_this_thread();
+            let mut f = probe_in(&dir)?;
+            if let Err(e) = private {
+                f.notes.push(note("a private mount namespace for the probe (its mounts were briefly in the caller's)", e));
+            }
+            Ok(f)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(RootfsError::Probe("the probe thread panicked".into())))
+    });
     if let Err(e) = fs::remove_dir_all(&dir) {
         log::warn!("removing probe directory {}: {e}", dir.display());
     }
     result
 }
 
+/// A mount attached by the probe, detached on drop.
+struct Attached<'a> {
+    sys: &'a KernelSys,
+    path: std::path::PathBuf,
+}
+
+impl Drop for Attached<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.sys.detach(&self.path) {
+            log::error!("detaching probe mount {}: {e}", self.path.display());
+        }
+    }
+}
+
+/// The host IDs the probe's throwaway user namespace maps to.
+const PROBE_RANGE: userns::IdRange = userns::IdRange {
+    base: 0x7000_0000,
+    size: 65536,
+};
+
+/// Layers `l1` (top) and `l2`, each with a file of its own, and one
+/// upper/work pair per construction tried (overlay may refuse a work dir
+/// another overlay still holds).
+const PROBE_PAIRS: [&str; 5] = ["legacy", "plus", "fds", "upperfds", "detached"];
+
 fn probe_in(dir: &Path) -> Result<KernelFeatures, RootfsError> {
-    for sub in ["l1", "l2", "u", "w"] {
-        fs::create_dir(dir.join(sub)).map_err(RootfsError::syscall(
-            "mkdir",
-            dir.join(sub).display().to_string(),
-        ))?;
+    let mkdir = |p: &Path| {
+        fs::create_dir(p).map_err(RootfsError::syscall("mkdir", p.display().to_string()))
+    };
+    for l in ["l1", "l2", "m"] {
+        mkdir(&dir.join(l))?;
+    }
+    for (l, file) in [("l1", "top"), ("l2", "bottom")] {
+        let p = dir.join(l).join(file);
+        fs::write(&p, l).map_err(RootfsError::syscall("write", p.display().to_string()))?;
+    }
+    for pair in PROBE_PAIRS {
+        for d in ["u", "w"] {
+            let p = dir.join(format!("{d}-{pair}"));
+            mkdir(&p)?;
+            // As the strategies do: the top upper/work dirs are the container root's.
+            std::os::unix::fs::chown(&p, Some(PROBE_RANGE.base), Some(PROBE_RANGE.base))
+                .map_err(RootfsError::syscall("chown", p.display().to_string()))?;
+        }
     }
     let sys = KernelSys::new();
     let mut f = KernelFeatures {
@@ -147,29 +226,31 @@ fn probe_in(dir: &Path) -> Result<KernelFeatures, RootfsError> {
         f.notes = notes;
         return Ok(f);
     }
-    let open_dir = |p: &Path| -> std::io::Result<OwnedFd> {
-        Ok(rustix::fs::open(
+    let open_dir = |at: BorrowedFd<'_>, p: &Path| -> std::io::Result<OwnedFd> {
+        Ok(rustix::fs::openat(
+            at,
             p,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?)
     };
+    let pair = |name: &str| (dir.join(format!("u-{name}")), dir.join(format!("w-{name}")));
 
     // Idmapped mounts: a clone of the probe dir idmapped to a throwaway namespace.
-    let ns = userns::UserNamespace::for_range(userns::IdRange {
-        base: 0x7000_0000,
-        size: 65536,
-    })
-    .map_err(|e| RootfsError::Probe(format!("creating a user namespace: {e}")))?;
-    let tree = match sys.clone_tree(dir, false).and_then(|t| {
-        sys.setattr(
-            t.as_fd(),
-            MountAttrFlags::MOUNT_ATTR_RDONLY,
-            Some(ns.fd()),
-            false,
-        )
-        .map(|_| t)
-    }) {
+    let ns = userns::UserNamespace::for_range(PROBE_RANGE)
+        .map_err(|e| RootfsError::Probe(format!("creating a user namespace: {e}")))?;
+    let idmapped = || {
+        sys.clone_tree(dir, false).and_then(|t| {
+            sys.setattr(
+                t.as_fd(),
+                MountAttrFlags::MOUNT_ATTR_RDONLY,
+                Some(ns.fd()),
+                false,
+            )
+            .map(|_| t)
+        })
+    };
+    let detached = match idmapped() {
         Ok(t) => {
             f.idmapped_mounts = true;
             Some(t)
@@ -179,57 +260,142 @@ fn probe_in(dir: &Path) -> Result<KernelFeatures, RootfsError> {
             None
         }
     };
+    // The layers as the path constructions see them: through the idmapped
+    // clone attached once (at `m`), or the probe directory itself when
+    // idmapped mounts are missing (what `plain` uses).
+    let attached = match &detached {
+        Some(_) => match idmapped().and_then(|t| sys.attach(t.as_fd(), &dir.join("m"))) {
+            Ok(()) => Some(Attached {
+                sys: &sys,
+                path: dir.join("m"),
+            }),
+            Err(e) => {
+                notes.push(note("attaching the idmapped clone", e));
+                None
+            }
+        },
+        None => None,
+    };
+    let layers_at = match (&detached, &attached) {
+        (Some(_), Some(a)) => a.path.clone(),
+        (Some(_), None) => {
+            f.notes = notes;
+            return Ok(f);
+        }
+        (None, _) => dir.to_path_buf(),
+    };
 
-    // lowerdir+ as a string.
-    let r = sys
-        .fsopen("overlay")
-        .and_then(|fs| sys.fsconfig_string(fs.as_fd(), "lowerdir+", dir.join("l1").as_os_str()));
-    match r {
-        Ok(()) => f.lowerdir_plus = true,
-        Err(e) => notes.push(note("fsconfig lowerdir+ (string)", e)),
+    // Legacy mount(2) with lowerdir= relative to the layers' directory.
+    let (u, w) = pair("legacy");
+    let target = dir.join("merged");
+    mkdir(&target)?;
+    let data = format!(
+        "lowerdir=l1:l2,upperdir={},workdir={}",
+        u.display(),
+        w.display()
+    );
+    match sys.mount_overlay_in(&layers_at, &target, &data, MountFlags::empty()) {
+        Ok(()) => {
+            let mounted = Attached {
+                sys: &sys,
+                path: target.clone(),
+            };
+            let view = open_dir(rustix::fs::CWD, &target).and_then(|m| merged_view(m.as_fd()));
+            drop(mounted);
+            match view {
+                Ok(()) => f.legacy_lowerdir = true,
+                Err(e) => notes.push(note("legacy lowerdir= overlay view", e)),
+            }
+        }
+        Err(e) => notes.push(note("legacy mount overlay lowerdir=", e)),
     }
 
-    // lowerdir+ as an fd of a directory in our mount namespace.
-    let r = sys.fsopen("overlay").and_then(|fs| {
-        let l1 = open_dir(&dir.join("l1"))?;
-        sys.fsconfig_fd(fs.as_fd(), "lowerdir+", l1.as_fd())
+    // lowerdir+ as path strings.
+    let (u, w) = pair("plus");
+    let r = overlay_to_the_end(&sys, |fs| {
+        for l in ["l1", "l2"] {
+            sys.fsconfig_string(fs, "lowerdir+", layers_at.join(l).as_os_str())?;
+        }
+        sys.fsconfig_string(fs, "upperdir", u.as_os_str())?;
+        sys.fsconfig_string(fs, "workdir", w.as_os_str())
+    });
+    match r {
+        Ok(()) => f.lowerdir_plus = true,
+        Err(e) => notes.push(note("overlay with lowerdir+ path strings", e)),
+    }
+
+    // lowerdir+ as fds of directories in our mount namespace (the layers
+    // through the attached clone).
+    let layer_fds = |at: BorrowedFd<'_>| -> std::io::Result<Vec<OwnedFd>> {
+        ["l1", "l2"]
+            .iter()
+            .map(|l| open_dir(at, Path::new(l)))
+            .collect()
+    };
+    let (u, w) = pair("fds");
+    let r = open_dir(rustix::fs::CWD, &layers_at).and_then(|at| {
+        let fds = layer_fds(at.as_fd())?;
+        overlay_to_the_end(&sys, |fs| {
+            for fd in &fds {
+                sys.fsconfig_fd(fs, "lowerdir+", fd.as_fd())?;
+            }
+            sys.fsconfig_string(fs, "upperdir", u.as_os_str())?;
+            sys.fsconfig_string(fs, "workdir", w.as_os_str())
+        })
     });
     match r {
         Ok(()) => f.layer_fds = true,
-        Err(e) => notes.push(note("fsconfig lowerdir+ (fd)", e)),
+        Err(e) => notes.push(note("overlay with lowerdir+ fds", e)),
     }
 
-    // upperdir/workdir as fds, with a writable overlay created.
+    // upperdir/workdir as fds too.
     if f.layer_fds {
-        let r = sys.fsopen("overlay").and_then(|fs| {
-            let l1 = open_dir(&dir.join("l1"))?;
-            let u = open_dir(&dir.join("u"))?;
-            let w = open_dir(&dir.join("w"))?;
-            sys.fsconfig_fd(fs.as_fd(), "lowerdir+", l1.as_fd())?;
-            sys.fsconfig_fd(fs.as_fd(), "upperdir", u.as_fd())?;
-            sys.fsconfig_fd(fs.as_fd(), "workdir", w.as_fd())?;
-            sys.fsconfig_create(fs.as_fd())
+        let (u, w) = pair("upperfds");
+        let r = open_dir(rustix::fs::CWD, &layers_at).and_then(|at| {
+            let fds = layer_fds(at.as_fd())?;
+            let u = open_dir(rustix::fs::CWD, &u)?;
+            let w = open_dir(rustix::fs::CWD, &w)?;
+            overlay_to_the_end(&sys, |fs| {
+                for fd in &fds {
+                    sys.fsconfig_fd(fs, "lowerdir+", fd.as_fd())?;
+                }
+                sys.fsconfig_fd(fs, "upperdir", u.as_fd())?;
+                sys.fsconfig_fd(fs, "workdir", w.as_fd())
+            })
         });
         match r {
             Ok(()) => f.upper_fds = true,
-            Err(e) => notes.push(note("fsconfig upperdir/workdir (fd)", e)),
+            Err(e) => notes.push(note("overlay with upperdir/workdir fds", e)),
         }
     }
+    drop(attached);
 
-    // Layers as fds of the detached idmapped tree.
-    if let (Some(tree), true) = (&tree, f.layer_fds) {
-        let r = sys.fsopen("overlay").and_then(|fs| {
-            for l in ["l1", "l2"] {
-                let fd = rustix::fs::openat(
-                    tree,
-                    l,
-                    OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )?;
-                sys.fsconfig_fd(fs.as_fd(), "lowerdir+", fd.as_fd())?;
-            }
-            sys.fsconfig_create(fs.as_fd())?;
-            sys.fsmount(fs.as_fd(), MountAttrFlags::empty()).map(drop)
+    // Layers as fds of the detached idmapped tree (never attached).
+    if let (Some(tree), true) = (&detached, f.layer_fds) {
+        let (u, w) = pair("detached");
+        let r = layer_fds(tree.as_fd()).and_then(|fds| {
+            let upper = match f.upper_fds {
+                true => Some((
+                    open_dir(rustix::fs::CWD, &u)?,
+                    open_dir(rustix::fs::CWD, &w)?,
+                )),
+                false => None,
+            };
+            overlay_to_the_end(&sys, |fs| {
+                for fd in &fds {
+                    sys.fsconfig_fd(fs, "lowerdir+", fd.as_fd())?;
+                }
+                match &upper {
+                    Some((u, w)) => {
+                        sys.fsconfig_fd(fs, "upperdir", u.as_fd())?;
+                        sys.fsconfig_fd(fs, "workdir", w.as_fd())
+                    }
+                    None => {
+                        sys.fsconfig_string(fs, "upperdir", u.as_os_str())?;
+                        sys.fsconfig_string(fs, "workdir", w.as_os_str())
+                    }
+                }
+            })
         });
         match r {
             Ok(()) => f.detached_layer_fds = true,
@@ -240,9 +406,60 @@ fn probe_in(dir: &Path) -> Result<KernelFeatures, RootfsError> {
     Ok(f)
 }
 
+/// An overlay configured by `configure`, created, mounted (detached, gone
+/// when this returns) and its merged view read: the whole construction.
+fn overlay_to_the_end(
+    sys: &KernelSys,
+    configure: impl FnOnce(BorrowedFd<'_>) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let fs = sys.fsopen("overlay")?;
+    let with_log = |e: std::io::Error| {
+        let log = kernel_log(fs.as_fd());
+        if log.is_empty() {
+            e
+        } else {
+            std::io::Error::new(e.kind(), format!("{e} (kernel: {log})"))
+        }
+    };
+    configure(fs.as_fd()).map_err(with_log)?;
+    sys.fsconfig_create(fs.as_fd()).map_err(with_log)?;
+    let mnt = sys.fsmount(fs.as_fd(), MountAttrFlags::empty())?;
+    merged_view(mnt.as_fd())
+}
+
+/// The overlay shows both layers' files.
+fn merged_view(mnt: BorrowedFd<'_>) -> std::io::Result<()> {
+    for file in ["top", "bottom"] {
+        rustix::fs::statat(mnt, file, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).map_err(|e| {
+            std::io::Error::new(
+                std::io::Error::from(e).kind(),
+                format!("the merged view lacks the layer file {file:?}: {e}"),
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// What the filesystem logged into its context.
+fn kernel_log(fs: BorrowedFd<'_>) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 512];
+    while let Ok(n) = rustix::io::read(fs, &mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.push(String::from_utf8_lossy(&buf[..n]).trim_end().to_string());
+    }
+    out.join("; ")
+}
+
 fn note(what: &str, e: std::io::Error) -> String {
     format!("{what}: {e}")
 }
+
+/// Bumped whenever the probe decides differently, so that a cached result of
+/// an older probe is not reused.
+const PROBE_VERSION: u32 = 2;
 
 /// Probes once per boot: the result is cached in `cache` (JSON, keyed by
 /// the boot id) and reused while the machine has not rebooted.
@@ -250,6 +467,9 @@ pub fn probe_cached(scratch_dir: &Path, cache: &Path) -> Result<KernelFeatures, 
     #[derive(Serialize, Deserialize)]
     struct Cached {
         boot_id: String,
+        /// Results of another probe (an older shim's) are not reused.
+        #[serde(default)]
+        probe_version: u32,
         features: KernelFeatures,
     }
     let boot_id = fs::read_to_string("/proc/sys/kernel/random/boot_id")
@@ -257,7 +477,13 @@ pub fn probe_cached(scratch_dir: &Path, cache: &Path) -> Result<KernelFeatures, 
         .unwrap_or_default();
     if let Ok(text) = fs::read_to_string(cache) {
         match serde_json::from_str::<Cached>(&text) {
-            Ok(c) if c.boot_id == boot_id && !boot_id.is_empty() => return Ok(c.features),
+            Ok(c)
+                if c.boot_id == boot_id
+                    && !boot_id.is_empty()
+                    && c.probe_version == PROBE_VERSION =>
+            {
+                return Ok(c.features)
+            }
             Ok(_) => {}
             Err(e) => log::warn!("ignoring unreadable probe cache {}: {e}", cache.display()),
         }
@@ -265,6 +491,7 @@ pub fn probe_cached(scratch_dir: &Path, cache: &Path) -> Result<KernelFeatures, 
     let features = probe(scratch_dir)?;
     let text = serde_json::to_string_pretty(&Cached {
         boot_id,
+        probe_version: PROBE_VERSION,
         features: features.clone(),
     })
     .map_err(|e| RootfsError::Probe(format!("serialising the probe result: {e}")))?;

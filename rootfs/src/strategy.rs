@@ -795,15 +795,31 @@ fn overlay_plain(
     } else if features.lowerdir_plus {
         Lowers::Paths(o.lowers.clone())
     } else {
-        let cwd = o
-            .lowers
+        // Legacy lowerdir= relative to the layers' common ancestor: each layer
+        // is checked first so that a missing one is named (mount(2) would only
+        // say ENOENT), and the ancestor is taken above every layer (a layer
+        // cannot be named by an empty relative path).
+        let mut canon = Vec::with_capacity(o.lowers.len());
+        for (index, l) in o.lowers.iter().enumerate() {
+            let path = std::fs::canonicalize(l).map_err(|source| RootfsError::Layer {
+                index,
+                path: l.clone(),
+                source,
+            })?;
+            canon.push(path);
+        }
+        let mut cwd = canon
             .iter()
             .skip(1)
-            .fold(o.lowers.first().cloned().unwrap_or_default(), |a, b| {
+            .fold(canon.first().cloned().unwrap_or_default(), |a, b| {
                 common_ancestor(&a, b)
             });
-        let rels = o
-            .lowers
+        if canon.contains(&cwd) {
+            if let Some(parent) = cwd.parent() {
+                cwd = parent.to_path_buf();
+            }
+        }
+        let rels = canon
             .iter()
             .map(|l| {
                 l.strip_prefix(&cwd)
@@ -949,5 +965,24 @@ mod tests {
         let err = none.resolve(Strategy::Auto).expect_err("no idmap");
         assert!(err.to_string().contains("idmapped mounts"), "{err}");
         assert_eq!(none.resolve(Strategy::Plain).ok(), Some(Strategy::Plain));
+        // Debian 12's 6.1: only legacy lowerdir= works; forcing fd is refused.
+        let debian12 = KernelFeatures {
+            lowerdir_plus: false,
+            ..old.clone()
+        };
+        assert_eq!(debian12.resolve(Strategy::Auto).ok(), Some(Strategy::Path));
+        assert!(debian12.tier().contains("legacy lowerdir="));
+        let err = debian12.resolve(Strategy::Fd).expect_err("fd on 6.1");
+        assert!(
+            err.to_string().contains("not supported by this kernel"),
+            "{err}"
+        );
+        let broken = KernelFeatures {
+            legacy_lowerdir: false,
+            ..debian12
+        };
+        assert!(broken.resolve(Strategy::Auto).is_err());
+        assert!(broken.resolve(Strategy::Path).is_err());
+        assert!(broken.resolve(Strategy::PerLayer).is_err());
     }
 }

@@ -284,3 +284,18 @@ fn read_full(fd: &OwnedFd, buf: &mut [u8]) -> io::Result<usize> {
     }
     Ok(done)
 }
+
+/// Moves the calling thread (only) into a mount namespace of its own, a copy
+/// of the current one made private, so that what it attaches is seen by no
+/// other thread or process and disappears with the thread.
+pub(crate) fn private_mount_ns_for_this_thread() -> io::Result<()> {
+    // SAFETY: only NEWNS (which implies FS: the thread gets its own cwd and
+    // root) is unshared, never FILES, so every thread keeps seeing the same
+    // file descriptors.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS)? };
+    rustix::mount::mount_change(
+        "/",
+        rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
+    )?;
+    Ok(())
+}

@@ -20,6 +20,9 @@ use userns::{IdRange, UserNamespace};
 static MOUNTS: Mutex<()> = Mutex::new(());
 
 fn mounts_lock() -> MutexGuard<'static, ()> {
+    // The probe attaches mounts briefly, under this lock: run it first, so
+    // that no thread holding the lock ever waits for it.
+    features();
     MOUNTS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -44,8 +47,40 @@ fn features() -> &'static KernelFeatures {
     static F: OnceLock<KernelFeatures> = OnceLock::new();
     F.get_or_init(|| {
         let dir = tempfile::tempdir().expect("tempdir");
+        let _guard = MOUNTS.lock().unwrap_or_else(|e| e.into_inner());
         rootfs::probe(dir.path()).expect("kernel probe")
     })
+}
+
+/// What `auto` means on this kernel: tests that are about something else than
+/// one strategy use it, so that they run on every kernel of the VM matrix.
+fn best() -> Strategy {
+    features()
+        .resolve(Strategy::Auto)
+        .unwrap_or_else(|e| panic!("no strategy works on this kernel: {e}"))
+}
+
+/// Whether this kernel runs `strategy`; when not, forcing it must be refused
+/// up front with an error saying so (never a silent fall back).
+fn kernel_runs(strategy: Strategy) -> bool {
+    match features().resolve(strategy) {
+        Ok(s) => {
+            assert_eq!(s, strategy, "a forced strategy must not be replaced");
+            true
+        }
+        Err(e) => {
+            assert!(
+                matches!(e, RootfsError::Unsupported { .. }),
+                "{strategy}: {e}"
+            );
+            assert!(
+                e.to_string().contains("not supported by this kernel"),
+                "{e}"
+            );
+            eprintln!("{strategy} skipped on {}: {e}", features().kernel);
+            false
+        }
+    }
 }
 
 /// A test's private world: a synthetic image, a scratch dir and a user
@@ -219,22 +254,37 @@ fn check_strategy(strategy: Strategy, layers: usize, slot: u32) -> MountOps {
 
 #[test]
 fn fd_strategy_is_constant_and_invisible() {
+    if !kernel_runs(Strategy::Fd) {
+        return;
+    }
+    // 6.13-6.14 attach the idmapped tree once (move_mount + umount).
+    let attached = u32::from(!features().detached_layer_fds);
     let mut totals = Vec::new();
     for (i, layers) in [1, 50, 200, 499].into_iter().enumerate() {
         let ops = check_strategy(Strategy::Fd, layers, i as u32);
-        assert_eq!(ops.umount, 0, "fd on this kernel attaches nothing: {ops}");
-        assert_eq!(ops.move_mount, 0, "{ops}");
+        assert_eq!(ops.umount, attached, "{ops}");
+        assert_eq!(ops.move_mount, attached, "{ops}");
         totals.push(ops.total());
     }
     assert!(
         totals.iter().all(|&t| t == totals[0]),
         "fd op count must not depend on layers: {totals:?}"
     );
-    assert_eq!(totals[0], 4, "open_tree + mount_setattr + fsopen + fsmount");
+    assert_eq!(
+        totals[0],
+        4 + 2 * attached,
+        "open_tree + mount_setattr + fsopen + fsmount"
+    );
 }
 
 #[test]
 fn path_strategy_is_constant() {
+    if !kernel_runs(Strategy::Path) {
+        return;
+    }
+    // Legacy lowerdir= (before 6.7): mount(2) at a temporary point, open_tree
+    // of it and its umount instead of fsopen + fsmount.
+    let legacy = u32::from(!features().lowerdir_plus);
     let mut totals = Vec::new();
     for (i, layers) in [1, 50, 200].into_iter().enumerate() {
         let ops = check_strategy(Strategy::Path, layers, 10 + i as u32);
@@ -242,30 +292,40 @@ fn path_strategy_is_constant() {
     }
     assert!(totals.iter().all(|&t| t == totals[0]), "{totals:?}");
     assert_eq!(
-        totals[0], 6,
+        totals[0],
+        6 + legacy,
         "open_tree, mount_setattr, move_mount, fsopen, fsmount, umount"
     );
 }
 
 #[test]
 fn per_layer_strategy_is_linear() {
+    if !kernel_runs(Strategy::PerLayer) {
+        return;
+    }
+    let legacy = u32::from(!features().lowerdir_plus);
     for (i, layers) in [1, 50, 200].into_iter().enumerate() {
         let ops = check_strategy(Strategy::PerLayer, layers, 20 + i as u32);
         let l = layers as u32;
         assert_eq!(
             (ops.open_tree, ops.mount_setattr, ops.move_mount, ops.umount),
-            (l, l, l, l),
+            (l + legacy, l, l, l + legacy),
             "{ops}"
         );
-        assert_eq!(ops.total(), 4 * l + 2, "{ops}");
+        assert_eq!(ops.total(), 4 * l + 2 + legacy, "{ops}");
     }
 }
 
 #[test]
 fn plain_strategy() {
+    if !kernel_runs(Strategy::Plain) {
+        return;
+    }
+    let f = features();
+    let legacy = u32::from(!f.lowerdir_plus && !f.layer_fds);
     for (i, layers) in [1, 50, 200].into_iter().enumerate() {
         let ops = check_strategy(Strategy::Plain, layers, 30 + i as u32);
-        assert_eq!(ops.total(), 2, "fsopen + fsmount: {ops}");
+        assert_eq!(ops.total(), 2 + legacy, "fsopen + fsmount: {ops}");
     }
 }
 
@@ -310,6 +370,15 @@ fn older_kernel_tiers_build_the_same_tree() {
         ),
     ];
     for (slot, (tier, strategy, f, want_ops)) in tiers.into_iter().enumerate() {
+        let has = match tier {
+            "6.13" => real.layer_fds,
+            "6.7" => real.lowerdir_plus,
+            _ => real.legacy_lowerdir,
+        };
+        if !has {
+            eprintln!("tier {tier} skipped: kernel {} lacks it", real.kernel);
+            continue;
+        }
         for layers in [2, 60, 200] {
             let w = World::new(layers, 40 + slot as u32 * 4 + (layers % 4) as u32);
             let plan = w.plan();
@@ -341,7 +410,7 @@ fn older_kernel_tiers_build_the_same_tree() {
 #[test]
 fn attach_places_the_rootfs_and_detach_removes_it() {
     let w = World::new(3, 50);
-    let root = build(&w.plan(), &w.opts(Strategy::Fd, features())).expect("build");
+    let root = build(&w.plan(), &w.opts(best(), features())).expect("build");
     let target = w.scratch.join("rootfs");
     std::fs::create_dir(&target).expect("mkdir target");
     let _guard = mounts_lock();
@@ -364,7 +433,7 @@ fn bind_rootfs_is_idmapped_with_two_syscalls() {
         options: vec!["rbind".into(), "ro".into()],
     };
     let plan = plan(&[mount], Path::new("/")).expect("plan");
-    let root = build(&plan, &w.opts(Strategy::Fd, features())).expect("bind");
+    let root = build(&plan, &w.opts(best(), features())).expect("bind");
     assert_eq!(root.ops.total(), 2, "{}", root.ops);
     let mnt = root.mount.as_fd();
     let st = rustix::fs::statat(mnt, "top", rustix::fs::AtFlags::empty()).expect("stat");
@@ -389,6 +458,7 @@ fn missing_layer_is_named_and_nothing_is_left() {
     ]
     .into_iter()
     .enumerate()
+    .filter(|(_, s)| kernel_runs(*s))
     {
         let w = World::new(5, 60 + i as u32);
         std::fs::remove_dir_all(&w.image.lowers[2]).expect("remove a layer");
@@ -430,7 +500,7 @@ fn too_many_layers_is_refused_before_any_syscall() {
         idmap: None,
     });
     let sys = KernelSys::new();
-    let err = build_with(&sys, &plan, &w.opts(Strategy::Fd, features())).expect_err("501");
+    let err = build_with(&sys, &plan, &w.opts(best(), features())).expect_err("501");
     assert!(err.to_string().contains("501 layers"), "{err}");
     assert_eq!(sys.ops().total(), 0);
 }
@@ -439,20 +509,16 @@ fn too_many_layers_is_refused_before_any_syscall() {
 fn strategy_and_userns_must_agree() {
     let w = World::new(2, 71);
     let f = features();
-    let mut opts = w.opts(Strategy::Fd, f);
+    let best = best();
+    let mut opts = w.opts(best, f);
     opts.idmap = None;
-    let err = build(&w.plan(), &opts).expect_err("fd without userns");
+    let err = build(&w.plan(), &opts).expect_err("idmapping strategy without userns");
     assert!(
-        matches!(
-            err,
-            RootfsError::NeedsUserns {
-                strategy: Strategy::Fd
-            }
-        ),
+        matches!(err, RootfsError::NeedsUserns { strategy } if strategy == best),
         "{err}"
     );
     let mut opts = w.opts(Strategy::Plain, f);
-    opts.idmap = w.opts(Strategy::Fd, f).idmap;
+    opts.idmap = w.opts(best, f).idmap;
     let err = build(&w.plan(), &opts).expect_err("plain with userns");
     assert!(matches!(err, RootfsError::PlainWithUserns), "{err}");
 }
@@ -569,11 +635,16 @@ fn a_failure_at_any_step_leaves_nothing_behind() {
         (Strategy::Fd, real.clone()),
         (Strategy::Fd, attach_once),
         (Strategy::Path, real.clone()),
-        (Strategy::Path, legacy),
+        (Strategy::Path, legacy.clone()),
+        (Strategy::Plain, legacy),
         (Strategy::PerLayer, real.clone()),
         (Strategy::Plain, real.clone()),
     ];
     for (c, (strategy, f)) in cases.iter().enumerate() {
+        if f.resolve(*strategy).is_err() {
+            eprintln!("{strategy} ({}) skipped: not on this kernel", f.tier());
+            continue;
+        }
         let w = World::new(3, 80 + c as u32);
         let plan = w.plan();
         // Count the steps of a successful build first.
@@ -582,7 +653,8 @@ fn a_failure_at_any_step_leaves_nothing_behind() {
         build_with(&ok, &plan, &w.opts(*strategy, f)).expect("fault-free build");
         drop(guard);
         let steps = ok.calls();
-        assert!(steps >= 3, "{strategy}: {steps} steps");
+        // Legacy plain is the shortest: mount(2) and open_tree.
+        assert!(steps >= 2, "{strategy}: {steps} steps");
         for fail_at in 0..steps {
             let sys = FaultySys::new(fail_at, libc::EIO);
             let guard = mounts_lock();
@@ -614,8 +686,8 @@ fn idmap_refused_by_the_filesystem_is_explained() {
     let w = World::new(2, 90);
     // Step 1 of the fd strategy is the idmap of the layers' parent.
     let sys = FaultySys::new(1, libc::EINVAL);
-    let err = build_with(&sys, &w.plan(), &w.opts(Strategy::Fd, features()))
-        .expect_err("simulated EINVAL");
+    let err =
+        build_with(&sys, &w.plan(), &w.opts(best(), features())).expect_err("simulated EINVAL");
     let msg = err.to_string();
     assert!(matches!(err, RootfsError::IdmapUnsupported { .. }), "{msg}");
     assert!(msg.contains("does not support idmapped mounts"), "{msg}");
@@ -652,7 +724,7 @@ fn layers_on_a_filesystem_without_idmap_support() {
     let img = synthetic::create(&mnt_point.join("img"), 1).expect("image on ramfs");
     let plan = plan(std::slice::from_ref(&img.mount), Path::new("/")).expect("plan");
     let before = mountinfo_lines();
-    let result = build(&plan, &w.opts(Strategy::Fd, features()));
+    let result = build(&plan, &w.opts(best(), features()));
     assert_eq!(mountinfo_lines(), before);
     // Unmounted while the lock is held: other tests count mount lines.
     drop(_unmount);
@@ -675,7 +747,9 @@ fn probe_reports_this_kernel() {
     assert!(f.mount_api && f.overlay, "{f:?}");
     let dir = tempfile::tempdir().expect("tempdir");
     let cache = dir.path().join("probe.json");
+    let guard = mounts_lock();
     let a = rootfs::probe_cached(dir.path(), &cache).expect("probe");
+    drop(guard);
     assert!(cache.exists());
     let b = rootfs::probe_cached(dir.path(), &cache).expect("cached probe");
     assert_eq!(a, b);
@@ -702,7 +776,7 @@ fn upper_and_work_on_different_mounts_are_named() {
         plan(&[m], Path::new("/")).expect("plan")
     };
     let missing = w._dir.path().join("no-such-upper");
-    for strategy in [Strategy::Fd, Strategy::PerLayer, Strategy::Plain] {
+    for strategy in [best(), Strategy::PerLayer, Strategy::Plain] {
         let err = build(&plan_of(&missing), &w.opts(strategy, features())).expect_err("missing");
         assert_eq!(
             err.to_string(),
@@ -731,7 +805,7 @@ fn upper_and_work_on_different_mounts_are_named() {
     let _unmount = Unmount(w.image.work.clone());
     let before = mountinfo_lines();
     let owner = std::fs::metadata(&w.image.upper).expect("upper").uid();
-    for strategy in [Strategy::Fd, Strategy::PerLayer, Strategy::Plain] {
+    for strategy in [best(), Strategy::PerLayer, Strategy::Plain] {
         let err = build(&w.plan(), &w.opts(strategy, features())).expect_err("apart");
         assert!(matches!(err, RootfsError::UpperWorkApart { .. }), "{err}");
         assert_eq!(
@@ -753,4 +827,87 @@ fn upper_and_work_on_different_mounts_are_named() {
         "the upper dir was not chowned"
     );
     assert!(w.scratch_is_empty());
+}
+
+/// The probe never claims what a real construction then refuses, and never
+/// denies what one would do: every overlay construction is built for real,
+/// with the kernel features that select it, and must succeed exactly when the
+/// probe says the kernel has it. (Before 6.5, overlay's legacy parser takes
+/// any `fsconfig` key and refuses it only at create: a probe that stops at
+/// `fsconfig` claims `lowerdir+` on 6.1.)
+#[test]
+fn probe_claims_exactly_what_real_constructions_do() {
+    let real = features();
+    let forced =
+        |legacy_lowerdir, lowerdir_plus, layer_fds, detached_layer_fds, upper_fds| KernelFeatures {
+            legacy_lowerdir,
+            lowerdir_plus,
+            layer_fds,
+            detached_layer_fds,
+            upper_fds,
+            notes: Vec::new(),
+            ..real.clone()
+        };
+    let cases = [
+        (
+            "legacy lowerdir=",
+            Strategy::Path,
+            forced(true, false, false, false, false),
+            real.legacy_lowerdir,
+        ),
+        (
+            "lowerdir+ path strings",
+            Strategy::Path,
+            forced(true, true, false, false, false),
+            real.lowerdir_plus,
+        ),
+        (
+            "lowerdir+ fds through the tree attached once",
+            Strategy::Fd,
+            forced(true, true, true, false, false),
+            real.layer_fds,
+        ),
+        (
+            "lowerdir+ and upper/work fds",
+            Strategy::Fd,
+            forced(true, true, true, false, true),
+            real.layer_fds && real.upper_fds,
+        ),
+        (
+            "lowerdir+ fds of the detached idmapped tree",
+            Strategy::Fd,
+            forced(true, true, true, true, real.upper_fds),
+            real.detached_layer_fds,
+        ),
+    ];
+    assert!(
+        real.idmapped_mounts,
+        "idmapped mounts on the test's filesystem: {real:?}"
+    );
+    for (slot, (what, strategy, f, claimed)) in cases.into_iter().enumerate() {
+        let w = World::new(3, 120 + slot as u32);
+        let guard = mounts_lock();
+        let before = mountinfo_lines();
+        let result = build(&w.plan(), &w.opts(strategy, &f));
+        assert_eq!(mountinfo_lines(), before, "{what}: mount left attached");
+        drop(guard);
+        assert!(w.scratch_is_empty(), "{what}: temporary dirs left");
+        match (claimed, result) {
+            (true, Ok(root)) => {
+                let mnt = root.mount.as_fd();
+                assert_eq!(read_at(mnt, "top").expect("top"), "3\n", "{what}");
+                assert!(!exists_at(mnt, "deleted/file"), "{what}");
+                eprintln!("kernel {}: {what}: yes ({})", real.kernel, root.ops);
+            }
+            (true, Err(e)) => panic!(
+                "kernel {}: the probe claims {what}, but a real construction refuses it: {e}",
+                real.kernel
+            ),
+            (false, Ok(_)) => panic!(
+                "kernel {}: the probe denies {what}, but a real construction works (notes: {:?})",
+                real.kernel, real.notes
+            ),
+            (false, Err(e)) => eprintln!("kernel {}: {what}: no ({e})", real.kernel),
+        }
+    }
 }

@@ -46,6 +46,7 @@ fn print_features(f: &KernelFeatures) {
     println!("new mount API:                  {}", yes(f.mount_api));
     println!("overlayfs:                      {}", yes(f.overlay));
     println!("idmapped mounts:                {}", yes(f.idmapped_mounts));
+    println!("overlay legacy lowerdir=:       {}", yes(f.legacy_lowerdir));
     println!("overlay lowerdir+ (path):       {}", yes(f.lowerdir_plus));
     println!("overlay layers as fds:          {}", yes(f.layer_fds));
     println!(

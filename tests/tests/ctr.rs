@@ -116,6 +116,17 @@ fn concurrent_containers_get_disjoint_ranges_and_no_host_mounts() {
         .filter(|l| !mounts_before.contains(l) && l.contains(&base))
         .collect();
     assert!(added.is_empty(), "host mount table gained {added:#?}");
+    // For the record (the VM matrix shows it per kernel): the mount syscalls
+    // each create issued, and the host's mount table while both run.
+    for line in c.log().lines().filter(|l| l.contains("mount syscalls")) {
+        eprintln!("create: {line}");
+    }
+    eprintln!(
+        "host mountinfo: {} lines before, {} while both run, {} added under the test's directory",
+        mounts_before.len(),
+        host_mountinfo().len(),
+        added.len()
+    );
     // The file made inside is in the upper dir, owned by the container's root.
     let snaps = c
         .root()
@@ -941,4 +952,62 @@ fn ctr_run_device_matches_runc() {
     // without a user namespace makes one.
     assert_eq!(ours.stdout.lines().nth(1), Some("1"), "{ours:?}");
     c.assert_no_leaks(Duration::from_secs(10));
+}
+
+on_containerd!(a_forced_strategy_runs_or_is_refused_clearly: V1_6, V1_7, V2);
+/// A strategy forced in the config runs exactly when the kernel has it (as
+/// `--features` reports), and is otherwise refused at create with an error
+/// naming it, never replaced by another (on Debian 12's 6.1, `fd`).
+fn a_forced_strategy_runs_or_is_refused_clearly() {
+    let scratch = std::env::temp_dir().join(idshift_tests::unique("idshift-features"));
+    std::fs::create_dir_all(&scratch).expect("scratch dir");
+    let features =
+        std::process::Command::new(idshift_tests::shim_dir().join(idshift_tests::SHIM_BINARY))
+            .args(["--features", "--scratch"])
+            .arg(&scratch)
+            .output()
+            .expect("--features");
+    let _ = std::fs::remove_dir_all(&scratch);
+    let text = String::from_utf8_lossy(&features.stdout).into_owned();
+    let has = |label: &str| {
+        text.lines()
+            .find(|l| l.starts_with(label))
+            .unwrap_or_else(|| panic!("--features lacks {label:?}: {text}"))
+            .ends_with("yes")
+    };
+    let paths = has("overlay legacy lowerdir=:") || has("overlay lowerdir+ (path):");
+    for (strategy, supported) in [
+        ("fd", has("overlay layers as fds:")),
+        ("path", paths),
+        ("per-layer", paths),
+    ] {
+        let c = setup(&format!("strategy = \"{strategy}\""), &[(IMG, 1)]);
+        let ns = c.namespace();
+        let out = c.ctr(
+            &ns,
+            &["run", "--rm", RT, IMG, "f1", "/bin/sh", "-c", "echo ran"],
+        );
+        if supported {
+            assert_eq!(out.code, Some(0), "{strategy}: {out:?}\n{}", c.log());
+            assert!(
+                c.log().contains(&format!("{strategy} strategy")),
+                "{strategy}"
+            );
+        } else {
+            assert_ne!(
+                out.code,
+                Some(0),
+                "{strategy} ran on a kernel without it: {out:?}"
+            );
+            assert!(
+                out.stderr.contains(&format!(
+                    "rootfs strategy {strategy} is not supported by this kernel"
+                )),
+                "{strategy}: {out:?}"
+            );
+            eprintln!("{strategy} refused as it should: {}", out.stderr.trim());
+            let _ = c.ctr(&ns, &["containers", "rm", "f1"]);
+        }
+        c.assert_no_leaks(Duration::from_secs(10));
+    }
 }
