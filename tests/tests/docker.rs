@@ -202,13 +202,19 @@ fn checks(d: &Docker, deep: (&str, usize)) {
         docker_ok(d, &["rm", id]);
     }
 
-    // -v, read-write and read-only (a directory anyone may write: host
-    // binds keep their host owners under idshift until item 4 of issue 18).
+    // -v, read-write and read-only, of a root-only host directory: under
+    // idshift (binds idmapped by default) as under runc, its files are
+    // root's inside and what the container's root writes is host root's.
     let host = d.base().join("volume");
     std::fs::create_dir_all(&host).expect("volume dir");
-    std::fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(0o777))
+    std::fs::set_permissions(&host, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .expect("chmod");
     std::fs::write(host.join("in"), "host-file\n").expect("volume file");
+    std::fs::set_permissions(
+        host.join("in"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod file");
     let rw = format!("{}:/data", host.display());
     let ro = format!("{}:/data:ro", host.display());
     let out = same(d, "-v rw", |rt| {
@@ -219,7 +225,7 @@ fn checks(d: &Docker, deep: (&str, usize)) {
             &[
                 "sh",
                 "-c",
-                "cat /data/in; echo new > /data/out && cat /data/out",
+                "stat -c %u:%g:%a /data/in; cat /data/in; echo new > /data/out && cat /data/out",
             ],
         ));
         assert_eq!(
@@ -227,10 +233,15 @@ fn checks(d: &Docker, deep: (&str, usize)) {
             Some("new\n"),
             "{rt}: written through the bind"
         );
+        let owner = std::fs::metadata(host.join("out")).map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            (m.uid(), m.gid())
+        });
+        assert_eq!(owner.ok(), Some((0, 0)), "{rt}: written as host root");
         let _ = std::fs::remove_file(host.join("out"));
         out
     });
-    assert_eq!(out.stdout, "host-file\nnew\n");
+    assert_eq!(out.stdout, "0:0:600\nhost-file\nnew\n");
     let out = same(d, "-v ro", |rt| {
         d.docker(&run_args(
             rt,
@@ -245,6 +256,36 @@ fn checks(d: &Docker, deep: (&str, usize)) {
     });
     assert_eq!(out.stdout, "host-file\nrefused\n");
     assert!(!host.join("out").exists());
+
+    // --cap-drop ALL: no capability in any set, as under runc.
+    let out = same(d, "--cap-drop ALL", |rt| {
+        d.docker(&run_args(
+            rt,
+            &["--cap-drop", "ALL"],
+            IMG,
+            &["grep", "^Cap", "/proc/self/status"],
+        ))
+    });
+    assert!(
+        out.stdout.contains("CapBnd:\t0000000000000000")
+            && out.stdout.contains("CapEff:\t0000000000000000"),
+        "{}",
+        out.stdout
+    );
+    // --device: the host's node (type, numbers, mode) at the path asked for.
+    let out = same(d, "--device", |rt| {
+        d.docker(&run_args(
+            rt,
+            &["--device", "/dev/null:/dev/xnull"],
+            IMG,
+            &[
+                "sh",
+                "-c",
+                "stat -c '%F %t:%T' /dev/xnull; echo data > /dev/xnull && echo written",
+            ],
+        ))
+    });
+    assert_eq!(out.stdout, "character special file 1:3\nwritten\n");
 
     // What the container writes lands in Docker's upper dir: `docker diff`
     // sees it.
