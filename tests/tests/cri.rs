@@ -1017,6 +1017,57 @@ fn a_pod_with_kubelet_mappings_gets_exactly_them() {
             env.exec_out(&id, &["stat", "-c", "%u:%g", "/bin/busybox"]),
             "0:0\n"
         );
+        // What the container writes lands on the host as kubelet's base.
+        let name = format!("written-by-{c}");
+        env.exec_out(&id, &["sh", "-c", &format!("echo x > /{name}")]);
+        let snapshots = env
+            .c
+            .root()
+            .join("io.containerd.snapshotter.v1.overlayfs/snapshots");
+        let written = std::fs::read_dir(&snapshots)
+            .expect("the overlay snapshotter's snapshots")
+            .flatten()
+            .map(|e| e.path().join("fs").join(&name))
+            .find(|p| p.exists())
+            .unwrap_or_else(|| panic!("{name} in no snapshot under {}", snapshots.display()));
+        let meta = std::fs::metadata(&written).expect("stat the written file");
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (262144, 262144),
+            "{}",
+            written.display()
+        );
+        // The rootfs: the fd construction (4 mount syscalls in the shim,
+        // 1 move_mount inside), nothing of the snapshots in the host's
+        // mount table.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let line = loop {
+            let log = env.c.log();
+            if let Some(l) = log.lines().find(|l| l.contains(&format!("created {id} "))) {
+                break l.to_string();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no create line for {id}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        if line.contains("(fd strategy,") {
+            assert!(
+                line.contains("4 mount syscalls")
+                    && line
+                        .contains("then 1 move_mount inside the container's own mount namespace"),
+                "{line}"
+            );
+        }
+        let snaps = snapshots.to_string_lossy().into_owned();
+        assert!(
+            !idshift_tests::host_mountinfo()
+                .iter()
+                .any(|l| l.contains(&snaps)),
+            "a snapshot is mounted on the host"
+        );
     }
     assert_eq!(
         env.c.live_ranges(),
