@@ -1035,8 +1035,18 @@ impl Drop for Containerd {
         }
         cgroups.push(ns.clone());
         cgroups.push(Path::new("idshift").join(&ns));
-        // Shims (their -address is in the base dir) and anything else of ours.
+        // Shims (their -address is in the base dir) and anything else of ours;
+        // the sockets they listen on are removed below too (a shim whose
+        // bundle containerd removed is in no `address` file).
         let needle = self.needle();
+        let pids: Vec<u32> = crate::process::processes_matching(&needle)
+            .into_iter()
+            .map(|(pid, _)| pid)
+            .collect();
+        let mut sockets = sockets;
+        sockets.extend(crate::process::listening_sockets_of(&pids));
+        sockets.sort();
+        sockets.dedup();
         let left = kill_processes_matching(&needle, Duration::from_secs(5));
         if !left.is_empty() {
             problems.push(format!("processes survived SIGKILL: {left:?}"));

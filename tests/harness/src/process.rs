@@ -299,6 +299,40 @@ fn is_gone(pid: u32) -> bool {
     !matches!(ppid_and_state(pid), Some((_, state)) if state != 'Z')
 }
 
+/// The paths of the unix sockets the processes `pids` listen on (through
+/// their fds' socket inodes and `/proc/net/unix`), e.g. a shim's ttrpc
+/// socket, which its bundle may no longer name.
+pub fn listening_sockets_of(pids: &[u32]) -> Vec<PathBuf> {
+    let mut inodes = std::collections::BTreeSet::new();
+    for pid in pids {
+        for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let target = std::fs::read_link(fd.path()).unwrap_or_default();
+            let target = target.to_string_lossy();
+            if let Some(inode) = target
+                .strip_prefix("socket:[")
+                .and_then(|t| t.strip_suffix(']'))
+            {
+                inodes.insert(inode.to_string());
+            }
+        }
+    }
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            // Num RefCount Protocol Flags Type St Inode Path
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (inode, path) = (f.get(6)?, f.get(7)?);
+            (inodes.contains(*inode) && path.starts_with('/')).then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
 /// SIGKILLs every process whose command line contains `needle`, and their
 /// descendants (e.g. the containers of a shim), and waits (up to `timeout`)
 /// until all are gone; returns the matching ones still there.
