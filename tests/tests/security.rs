@@ -168,6 +168,29 @@ fn a_containers_file_is_out_of_reach_of_another_container() {
     c.assert_no_leaks(Duration::from_secs(10));
 }
 
+/// `path` written with `text` and given `mode`.
+fn write_private(path: &Path, text: &str, mode: u32) {
+    std::fs::write(path, text).expect("write");
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        .expect("chmod");
+}
+
+/// `ctr run --rm --mount type=bind,src=SRC,dst=DST,options=rbind:ACCESS`
+/// of the test image running `script`.
+fn run_with_bind(c: &Containerd, src: &Path, dst: &str, access: &str, script: &str) -> CtrOutput {
+    let mount = format!(
+        "type=bind,src={},dst={dst},options=rbind:{access}",
+        src.display()
+    );
+    let id = unique("bind");
+    c.ctr(
+        NS,
+        &[
+            "run", "--rm", "--mount", &mount, RT, IMG, &id, "/bin/sh", "-c", script,
+        ],
+    )
+}
+
 /// A 0600 file of the host's root, bound read-only into a container
 /// without an idmap (`binds = "shifted"`): the host's root is not mapped in
 /// the container's user namespace, so the file shows as owned by the
@@ -179,29 +202,14 @@ fn a_root_only_host_file_bound_without_idmap_is_unreadable() {
     let c = Containerd::start("binds = \"shifted\"\n").expect("start containerd");
     c.import_image(NS, IMG, 1).expect("import image");
     let file = c.base().join("host-secret");
-    std::fs::write(&file, "host secret\n").expect("write");
-    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .expect("chmod");
-    let mount = format!(
-        "type=bind,src={},dst=/hostsecret,options=rbind:ro",
-        file.display()
-    );
-    let id = unique("bind");
-    let out = c.ctr(
-        NS,
-        &[
-            "run",
-            "--rm",
-            "--mount",
-            &mount,
-            RT,
-            IMG,
-            &id,
-            "/bin/sh",
-            "-c",
-            "stat -c %u:%g:%a /hostsecret; cat /hostsecret 2>&1; echo read=$?; \
-             echo x >> /hostsecret 2>&1; echo write=$?",
-        ],
+    write_private(&file, "host secret\n", 0o600);
+    let out = run_with_bind(
+        &c,
+        &file,
+        "/hostsecret",
+        "ro",
+        "stat -c %u:%g:%a /hostsecret; cat /hostsecret 2>&1; echo read=$?; \
+         echo x >> /hostsecret 2>&1; echo write=$?",
     );
     let text = out.ok().stdout.clone();
     let lines: Vec<&str> = text.lines().collect();
@@ -229,30 +237,14 @@ fn a_root_only_host_dir_bound_in_looks_as_under_runc_by_default() {
     std::fs::create_dir(&dir).expect("mkdir");
     std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
         .expect("chmod dir");
-    let file = dir.join("secret");
-    std::fs::write(&file, "host secret\n").expect("write");
-    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-        .expect("chmod");
-    let mount = format!(
-        "type=bind,src={},dst=/hostdir,options=rbind:rw",
-        dir.display()
-    );
-    let id = unique("idbind");
-    let out = c.ctr(
-        NS,
-        &[
-            "run",
-            "--rm",
-            "--mount",
-            &mount,
-            RT,
-            IMG,
-            &id,
-            "/bin/sh",
-            "-c",
-            "stat -c %u:%g:%a /hostdir/secret; cat /hostdir/secret; echo new > /hostdir/new; \
-             stat -c %u:%g /hostdir/new; head -1 /proc/self/uid_map",
-        ],
+    write_private(&dir.join("secret"), "host secret\n", 0o600);
+    let out = run_with_bind(
+        &c,
+        &dir,
+        "/hostdir",
+        "rw",
+        "stat -c %u:%g:%a /hostdir/secret; cat /hostdir/secret; echo new > /hostdir/new; \
+         stat -c %u:%g /hostdir/new; head -1 /proc/self/uid_map",
     );
     let text = out.ok().stdout.clone();
     let lines: Vec<&str> = text.lines().collect();
