@@ -36,4 +36,4 @@ pub use strategy::{
     build, build_with, detached_bind, fstype_name, set_top_attrs, BindRecursion, BuildOptions,
     Idmap, Rootfs, Strategy, FSCONFIG_STRING_MAX, MOUNT_DATA_MAX,
 };
-pub use sys::{attach_mount, KernelSys, MountSys};
+pub use sys::{attach_mount, mount_setattr, KernelSys, MountSys};

@@ -94,45 +94,12 @@ impl MountSys for KernelSys {
         recursive: bool,
     ) -> io::Result<()> {
         self.counters.count(MountOp::MountSetattr);
-        let mut attr_set = u64::from(attrs.bits());
-        let mut attr_clr = 0;
+        let mut attr_clr = MountAttrFlags::empty();
         if attrs.intersects(MountAttrFlags::MOUNT_ATTR__ATIME) {
             // Setting an atime mode needs the whole atime field cleared first.
-            attr_clr |= u64::from(MountAttrFlags::MOUNT_ATTR__ATIME.bits());
+            attr_clr |= MountAttrFlags::MOUNT_ATTR__ATIME;
         }
-        let mut userns_fd = 0;
-        if let Some(ns) = userns {
-            attr_set |= libc::MOUNT_ATTR_IDMAP;
-            userns_fd = ns.as_raw_fd() as u64;
-        }
-        let attr = libc::mount_attr {
-            attr_set,
-            attr_clr,
-            propagation: 0,
-            userns_fd,
-        };
-        let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
-        if recursive {
-            flags |= libc::AT_RECURSIVE as libc::c_uint;
-        }
-        // SAFETY: mount_setattr reads `size_of::<mount_attr>()` bytes from `attr`, a
-        // live, initialised local; the path is a NUL-terminated empty string and
-        // `tree` is a valid fd borrowed for the call.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                tree.as_raw_fd(),
-                c"".as_ptr(),
-                flags,
-                &attr as *const libc::mount_attr,
-                std::mem::size_of::<libc::mount_attr>(),
-            )
-        };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
+        mount_setattr(tree, attrs, attr_clr, userns, recursive)
     }
 
     fn fsopen(&self, fstype: &str) -> io::Result<OwnedFd> {
@@ -298,4 +265,53 @@ pub(crate) fn private_mount_ns_for_this_thread() -> io::Result<()> {
         rustix::mount::MountPropagationFlags::PRIVATE | rustix::mount::MountPropagationFlags::REC,
     )?;
     Ok(())
+}
+
+/// `mount_setattr(tree, "", AT_EMPTY_PATH [| AT_RECURSIVE], {set, clear,
+/// idmap into userns})`: the one wrapper of the syscall (rustix has none),
+/// for the strategies (through [`MountSys::setattr`]) and for the shim's
+/// recursive mount options (`rro`, `rnosuid`, ...), which clear as well as
+/// set. Not counted: callers that count mount syscalls go through
+/// [`KernelSys`].
+pub fn mount_setattr(
+    tree: BorrowedFd<'_>,
+    set: MountAttrFlags,
+    clear: MountAttrFlags,
+    userns: Option<BorrowedFd<'_>>,
+    recursive: bool,
+) -> io::Result<()> {
+    let mut attr_set = u64::from(set.bits());
+    let mut userns_fd = 0;
+    if let Some(ns) = userns {
+        attr_set |= libc::MOUNT_ATTR_IDMAP;
+        userns_fd = ns.as_raw_fd() as u64;
+    }
+    let attr = libc::mount_attr {
+        attr_set,
+        attr_clr: u64::from(clear.bits()),
+        propagation: 0,
+        userns_fd,
+    };
+    let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: mount_setattr reads `size_of::<mount_attr>()` bytes from `attr`, a
+    // live, initialised local; the path is a NUL-terminated empty string and
+    // `tree` is a valid fd borrowed for the call.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }

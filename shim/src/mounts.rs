@@ -573,7 +573,7 @@ pub fn mount_one(
     let dest = m.destination();
     if !(o.rec_set.is_empty() && o.rec_clear.is_empty()) {
         let mounted = root.open(dest, None)?;
-        crate::sys::mount_setattr_recursive(mounted.as_fd(), o.rec_set, o.rec_clear).map_err(
+        rootfs::mount_setattr(mounted.as_fd(), o.rec_set, o.rec_clear, None, true).map_err(
             |e| {
                 format!(
                     "setting the recursive attributes of {} (set {:?}, clear {:?}): {e}",

@@ -104,38 +104,3 @@ pub fn clock_ticks_per_second() -> u64 {
         100
     }
 }
-
-/// `mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, {set, clear})`: the
-/// recursive mount attributes (`rro`, ...) of a mount and its submounts.
-pub fn mount_setattr_recursive(
-    fd: std::os::fd::BorrowedFd<'_>,
-    set: rustix::mount::MountAttrFlags,
-    clear: rustix::mount::MountAttrFlags,
-) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let attr = libc::mount_attr {
-        attr_set: u64::from(set.bits()),
-        attr_clr: u64::from(clear.bits()),
-        propagation: 0,
-        userns_fd: 0,
-    };
-    let flags = (libc::AT_EMPTY_PATH | libc::AT_RECURSIVE) as libc::c_uint;
-    // SAFETY: mount_setattr reads `size_of::<mount_attr>()` bytes from `attr`, a
-    // live, initialised local; the path is a NUL-terminated empty string and
-    // `fd` is a valid fd borrowed for the call.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            flags,
-            &attr as *const libc::mount_attr,
-            std::mem::size_of::<libc::mount_attr>(),
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
