@@ -27,8 +27,8 @@ pub use plan::{
     PlanError, RootfsPlan, MAX_LAYERS,
 };
 pub use premounted::{
-    parse_mountinfo_line, plan_from_mountinfo, premounted_plan, unescape_octal, MountInfo,
-    PremountError,
+    parse_mountinfo_line, plan_from_mountinfo, premounted_plan, unescape_octal,
+    unescape_octal_bytes, MountInfo, PremountError,
 };
 pub use probe::{probe, probe_cached, KernelFeatures};
 pub use rustix::mount::{MountAttrFlags, MountFlags};

@@ -41,6 +41,11 @@ pub struct MountInfo {
 /// comma in an option value, `\134` for a backslash, ...). Anything else is
 /// kept as is.
 pub fn unescape_octal(s: &str) -> String {
+    String::from_utf8_lossy(&unescape_octal_bytes(s)).into_owned()
+}
+
+/// [`unescape_octal`] as bytes (a path need not be UTF-8).
+pub fn unescape_octal_bytes(s: &str) -> Vec<u8> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -61,7 +66,7 @@ pub fn unescape_octal(s: &str) -> String {
         out.push(b[i]);
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    out
 }
 
 /// Parses one mountinfo line; `None` if it is malformed.
