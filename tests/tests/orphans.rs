@@ -285,6 +285,27 @@ fn wait_kill_point(c: &Containerd, ns: &str, round: &Round, point: KillPoint, t0
     }
 }
 
+/// `ctr run -d` of an idshift container `id` that sleeps until killed.
+fn run_sleeper(c: &Containerd, ns: &str, id: &str) {
+    let out = c.ctr(
+        ns,
+        &[
+            "run",
+            "-d",
+            IDSHIFT_RUNTIME,
+            IMG,
+            id,
+            "/bin/sh",
+            "-c",
+            "sleep 100000",
+        ],
+    );
+    assert!(
+        out.success(),
+        "ctr run -d {id}: {out:?}\n{}",
+        c.log_tail(60)
+    );
+}
 #[test]
 fn containerd_sigkilled_during_creates_leaves_no_idshift_orphan() {
     let mut c =
@@ -296,24 +317,7 @@ fn containerd_sigkilled_during_creates_leaves_no_idshift_orphan() {
     // restart, with the same pid, and still work at the end.
     let survivors: Vec<String> = (0..2).map(|_| unique("keep")).collect();
     for id in &survivors {
-        let out = c.ctr(
-            &ns,
-            &[
-                "run",
-                "-d",
-                IDSHIFT_RUNTIME,
-                IMG,
-                id,
-                "/bin/sh",
-                "-c",
-                "sleep 100000",
-            ],
-        );
-        assert!(
-            out.success(),
-            "ctr run -d {id}: {out:?}\n{}",
-            c.log_tail(60)
-        );
+        run_sleeper(&c, &ns, id);
     }
     let running = |c: &Containerd| -> Vec<(String, u32)> {
         task_ls(c, &ns)
@@ -502,24 +506,7 @@ fn gc_lists_then_cleans_orphaned_shims_entries_and_ranges() {
     c.import_image(&ns, IMG, 1).expect("import image");
     let (orphan, dead, known) = (unique("orphan"), unique("dead"), unique("known"));
     for id in [&orphan, &dead, &known] {
-        let out = c.ctr(
-            &ns,
-            &[
-                "run",
-                "-d",
-                IDSHIFT_RUNTIME,
-                IMG,
-                id,
-                "/bin/sh",
-                "-c",
-                "sleep 100000",
-            ],
-        );
-        assert!(
-            out.success(),
-            "ctr run -d {id}: {out:?}\n{}",
-            c.log_tail(60)
-        );
+        run_sleeper(&c, &ns, id);
     }
     let shim_of = |c: &Containerd, id: &str| {
         shims(c, "containerd-shim-idshift-v2")
