@@ -154,6 +154,9 @@ pub struct Container {
     pub hooks: Option<oci_spec::runtime::Hooks>,
     /// The container's state for its hooks.
     pub state: crate::hooks::State,
+    /// The spec's seccomp profile, which its execs run under too (as in
+    /// runc): kept from the spec parsed at create.
+    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
 }
 
 /// A directory's (device, inode).
@@ -173,6 +176,8 @@ pub struct CreateRequest {
     pub id: String,
     pub namespace: String,
     pub bundle: PathBuf,
+    /// The bundle's `config.json`, parsed once (by the task service).
+    pub spec: Spec,
     pub rootfs: Vec<rootfs::MountSpec>,
     pub uris: StdioUris,
     pub config: Config,
@@ -739,10 +744,10 @@ pub fn resources_of(res: &oci_spec::runtime::LinuxResources) -> Result<Resources
 impl Container {
     /// Creates the container and its first process, waiting for Start.
     /// Blocking: run it on a blocking thread (within the runtime).
-    pub fn create(req: CreateRequest) -> Result<(Container, CreateReport), String> {
+    pub fn create(mut req: CreateRequest) -> Result<(Container, CreateReport), String> {
         let mut report = CreateReport::default();
         let cfg = &req.config;
-        let mut spec = read_spec(&req.bundle)?;
+        let mut spec = std::mem::take(&mut req.spec);
         refuse_unsupported(&spec)?;
         validate_spec(&spec)?;
         let features = rootfs::probe_cached(&cfg.state_dir, &cfg.run_dir.join("probe.json"))
@@ -1007,6 +1012,7 @@ impl Container {
         let (stdio, io) = ProcessIo::prepare(&req.uris, &req.id, &req.namespace)
             .map_err(|e| format!("setting up stdio: {e}"))?;
         let hooks = spec.hooks().clone();
+        let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
         let state = crate::hooks::State::of(&spec, &req.id, &req.bundle);
         let runtime_hooks = |pid: i32| {
             let s = state.with("creating", pid);
@@ -1089,6 +1095,7 @@ impl Container {
                 bundle_id,
                 hooks,
                 state,
+                seccomp,
             },
             report,
         ))

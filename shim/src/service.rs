@@ -783,10 +783,16 @@ impl Task for TaskService {
                 )
             })?;
         }
+        // The spec, parsed once for the whole create.
+        let spec = crate::container::read_spec(std::path::Path::new(&req.bundle)).map_err(|e| {
+            log::error!("create {}: {e}", req.id);
+            status(
+                Code::FAILED_PRECONDITION,
+                format!("idshift create {}: {e}", req.id),
+            )
+        })?;
         // A container of a CRI pod joins the user namespace its sandbox made.
-        let role = crate::container::read_spec(std::path::Path::new(&req.bundle))
-            .map(|spec| crate::container::pod_role(&req.id, &spec))
-            .unwrap_or(PodRole::None);
+        let role = crate::container::pod_role(&req.id, &spec);
         let pod = match &role {
             PodRole::Member(sandbox) => match self.inner.pods.lock().await.get(sandbox) {
                 Some(p) => Some(p.try_clone().map_err(|e| {
@@ -803,6 +809,7 @@ impl Task for TaskService {
             id: req.id.clone(),
             namespace: self.inner.namespace.clone(),
             bundle: req.bundle.clone().into(),
+            spec,
             rootfs: req
                 .rootfs
                 .iter()
@@ -1054,7 +1061,7 @@ impl Task for TaskService {
 
     async fn exec(&self, _ctx: &TtrpcContext, req: api::ExecProcessRequest) -> TtResult<Empty> {
         let _window = self.inner.unclaimed.open();
-        let (init_pid, namespace, cgroup, bundle) = {
+        let (init_pid, namespace, cgroup, seccomp) = {
             let mut cs = self.inner.containers.lock().await;
             let c = get(&mut cs, &req.id)?;
             if c.execs.contains_key(&req.exec_id) {
@@ -1074,7 +1081,7 @@ impl Task for TaskService {
                 c.init.pid,
                 self.inner.namespace.clone(),
                 c.cgroup.clone(),
-                c.bundle.clone(),
+                c.seccomp.clone().map(Box::new),
             )
         };
         let spec = req.spec.as_ref().ok_or_else(|| {
@@ -1096,14 +1103,9 @@ impl Task for TaskService {
         let exec_id = req.exec_id.clone();
         let id = req.id.clone();
         let spawned = tokio::task::spawn_blocking(move || {
-            // An exec runs under the container's seccomp profile, as in runc.
-            let seccomp = crate::container::read_spec(&bundle)?
-                .linux()
-                .as_ref()
-                .and_then(|l| l.seccomp().clone())
-                .map(Box::new);
             let (stdio, io) = ProcessIo::prepare(&uris, &id, &namespace)
                 .map_err(|e| format!("setting up stdio: {e}"))?;
+            // An exec runs under the container's seccomp profile, as in runc.
             let msg = crate::channel::ToInit::Exec {
                 pid: init_pid,
                 process: Box::new(process_spec),
