@@ -9,7 +9,6 @@ use crate::process::{self, Process};
 use crate::stdio::{ProcessIo, StdioUris};
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -134,17 +133,15 @@ pub fn host_access(spec: &Spec) -> Option<&'static str> {
     privileged.then_some("it is privileged (CAP_SYS_ADMIN)")
 }
 
+/// A container's host side (its processes are the task service's).
 pub struct Container {
     pub id: String,
-    pub bundle: PathBuf,
-    pub init: Process,
-    pub execs: HashMap<String, Process>,
+    pub namespace: String,
+    /// The init's pid (for its execs to join).
+    pub init_pid: i32,
     pub cgroup: Option<Cgroup>,
     pub run_dir: PathBuf,
     pub persisted: Persisted,
-    /// OOM kills already reported as TaskOOM (by the watcher or at exit).
-    pub oom_reported: std::sync::Arc<std::sync::atomic::AtomicU64>,
-    pub role: PodRole,
     /// A sandbox's IDs, for the service to keep for the pod.
     pub pod_users: Option<PodUsers>,
     /// The bundle directory's identity at create: containerd removing it
@@ -744,7 +741,7 @@ pub fn resources_of(res: &oci_spec::runtime::LinuxResources) -> Result<Resources
 impl Container {
     /// Creates the container and its first process, waiting for Start.
     /// Blocking: run it on a blocking thread (within the runtime).
-    pub fn create(mut req: CreateRequest) -> Result<(Container, CreateReport), String> {
+    pub fn create(mut req: CreateRequest) -> Result<(Container, Process, CreateReport), String> {
         let mut report = CreateReport::default();
         let cfg = &req.config;
         let mut spec = std::mem::take(&mut req.spec);
@@ -1040,11 +1037,9 @@ impl Container {
         fds.push(built.mount.as_fd().as_raw_fd());
         fds.extend(idmapped_fds.iter().map(|f| f.as_raw_fd()));
         let (mut init, pty) = process::spawn_blocking(
-            "",
             &msg,
             &fds,
             stdio,
-            req.uris.clone(),
             io,
             process::Setup {
                 cgroup: Some(&cgroup),
@@ -1083,20 +1078,18 @@ impl Container {
         Ok((
             Container {
                 id: req.id,
-                bundle: req.bundle,
-                init,
-                execs: HashMap::new(),
+                namespace: req.namespace,
+                init_pid: init.pid,
                 cgroup: Some(cgroup),
                 run_dir,
                 persisted,
-                oom_reported: Default::default(),
-                role,
                 pod_users,
                 bundle_id,
                 hooks,
                 state,
                 seccomp,
             },
+            init,
             report,
         ))
     }

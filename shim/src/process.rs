@@ -1,131 +1,22 @@
-//! A process of a container (its init, or an exec): its life as an explicit
-//! state machine, and the host side of starting it.
-//!
-//! ```text
-//!  Created --start--> Running --pause--> Paused --resume--> Running
-//!     |                  |                 |
-//!     +------exit--------+------exit-------+----> Stopped --delete--> (gone)
-//! ```
-//! Only the transitions above exist; every other request is refused with the
-//! state it was made in.
+//! The host side of a container's process (its init, or an exec): starting
+//! it as the shim's own binary, telling it to exec, its rlimits and OOM
+//! score. Its life (states, exits) is `lifecycle.rs`'s.
 
 use crate::cgroup::Cgroup;
 use crate::channel::{Channel, FromInit, ToInit};
-use crate::stdio::{ChildStdio, ProcessIo, StdioUris};
+use crate::stdio::{ChildStdio, ProcessIo};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::time::SystemTime;
-use tokio::sync::watch;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
-    Created,
-    Running,
-    Paused,
-    Stopped,
-}
-
-impl State {
-    pub fn name(self) -> &'static str {
-        match self {
-            State::Created => "created",
-            State::Running => "running",
-            State::Paused => "paused",
-            State::Stopped => "stopped",
-        }
-    }
-}
-
-/// What may happen to a process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Event {
-    Start,
-    Pause,
-    Resume,
-    Exit,
-    Delete,
-}
-
-/// The one place that knows which transitions exist.
-pub fn transition(from: State, ev: Event) -> Result<State, String> {
-    use Event as E;
-    use State as S;
-    match (from, ev) {
-        (S::Created, E::Start) => Ok(S::Running),
-        (S::Running, E::Pause) => Ok(S::Paused),
-        (S::Paused, E::Resume) => Ok(S::Running),
-        (S::Created | S::Running | S::Paused, E::Exit) => Ok(S::Stopped),
-        (S::Created | S::Stopped, E::Delete) => Ok(S::Stopped),
-        (s, e) => Err(format!(
-            "cannot {} a process that is {}",
-            format!("{e:?}").to_lowercase(),
-            s.name()
-        )),
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Exit {
-    pub status: u32,
-    pub at: SystemTime,
-}
-
+/// A process set up by [`spawn_blocking`].
 pub struct Process {
-    pub exec_id: String,
     pub pid: i32,
-    pub state: State,
-    pub uris: StdioUris,
     pub io: ProcessIo,
-    /// The exit, as soon as the process is reaped: while its output drains
-    /// (before [`Process::exit`] is set and the exit is published), the
-    /// process is already reported stopped and never signalled by pid.
-    pub reaped: Option<Exit>,
     /// Until Start: the channel to the process waiting to exec.
     channel: Option<Channel>,
-    exit_tx: watch::Sender<Option<Exit>>,
 }
 
 impl Process {
-    pub fn exit_watch(&self) -> watch::Receiver<Option<Exit>> {
-        self.exit_tx.subscribe()
-    }
-
-    pub fn exit(&self) -> Option<Exit> {
-        *self.exit_tx.borrow()
-    }
-
-    /// The state as reported: stopped from the moment the process is reaped.
-    pub fn current(&self) -> State {
-        if self.reaped.is_some() {
-            State::Stopped
-        } else {
-            self.state
-        }
-    }
-
-    /// The exit as reported: from the moment the process is reaped.
-    pub fn reported_exit(&self) -> Option<Exit> {
-        self.exit().or(self.reaped)
-    }
-
-    pub fn apply(&mut self, ev: Event) -> Result<(), String> {
-        self.state = transition(self.state, ev)?;
-        Ok(())
-    }
-
-    /// Records the exit (once) and wakes every waiter.
-    pub fn set_exited(&mut self, status: u32) {
-        if self.exit().is_some() {
-            return;
-        }
-        self.state = transition(self.state, Event::Exit).unwrap_or(State::Stopped);
-        self.exit_tx.send_replace(Some(Exit {
-            status,
-            at: SystemTime::now(),
-        }));
-    }
-
-    /// Tells the waiting process to exec; returns once it did (or failed).
-    /// Blocking: call from a blocking task.
+    /// The channel to the process waiting for Start (once).
     pub fn take_channel(&mut self) -> Result<Channel, String> {
         self.channel
             .take()
@@ -162,11 +53,9 @@ pub struct Setup<'a> {
 }
 
 pub fn spawn_blocking(
-    exec_id: &str,
     msg: &ToInit,
     fds: &[RawFd],
     stdio: ChildStdio,
-    uris: StdioUris,
     io: ProcessIo,
     setup: Setup<'_>,
 ) -> Result<(Process, Option<OwnedFd>), String> {
@@ -232,17 +121,11 @@ pub fn spawn_blocking(
     if let Some(p) = process {
         apply_oom_score_adj(pid, p)?;
     }
-    let (exit_tx, _) = watch::channel(None);
     Ok((
         Process {
-            exec_id: exec_id.to_string(),
             pid,
-            state: State::Created,
-            uris,
             io,
-            reaped: None,
             channel: Some(ch),
-            exit_tx,
         },
         pty,
     ))
@@ -470,36 +353,5 @@ mod tests {
         down.expect("lower is skipped");
         assert_eq!(after_up, want.to_string());
         assert_eq!(after_down, want.to_string());
-    }
-
-    #[test]
-    fn only_the_drawn_transitions_exist() {
-        use Event as E;
-        use State as S;
-        let all_s = [S::Created, S::Running, S::Paused, S::Stopped];
-        let all_e = [E::Start, E::Pause, E::Resume, E::Exit, E::Delete];
-        let allowed = [
-            (S::Created, E::Start, S::Running),
-            (S::Running, E::Pause, S::Paused),
-            (S::Paused, E::Resume, S::Running),
-            (S::Created, E::Exit, S::Stopped),
-            (S::Running, E::Exit, S::Stopped),
-            (S::Paused, E::Exit, S::Stopped),
-            (S::Created, E::Delete, S::Stopped),
-            (S::Stopped, E::Delete, S::Stopped),
-        ];
-        for s in all_s {
-            for e in all_e {
-                let want = allowed
-                    .iter()
-                    .find(|(a, b, _)| *a == s && *b == e)
-                    .map(|t| t.2);
-                match (transition(s, e), want) {
-                    (Ok(got), Some(w)) => assert_eq!(got, w, "{s:?} {e:?}"),
-                    (Err(msg), None) => assert!(msg.contains(s.name()), "{msg}"),
-                    (got, want) => panic!("{s:?} {e:?}: got {got:?}, want {want:?}"),
-                }
-            }
-        }
     }
 }
