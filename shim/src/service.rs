@@ -337,7 +337,7 @@ impl<R: Runtime> TaskService<R> {
         let (exited_at, unreported_ooms) = {
             let mut cs = self.inner.containers.lock().await;
             let Some(t) = cs.get_mut(&cid) else { return };
-            let at = match &which {
+            match &which {
                 Which::Init => {
                     // OOM kills the watcher has not reported yet are reported
                     // before the exit (the cgroup exists until Delete).
@@ -359,8 +359,7 @@ impl<R: Runtime> TaskService<R> {
                     p.life.set_exited(code as u32);
                     (p.life.exit().map(|e| e.at), 0)
                 }
-            };
-            at
+            }
         };
         for _ in 0..unreported_ooms {
             let e = ev::TaskOOM {

@@ -214,9 +214,12 @@ impl Process for FakeProcess {
     }
 }
 
-/// Events as published: (topic, event).
+/// An event as published: its topic and message.
+type Published = (String, Box<dyn MessageDyn>);
+
+/// Events as published, in order.
 #[derive(Clone, Default)]
-struct Recorder(Arc<std::sync::Mutex<Vec<(String, Box<dyn MessageDyn>)>>>);
+struct Recorder(Arc<std::sync::Mutex<Vec<Published>>>);
 
 #[async_trait]
 impl Events for Recorder {
