@@ -1040,3 +1040,78 @@ fn shim_delete_after_a_crash_uses_the_containers_config_path() {
     assert!(!socket.exists(), "{}", socket.display());
     c.assert_no_leaks(Duration::from_secs(20));
 }
+
+/// A container whose spec has a poststop hook, its shim SIGKILLed:
+/// containerd's cleanup (`shim delete`) runs the hook with the state
+/// (status "stopped", no pid), as `runc delete` runs it after containerd's
+/// runc shim is SIGKILLed: the same state keys and status under both.
+#[test]
+fn poststop_hooks_run_by_shim_delete_after_a_shim_crash() {
+    let (c, ns) = setup("", &[], &[]);
+    let rootfs = idshift_tests::busybox_rootfs(c.base(), &["sh", "sleep"]).expect("rootfs");
+    let mut seen = Vec::new();
+    for (runtime, id) in [
+        (IDSHIFT_RUNTIME, "pstop"),
+        (idshift_tests::RUNC_RUNTIME, "pstop-runc"),
+    ] {
+        let marker = c.base().join(format!("{id}.poststop"));
+        let mut spec = c.oci_spec(&ns, &rootfs, "sleep 100000");
+        spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{ns}/{id}"));
+        spec["annotations"] = serde_json::json!({"test.poststop": id});
+        spec["hooks"] = serde_json::json!({"poststop": [{
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("cat > {}.tmp && mv {0}.tmp {0}", marker.display())],
+            "timeout": 20,
+        }]});
+        let path = c.base().join(format!("{id}.json"));
+        std::fs::write(&path, spec.to_string()).expect("write spec");
+        let p = path.display().to_string();
+        let out = c.ctr(&ns, &["run", "-d", "--config", &p, runtime, id]);
+        assert!(out.success(), "{runtime}: {out:?}\n{}", c.log_tail(40));
+        let init = wait_status(&c, &ns, id, "RUNNING", Duration::from_secs(30));
+        let shim = if runtime == IDSHIFT_RUNTIME {
+            shim_pid(&c, id)
+        } else {
+            // containerd's runc shim: `containerd-shim-runc-v2 -namespace
+            // <ns> -id <id> -address <our containerd>`.
+            let flag = format!(" -id {id} ");
+            let me = c.address().display().to_string();
+            let found: Vec<u32> = processes_matching("containerd-shim-runc-v2")
+                .into_iter()
+                .filter(|(_, cmd)| cmd.contains(&flag) && cmd.contains(&me))
+                .map(|(pid, _)| pid)
+                .collect();
+            assert_eq!(found.len(), 1, "the runc shim of {id}: {found:?}");
+            found[0]
+        };
+        assert!(!marker.exists(), "{runtime}: poststop ran too early");
+        sigkill(shim);
+        wait_for(
+            "containerd's cleanup to run the poststop hook",
+            &c,
+            Duration::from_secs(30),
+            || marker.exists(),
+        );
+        wait_for("the init to be killed", &c, Duration::from_secs(20), || {
+            !alive(init)
+        });
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&marker).expect("marker"))
+                .unwrap_or_else(|e| panic!("{runtime}: the hook's state: {e}"));
+        assert_eq!(state["id"], id, "{state}");
+        assert_eq!(state["annotations"]["test.poststop"], id, "{state}");
+        let mut keys: Vec<String> = state
+            .as_object()
+            .expect("an object")
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        seen.push((keys, state["status"].clone(), state.get("pid").cloned()));
+        remove(&c, &ns, id);
+    }
+    eprintln!("poststop states (idshift, runc): {seen:?}");
+    assert_eq!(seen[0].1, "stopped");
+    assert_eq!(seen[0], seen[1], "idshift (left) and runc (right) differ");
+    c.assert_no_leaks(Duration::from_secs(20));
+}
