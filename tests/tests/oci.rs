@@ -3,7 +3,8 @@
 //! spec, by containerd's own runc shim side by side. Root needed.
 
 use idshift_tests::{
-    busybox_rootfs, unique, Containerd, CtrOutput, IDSHIFT_RUNTIME as IDSHIFT, RUNC_RUNTIME as RUNC,
+    busybox_rootfs, on_containerd, unique, Containerd, CtrOutput, IDSHIFT_RUNTIME as IDSHIFT,
+    RUNC_RUNTIME as RUNC,
 };
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -11,9 +12,9 @@ use std::time::Duration;
 
 const NS: &str = "oci";
 
-const APPLETS: [&str; 18] = [
+const APPLETS: [&str; 19] = [
     "sh", "cat", "grep", "stat", "touch", "hostname", "ping", "sleep", "ls", "sort", "cut", "wc",
-    "echo", "mkdir", "id", "head", "awk", "seq",
+    "echo", "mkdir", "id", "head", "awk", "seq", "ionice",
 ];
 
 /// ctr's default spec for `rootfs`, running `script`.
@@ -763,6 +764,70 @@ fn devices_match_runc() {
     let out = run(&c, IDSHIFT, &bad);
     assert!(
         !out.success() && out.stderr.contains("linux.devices[0] /dev/no-such-device-here: the host has no character device 10:4242"),
+        "{out:?}"
+    );
+    c.assert_no_leaks(Duration::from_secs(10));
+}
+
+on_containerd!(scheduler_io_priority_and_time_offsets: V2);
+/// runtime-spec 1.2's `process.scheduler`, `process.ioPriority` and
+/// `linux.timeOffsets`, which only containerd 2.x's ctr passes on (1.6's
+/// and 1.7's drop fields their runtime-spec does not know): the workload
+/// runs with the policy and nice value (`/proc/self/stat`), the I/O
+/// priority (`ionice`) and the clock offsets (`/proc/self/timens_offsets`)
+/// of its spec. A real-time policy, which needs CAP_SYS_NICE on the host,
+/// fails create naming the field; a nice value out of range is refused.
+fn scheduler_io_priority_and_time_offsets() {
+    let c = Containerd::start("").expect("start containerd");
+    let rootfs = busybox_rootfs(c.base(), &APPLETS).expect("busybox rootfs");
+    let script = "cat /proc/self/timens_offsets; \
+        awk '{print \"nice=\" $19, \"policy=\" $41}' /proc/self/stat; ionice";
+    let mut s = spec(&c, &rootfs, script);
+    s["linux"]["namespaces"]
+        .as_array_mut()
+        .expect("namespaces")
+        .push(serde_json::json!({"type": "time"}));
+    s["linux"]["timeOffsets"] = serde_json::json!({
+        "monotonic": {"secs": 86400, "nanosecs": 5},
+        "boottime": {"secs": 3600},
+    });
+    s["process"]["scheduler"] = serde_json::json!({"policy": "SCHED_BATCH", "nice": 7});
+    s["process"]["ioPriority"] = serde_json::json!({"class": "IOPRIO_CLASS_BE", "priority": 6});
+    let out = run(&c, IDSHIFT, &s);
+    let text = &out.ok().stdout;
+    let mut offsets: Vec<String> = text
+        .lines()
+        .take(2)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    offsets.sort();
+    // SCHED_BATCH is policy 3.
+    assert_eq!(
+        (offsets, text.lines().skip(2).collect::<Vec<_>>()),
+        (
+            vec!["boottime 3600 0".to_string(), "monotonic 86400 5".into()],
+            vec!["nice=7 policy=3", "best-effort: prio 6"]
+        ),
+        "{text}"
+    );
+    let mut rt = spec(&c, &rootfs, "true");
+    rt["process"]["scheduler"] = serde_json::json!({"policy": "SCHED_FIFO", "priority": 10});
+    let out = run(&c, IDSHIFT, &rt);
+    assert!(
+        !out.success()
+            && out
+                .stderr
+                .contains("process.scheduler: sched_setattr(policy SCHED_FIFO"),
+        "{out:?}"
+    );
+    let mut bad = spec(&c, &rootfs, "true");
+    bad["process"]["scheduler"] = serde_json::json!({"policy": "SCHED_OTHER", "nice": -21});
+    let out = run(&c, IDSHIFT, &bad);
+    assert!(
+        !out.success()
+            && out
+                .stderr
+                .contains("process.scheduler.nice -21 is not between -20 and 19"),
         "{out:?}"
     );
     c.assert_no_leaks(Duration::from_secs(10));
