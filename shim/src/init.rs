@@ -623,7 +623,7 @@ fn run(
         set_io_priority(io)?;
     }
     let master = if process.terminal() == Some(true) {
-        Some(setup_terminal()?)
+        Some(setup_terminal(process.console_size().as_ref())?)
     } else {
         None
     };
@@ -753,7 +753,7 @@ fn lookup(process: &Process) -> Result<PathBuf> {
 
 /// Opens a pty in the container's devpts; the slave becomes our controlling
 /// terminal and stdio, the master goes to the shim.
-fn setup_terminal() -> Result<OwnedFd> {
+fn setup_terminal(size: Option<&oci_spec::runtime::Box>) -> Result<OwnedFd> {
     use rustix::pty::{openpt, unlockpt, OpenptFlags};
     let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
         .map_err(|e| format!("opening /dev/ptmx for the terminal: {e}"))?;
@@ -765,6 +765,25 @@ fn setup_terminal() -> Result<OwnedFd> {
         rustix::fs::Mode::empty(),
     )
     .map_err(|e| format!("opening the pty slave {name:?}: {e}"))?;
+    // process.consoleSize: the terminal's size until containerd resizes it.
+    if let Some(b) = size {
+        let (rows, cols) = (u16::try_from(b.height()), u16::try_from(b.width()));
+        let (Ok(ws_row), Ok(ws_col)) = (rows, cols) else {
+            return Err(format!(
+                "process.consoleSize {}x{} is larger than a terminal can be",
+                b.width(),
+                b.height()
+            ));
+        };
+        let ws = rustix::termios::Winsize {
+            ws_row,
+            ws_col,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(&slave, ws)
+            .map_err(|e| format!("setting process.consoleSize: {e}"))?;
+    }
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     sys::set_controlling_tty(slave.as_raw_fd()).map_err(|e| format!("TIOCSCTTY: {e}"))?;
     for fd in 0..3 {
