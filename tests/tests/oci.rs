@@ -476,7 +476,8 @@ fn recursive_bind_options_match_runc() {
 /// hostname without a UTS namespace, are refused by both. Fields idshift
 /// refuses (intelRdt, kernel memory) name themselves. (containerd 1.6's
 /// spec types drop `process.scheduler` and `linux.timeOffsets` before the
-/// shim sees them: those are unit-tested in the shim.)
+/// shim sees them: `scheduler_io_priority_and_time_offsets` runs them on
+/// containerd 2.x.)
 #[test]
 fn resources_and_refusals_match_runc() {
     let c = Containerd::start("").expect("start containerd");
