@@ -23,9 +23,10 @@ all: build
 # The tests fetch containerd 1.7 and 2.x from Debian (its archive
 # keyring; tests/install-containerd.sh). The benchmark also measures crun
 # as a peer. The Docker suite fetches
-# Debian sid's docker.io and containerd itself (scripts/debian-debs.sh, with
-# Debian's archive keyring) and drives `docker -t` through script(1)
-# (bsdutils).
+# Debian sid's docker.io and docker-cli itself (scripts/debian-debs.sh, the
+# fetcher install-containerd.sh and tests/vm/fetch-kernel.sh use too, with
+# Debian's archive keyring), runs them on containerd 2.x, and drives
+# `docker -t` through script(1) (bsdutils).
 DEPS_BUILD := libseccomp-dev
 DEPS_DEMO := $(DEPS_BUILD) containerd busybox-static util-linux
 DEPS_BENCH := $(DEPS_DEMO) crun

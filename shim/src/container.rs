@@ -391,10 +391,11 @@ pub fn refuse_unsupported(spec: &Spec) -> Result<(), String> {
         if p.selinux_label().as_ref().is_some_and(|a| !a.is_empty()) {
             return Err("the spec sets an SELinux label (process.selinuxLabel), which idshift does not apply".into());
         }
-        if p.scheduler().is_some() {
-            return Err(
-                "process.scheduler is not supported by idshift (it is refused, not ignored)".into(),
-            );
+        if let Some(s) = p.scheduler() {
+            crate::init::scheduler_attr(s)?;
+        }
+        if let Some(io) = p.io_priority() {
+            crate::init::io_priority_value(io)?;
         }
         if p.exec_cpu_affinity().is_some() {
             return Err(
@@ -1426,8 +1427,28 @@ mod tests {
         let cases = [
             (
                 "/process/scheduler",
-                serde_json::json!({"policy": "SCHED_OTHER"}),
-                "process.scheduler",
+                serde_json::json!({"policy": "SCHED_OTHER", "nice": 20}),
+                "process.scheduler.nice 20 is not between -20 and 19",
+            ),
+            (
+                "/process/scheduler",
+                serde_json::json!({"policy": "SCHED_BATCH", "priority": 5}),
+                "process.scheduler.priority 5 is only for SCHED_FIFO or SCHED_RR, not SCHED_BATCH",
+            ),
+            (
+                "/process/scheduler",
+                serde_json::json!({"policy": "SCHED_FIFO", "priority": 100}),
+                "process.scheduler.priority 100 is not between 1 and 99",
+            ),
+            (
+                "/process/scheduler",
+                serde_json::json!({"policy": "SCHED_OTHER", "runtime": 1000}),
+                "only for SCHED_DEADLINE",
+            ),
+            (
+                "/process/ioPriority",
+                serde_json::json!({"class": "IOPRIO_CLASS_BE", "priority": 8}),
+                "process.ioPriority.priority 8 is not between 0 and 7",
             ),
             (
                 "/linux/intelRdt",
@@ -1462,6 +1483,14 @@ mod tests {
             let e = refuse_unsupported(&spec_from(j).expect("spec")).expect_err(path);
             assert!(e.contains(want), "{path}: {e}");
         }
+        // A valid scheduler (with flags) and ioPriority are accepted.
+        let mut sch = base.clone();
+        sch["process"]["scheduler"] = serde_json::json!({
+            "policy": "SCHED_BATCH", "nice": 5, "flags": ["SCHED_RESET_ON_FORK"],
+        });
+        sch["process"]["ioPriority"] =
+            serde_json::json!({"class": "IOPRIO_CLASS_IDLE", "priority": 7});
+        assert_eq!(refuse_unsupported(&spec_from(sch).expect("spec")), Ok(()));
         // timeOffsets with a time namespace: accepted for monotonic and
         // boottime only.
         let mut t = base.clone();

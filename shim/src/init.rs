@@ -145,6 +145,22 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
     if let Some(p) = c.spec.process() {
         crate::process::apply_rlimits(own_pid(), p)?;
     }
+    // Opened as host root, before the user namespace: once the init's
+    // credentials change it is no longer dumpable and its /proc files are
+    // the host root's; the kernel checks CAP_SYS_TIME of the opener.
+    let new_timens = namespaces
+        .iter()
+        .any(|n| n.typ() == LinuxNamespaceType::Time && n.path().is_none());
+    let timens_offsets = if new_timens && linux.time_offsets().is_some() {
+        Some(
+            fs::OpenOptions::new()
+                .write(true)
+                .open("/proc/self/timens_offsets")
+                .map_err(|e| format!("opening /proc/self/timens_offsets: {e}"))?,
+        )
+    } else {
+        None
+    };
     if let Some(u) = &userns_fd {
         setns(u.as_fd(), CloneFlags::CLONE_NEWUSER)
             .map_err(|e| format!("joining the user namespace: {e}"))?;
@@ -158,8 +174,8 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
         flags |= ns_flag(ns.typ());
     }
     unshare(flags).map_err(|e| format!("unshare({flags:?}): {e}"))?;
-    if flags.contains(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)) {
-        set_time_offsets(&linux)?;
+    if let Some(f) = timens_offsets {
+        set_time_offsets(&linux, f)?;
     }
     fork_and_report(ch, |ch| {
         stage2(ch, &c, rootfs_fd, premade, devices, &inside)
@@ -168,7 +184,7 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
 
 /// `linux.timeOffsets`, written for the new time namespace before its
 /// first process (the child about to be forked) enters it.
-fn set_time_offsets(linux: &oci_spec::runtime::Linux) -> Result<()> {
+fn set_time_offsets(linux: &oci_spec::runtime::Linux, mut file: fs::File) -> Result<()> {
     let mut offsets: Vec<_> = linux.time_offsets().iter().flatten().collect();
     offsets.sort_by(|a, b| a.0.cmp(b.0));
     let mut text = String::new();
@@ -182,7 +198,8 @@ fn set_time_offsets(linux: &oci_spec::runtime::Linux) -> Result<()> {
     if text.is_empty() {
         return Ok(());
     }
-    fs::write("/proc/self/timens_offsets", &text)
+    // One write: the kernel takes every clock's offset at once.
+    std::io::Write::write_all(&mut file, text.as_bytes())
         .map_err(|e| format!("writing linux.timeOffsets ({}): {e}", text.trim()))
 }
 
@@ -596,8 +613,17 @@ fn run(
         .transpose()
         .map_err(|e| e.to_string())?;
     let load_at = seccomp::LoadAt::for_no_new_privileges(process.no_new_privileges() == Some(true));
+    // The scheduler and I/O priority are set before Ready, so that what
+    // the kernel refuses (e.g. a real-time policy in a user namespace,
+    // which needs CAP_SYS_NICE on the host) fails create or exec.
+    if let Some(s) = process.scheduler() {
+        set_scheduler(s)?;
+    }
+    if let Some(io) = process.io_priority() {
+        set_io_priority(io)?;
+    }
     let master = if process.terminal() == Some(true) {
-        Some(setup_terminal()?)
+        Some(setup_terminal(process.console_size().as_ref())?)
     } else {
         None
     };
@@ -727,7 +753,7 @@ fn lookup(process: &Process) -> Result<PathBuf> {
 
 /// Opens a pty in the container's devpts; the slave becomes our controlling
 /// terminal and stdio, the master goes to the shim.
-fn setup_terminal() -> Result<OwnedFd> {
+fn setup_terminal(size: Option<&oci_spec::runtime::Box>) -> Result<OwnedFd> {
     use rustix::pty::{openpt, unlockpt, OpenptFlags};
     let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
         .map_err(|e| format!("opening /dev/ptmx for the terminal: {e}"))?;
@@ -739,6 +765,25 @@ fn setup_terminal() -> Result<OwnedFd> {
         rustix::fs::Mode::empty(),
     )
     .map_err(|e| format!("opening the pty slave {name:?}: {e}"))?;
+    // process.consoleSize: the terminal's size until containerd resizes it.
+    if let Some(b) = size {
+        let (rows, cols) = (u16::try_from(b.height()), u16::try_from(b.width()));
+        let (Ok(ws_row), Ok(ws_col)) = (rows, cols) else {
+            return Err(format!(
+                "process.consoleSize {}x{} is larger than a terminal can be",
+                b.width(),
+                b.height()
+            ));
+        };
+        let ws = rustix::termios::Winsize {
+            ws_row,
+            ws_col,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        rustix::termios::tcsetwinsize(&slave, ws)
+            .map_err(|e| format!("setting process.consoleSize: {e}"))?;
+    }
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     sys::set_controlling_tty(slave.as_raw_fd()).map_err(|e| format!("TIOCSCTTY: {e}"))?;
     for fd in 0..3 {
@@ -752,10 +797,7 @@ fn setup_terminal() -> Result<OwnedFd> {
 /// change (without no_new_privs, loading needs CAP_SYS_ADMIN).
 fn finalize(process: &Process, filter: Option<&seccomp::Filter>) -> Result<()> {
     // process.rlimits were set before the user namespace, oomScoreAdj by
-    // the shim (process.rs).
-    if let Some(io) = process.io_priority() {
-        set_io_priority(io)?;
-    }
+    // the shim (process.rs), scheduler and ioPriority before Ready (run).
     if let Some(f) = filter {
         f.load().map_err(|e| e.to_string())?;
     }
@@ -896,6 +938,18 @@ fn cap_set(set: &oci_spec::runtime::Capabilities) -> caps::CapsHashSet {
 
 /// `process.ioPriority`: the class and level (0-7) for ioprio_set.
 fn set_io_priority(io: &oci_spec::runtime::LinuxIOPriority) -> Result<()> {
+    let (class, level) = io_priority_value(io)?;
+    sys::set_io_priority(class, level).map_err(|e| {
+        format!(
+            "process.ioPriority: ioprio_set({:?}, {level}): {e}",
+            io.class()
+        )
+    })
+}
+
+/// The class and level of `process.ioPriority`, or an error naming the
+/// field when the level is not 0-7.
+pub fn io_priority_value(io: &oci_spec::runtime::LinuxIOPriority) -> Result<(u32, u32)> {
     use oci_spec::runtime::IOPriorityClass as C;
     let class = match io.class() {
         C::IoprioClassRt => 1,
@@ -911,8 +965,92 @@ fn set_io_priority(io: &oci_spec::runtime::LinuxIOPriority) -> Result<()> {
                 io.priority()
             )
         })?;
-    sys::set_io_priority(class, level)
-        .map_err(|e| format!("ioprio_set({:?}, {level}): {e}", io.class()))
+    Ok((class, level))
+}
+
+/// `process.scheduler`: sched_setattr on this process, as runc 1.2 sets
+/// it (the values were checked at create: [`scheduler_attr`]).
+fn set_scheduler(s: &oci_spec::runtime::Scheduler) -> Result<()> {
+    let attr = scheduler_attr(s)?;
+    sys::sched_setattr(&attr).map_err(|e| {
+        format!(
+            "process.scheduler: sched_setattr(policy {}, nice {}, priority {}): {e}",
+            s.policy(),
+            attr.nice,
+            attr.priority
+        )
+    })
+}
+
+/// The kernel's `sched_attr` for `process.scheduler`, or an error naming
+/// the field the spec got wrong (runc's rules: nice in -20..=19, priority
+/// only for SCHED_FIFO/SCHED_RR, runtime/deadline/period only for
+/// SCHED_DEADLINE).
+pub fn scheduler_attr(s: &oci_spec::runtime::Scheduler) -> Result<sys::SchedAttr> {
+    use oci_spec::runtime::LinuxSchedulerFlag as F;
+    use oci_spec::runtime::LinuxSchedulerPolicy as P;
+    let policy = match s.policy() {
+        P::SchedOther => 0,
+        P::SchedFifo => 1,
+        P::SchedRr => 2,
+        P::SchedBatch => 3,
+        P::SchedIso => 4,
+        P::SchedIdle => 5,
+        P::SchedDeadline => 6,
+    };
+    let nice = s.nice().unwrap_or(0);
+    if !(-20..=19).contains(&nice) {
+        return Err(format!(
+            "process.scheduler.nice {nice} is not between -20 and 19"
+        ));
+    }
+    let priority = s.priority().unwrap_or(0);
+    let realtime = matches!(s.policy(), P::SchedFifo | P::SchedRr);
+    if priority != 0 && !realtime {
+        return Err(format!(
+            "process.scheduler.priority {priority} is only for SCHED_FIFO or SCHED_RR, not {}",
+            s.policy()
+        ));
+    }
+    if realtime && !(1..=99).contains(&priority) {
+        return Err(format!(
+            "process.scheduler.priority {priority} is not between 1 and 99 (policy {})",
+            s.policy()
+        ));
+    }
+    let (runtime, deadline, period) = (
+        s.runtime().unwrap_or(0),
+        s.deadline().unwrap_or(0),
+        s.period().unwrap_or(0),
+    );
+    if s.policy() != &P::SchedDeadline && (runtime, deadline, period) != (0, 0, 0) {
+        return Err(format!(
+            "process.scheduler.runtime/deadline/period are only for SCHED_DEADLINE, not {}",
+            s.policy()
+        ));
+    }
+    let mut flags = 0u64;
+    for f in s.flags().iter().flatten() {
+        flags |= match f {
+            F::SchedResetOnFork => 0x01,
+            F::SchedFlagReclaim => 0x02,
+            F::SchedFlagDLOverrun => 0x04,
+            F::SchedFlagKeepPolicy => 0x08,
+            F::SchedFlagKeepParams => 0x10,
+            F::SchedFlagUtilClampMin => 0x20,
+            F::SchedFlagUtilClampMax => 0x40,
+        };
+    }
+    Ok(sys::SchedAttr {
+        size: std::mem::size_of::<sys::SchedAttr>() as u32,
+        policy,
+        flags,
+        nice,
+        priority: priority as u32,
+        runtime,
+        deadline,
+        period,
+    })
 }
 
 /// An exec process: join every namespace of the container's init `pid`.

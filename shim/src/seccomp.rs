@@ -101,6 +101,8 @@ pub struct Profile {
     #[serde(default)]
     pub listener_path: Option<String>,
     #[serde(default)]
+    pub listener_metadata: Option<String>,
+    #[serde(default)]
     pub syscalls: Vec<Syscall>,
 }
 
@@ -255,6 +257,12 @@ impl Filter {
             return Err(profile_err(
                 "listenerPath",
                 format!("a seccomp notify listener ({l}) is not supported by idshift"),
+            ));
+        }
+        if let Some(m) = p.listener_metadata.as_deref().filter(|m| !m.is_empty()) {
+            return Err(profile_err(
+                "listenerMetadata",
+                format!("{m:?} is for a seccomp notify listener, which idshift does not support"),
             ));
         }
         let default = action(&p.default_action, p.default_errno_ret, "defaultAction")?;
@@ -636,6 +644,8 @@ mod tests {
         }
         let e = err(r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/run/agent.sock"}"#);
         assert!(e.contains("linux.seccomp.listenerPath"), "{e}");
+        let e = err(r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerMetadata":"x"}"#);
+        assert!(e.contains("linux.seccomp.listenerMetadata"), "{e}");
         let e = err(
             r#"{"defaultAction":"SCMP_ACT_ALLOW","flags":["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]}"#,
         );

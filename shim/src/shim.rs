@@ -297,7 +297,9 @@ impl Shim for IdshiftShim {
         let config = Config::load(recorded.as_deref()).map_err(Error::InvalidArgument)?;
         let dir = run_dir(&config, &self.namespace, &self.id);
         let mut resp = DeleteResponse::new();
-        let p = match read_persisted(&dir) {
+        let persisted = read_persisted(&dir);
+        let created = persisted.is_some();
+        let p = match persisted {
             Some(p) => p,
             None => {
                 // No (readable) state.json: the shim died before writing
@@ -323,6 +325,16 @@ impl Shim for IdshiftShim {
         resp.pid = p.pid.max(0) as u32;
         cleanup_persisted(&p, &dir);
         remove_dead_socket();
+        // The container is gone: its poststop hooks run, as `runc delete`
+        // runs them (status "stopped"); without a state.json the container
+        // may never have been made, and none run. A failure is logged.
+        if created {
+            let id = self.id.clone();
+            let ran = tokio::task::spawn_blocking(move || run_poststop(&id)).await;
+            if let Err(e) = ran {
+                log::warn!("{}: the poststop hooks' task failed: {e}", self.id);
+            }
+        }
         resp.exit_status = 128 + libc::SIGKILL as u32;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -362,6 +374,37 @@ impl Shim for IdshiftShim {
             self.exit.clone(),
             self.origin.clone(),
         )
+    }
+}
+
+/// The poststop hooks of the spec in the bundle (`shim delete`'s cwd), run
+/// after a dead shim's container is cleaned up; failures are logged.
+fn run_poststop(id: &str) {
+    let bundle = match std::env::current_dir() {
+        Ok(b) => b,
+        Err(e) => {
+            log::warn!("{id}: poststop hooks not run: finding the bundle: {e}");
+            return;
+        }
+    };
+    let spec = match read_spec(&bundle) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("{id}: poststop hooks not run: {e}");
+            return;
+        }
+    };
+    let point = crate::hooks::Point::Poststop;
+    let hooks = point.of(spec.hooks().as_ref());
+    if hooks.is_empty() {
+        return;
+    }
+    let state = crate::hooks::State::of(&spec, id, &bundle).with("stopped", 0);
+    // `shim delete` reaps its children too (the shim crate's SIGCHLD
+    // handler): the hooks run in the helper, as the serving shim runs them.
+    match crate::hooks::run_from_shim(point, &hooks, &state) {
+        Ok(()) => log::info!("{id}: ran {} poststop hook(s)", hooks.len()),
+        Err(e) => log::warn!("{id}: {e}"),
     }
 }
 

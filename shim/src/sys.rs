@@ -93,6 +93,31 @@ pub fn set_io_priority(class: u32, level: u32) -> io::Result<()> {
     }
 }
 
+/// The kernel's `struct sched_attr` (SCHED_ATTR_SIZE_VER0, 48 bytes).
+#[repr(C)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SchedAttr {
+    pub size: u32,
+    pub policy: u32,
+    pub flags: u64,
+    pub nice: i32,
+    pub priority: u32,
+    pub runtime: u64,
+    pub deadline: u64,
+    pub period: u64,
+}
+
+/// `sched_setattr(0, attr, 0)`: this thread (the init is single-threaded).
+pub fn sched_setattr(attr: &SchedAttr) -> io::Result<()> {
+    // SAFETY: `attr` is a live, initialised sched_attr whose `size` field
+    // names its length; the kernel only reads it.
+    if unsafe { libc::syscall(libc::SYS_sched_setattr, 0, attr as *const SchedAttr, 0) } < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 /// The kernel's clock ticks per second (`/proc/<pid>/stat` times), 100 if
 /// sysconf does not say.
 pub fn clock_ticks_per_second() -> u64 {

@@ -1040,3 +1040,289 @@ fn shim_delete_after_a_crash_uses_the_containers_config_path() {
     assert!(!socket.exists(), "{}", socket.display());
     c.assert_no_leaks(Duration::from_secs(20));
 }
+
+/// A container whose spec has a poststop hook, its shim SIGKILLed:
+/// containerd's cleanup (`shim delete`) runs the hook with the state
+/// (status "stopped", no pid), as `runc delete` runs it after containerd's
+/// runc shim is SIGKILLed: the same state keys and status under both.
+#[test]
+fn poststop_hooks_run_by_shim_delete_after_a_shim_crash() {
+    let (c, ns) = setup("", &[], &[]);
+    let rootfs = idshift_tests::busybox_rootfs(c.base(), &["sh", "sleep"]).expect("rootfs");
+    let mut seen = Vec::new();
+    for (runtime, id) in [
+        (IDSHIFT_RUNTIME, "pstop"),
+        (idshift_tests::RUNC_RUNTIME, "pstop-runc"),
+    ] {
+        let marker = c.base().join(format!("{id}.poststop"));
+        let mut spec = c.oci_spec(&ns, &rootfs, "sleep 100000");
+        spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{ns}/{id}"));
+        spec["annotations"] = serde_json::json!({"test.poststop": id});
+        spec["hooks"] = serde_json::json!({"poststop": [{
+            "path": "/bin/sh",
+            "args": ["sh", "-c", format!("cat > {}.tmp && mv {0}.tmp {0}", marker.display())],
+            "timeout": 20,
+        }]});
+        let path = c.base().join(format!("{id}.json"));
+        std::fs::write(&path, spec.to_string()).expect("write spec");
+        let p = path.display().to_string();
+        let out = c.ctr(&ns, &["run", "-d", "--config", &p, runtime, id]);
+        assert!(out.success(), "{runtime}: {out:?}\n{}", c.log_tail(40));
+        let init = wait_status(&c, &ns, id, "RUNNING", Duration::from_secs(30));
+        let shim = if runtime == IDSHIFT_RUNTIME {
+            shim_pid(&c, id)
+        } else {
+            // containerd's runc shim: `containerd-shim-runc-v2 -namespace
+            // <ns> -id <id> -address <our containerd>`.
+            let flag = format!(" -id {id} ");
+            let me = c.address().display().to_string();
+            let found: Vec<u32> = processes_matching("containerd-shim-runc-v2")
+                .into_iter()
+                .filter(|(_, cmd)| cmd.contains(&flag) && cmd.contains(&me))
+                .map(|(pid, _)| pid)
+                .collect();
+            assert_eq!(found.len(), 1, "the runc shim of {id}: {found:?}");
+            found[0]
+        };
+        assert!(!marker.exists(), "{runtime}: poststop ran too early");
+        sigkill(shim);
+        wait_for(
+            "containerd's cleanup to run the poststop hook",
+            &c,
+            Duration::from_secs(30),
+            || marker.exists(),
+        );
+        wait_for("the init to be killed", &c, Duration::from_secs(20), || {
+            !alive(init)
+        });
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&marker).expect("marker"))
+                .unwrap_or_else(|e| panic!("{runtime}: the hook's state: {e}"));
+        assert_eq!(state["id"], id, "{state}");
+        assert_eq!(state["annotations"]["test.poststop"], id, "{state}");
+        let mut keys: Vec<String> = state
+            .as_object()
+            .expect("an object")
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        seen.push((keys, state["status"].clone(), state.get("pid").cloned()));
+        remove(&c, &ns, id);
+    }
+    eprintln!("poststop states (idshift, runc): {seen:?}");
+    assert_eq!(seen[0].1, "stopped");
+    assert_eq!(seen[0], seen[1], "idshift (left) and runc (right) differ");
+    c.assert_no_leaks(Duration::from_secs(20));
+}
+
+/// A pid namespace for a test's containerd and shims, with a mount
+/// namespace whose `/proc` is its own: its init (pid 1) a perl loop that
+/// reaps the orphans it adopts; killed, with everything in it, on drop.
+struct PidNamespace {
+    unshare: Child,
+    init: u32,
+}
+
+impl PidNamespace {
+    fn new() -> PidNamespace {
+        let unshare = std::process::Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "--kill-child=SIGKILL"])
+            .args(["perl", "-e", "while (1) { sleep 1 if wait() == -1 }"])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("unshare --pid");
+        let children = format!("/proc/{0}/task/{0}/children", unshare.id());
+        let mut ns = PidNamespace { unshare, init: 0 };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ns.init == 0
+            || !std::fs::read_to_string(format!("/proc/{}/cmdline", ns.init))
+                .is_ok_and(|c| c.starts_with("perl"))
+        {
+            assert!(Instant::now() < deadline, "unshare made no init");
+            std::thread::sleep(Duration::from_millis(10));
+            ns.init = std::fs::read_to_string(&children)
+                .ok()
+                .and_then(|c| c.split_whitespace().next().and_then(|p| p.parse().ok()))
+                .unwrap_or(0);
+        }
+        ns
+    }
+
+    /// The next process made in it gets `pid` (unless that is taken).
+    fn next_pid(&self, pid: u32) {
+        let write = format!("echo {} > /proc/sys/kernel/ns_last_pid", pid - 1);
+        let ok = std::process::Command::new("nsenter")
+            .args([
+                "-t",
+                &self.init.to_string(),
+                "--pid",
+                "--mount",
+                "sh",
+                "-c",
+                &write,
+            ])
+            .status()
+            .expect("nsenter");
+        assert!(ok.success(), "setting ns_last_pid: {ok}");
+    }
+}
+
+impl Drop for PidNamespace {
+    fn drop(&mut self) {
+        let _ = self.unshare.kill();
+        let _ = self.unshare.wait();
+    }
+}
+
+/// The pid of host process `pid` in its own (innermost) pid namespace.
+fn inner_pid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("NSpid:"))?;
+    line.split_whitespace().last()?.parse().ok()
+}
+
+/// An exec of container `id` leaves `n` `sleep <tag>` processes whose parent
+/// exits: the shim (their subreaper) adopts them. They are killed, and the
+/// shim reaps exits of pids no process of its own has; returns those pids
+/// (in the shim's pid namespace).
+fn orphan_exits(c: &Containerd, ns: &str, id: &str, n: usize, tag: &str) -> Vec<u32> {
+    // Their output is not the exec's: it ends when its sh does.
+    let script = format!("for i in $(seq {n}); do sleep {tag} >/dev/null 2>&1 & done");
+    let out = c.ctr(
+        ns,
+        &["task", "exec", "--exec-id", tag, id, "sh", "-c", &script],
+    );
+    assert!(out.success(), "{out:?}\n{}", c.log_tail(40));
+    let needle = format!("sleep {tag}");
+    let orphans = processes_matching(&needle);
+    assert_eq!(orphans.len(), n, "{orphans:?}");
+    let pids: Vec<u32> = orphans.iter().filter_map(|(p, _)| inner_pid(*p)).collect();
+    assert_eq!(pids.len(), n);
+    for (p, _) in &orphans {
+        sigkill(*p);
+    }
+    wait_for(
+        "the shim to reap the orphans",
+        c,
+        Duration::from_secs(20),
+        || {
+            orphans
+                .iter()
+                .all(|(p, _)| !Path::new(&format!("/proc/{p}")).exists())
+        },
+    );
+    pids
+}
+
+/// An exit of a pid the shim does not know (an orphan it adopted) is not
+/// held for a later process that gets the same pid: the shims run in a
+/// private pid namespace whose `ns_last_pid` hands the reaped pids out
+/// again, to an exec and then to a new container's init in the same (group)
+/// shim; the exec runs to its end with its own exit status, the init keeps
+/// running (not reported exited, its cgroup not killed).
+#[test]
+fn a_reused_pid_is_not_taken_for_an_old_exit() {
+    let pidns = PidNamespace::new();
+    let mut opts = ContainerdOptions::idshift("");
+    opts.namespaces_of = Some(pidns.init);
+    let c = Containerd::start(opts).expect("start containerd");
+    let ns = c.namespace();
+    let rootfs =
+        idshift_tests::busybox_rootfs(c.base(), &["sh", "sleep", "seq", "echo"]).expect("rootfs");
+    let run = |id: &str, script: &str| {
+        let mut spec = c.oci_spec(&ns, &rootfs, script);
+        // No pid namespace of its own: its processes are the shim's.
+        spec["linux"]["namespaces"]
+            .as_array_mut()
+            .expect("namespaces")
+            .retain(|n| n["type"] != "pid");
+        // Nor a proc of its own: the pid namespace is not its user
+        // namespace's (the container needs none here).
+        spec["mounts"]
+            .as_array_mut()
+            .expect("mounts")
+            .retain(|m| m["type"] != "proc");
+        for paths in ["maskedPaths", "readonlyPaths"] {
+            spec["linux"][paths] = serde_json::json!([]);
+        }
+        spec["linux"]["cgroupsPath"] = serde_json::json!(format!("/{ns}/{id}"));
+        let path = c.base().join(format!("{id}.json"));
+        std::fs::write(&path, spec.to_string()).expect("write spec");
+        let p = path.display().to_string();
+        let out = c.ctr(
+            &ns,
+            &[
+                "run",
+                "-d",
+                "--label",
+                "io.containerd.runc.v2.group=reuse",
+                "--config",
+                &p,
+                IDSHIFT_RUNTIME,
+                id,
+            ],
+        );
+        assert!(out.success(), "{out:?}\n{}", c.log_tail(40));
+        wait_status(&c, &ns, id, "RUNNING", Duration::from_secs(30))
+    };
+    run("first", "sleep 100000");
+    // An exec that gets the pid of a reaped orphan.
+    let old = orphan_exits(&c, &ns, "first", 40, "100001");
+    pidns.next_pid(old.iter().copied().min().expect("pids"));
+    let out = c.ctr(
+        &ns,
+        &[
+            "task",
+            "exec",
+            "--exec-id",
+            "late",
+            "first",
+            "sh",
+            "-c",
+            "echo $$; sleep 2; echo survived; exit 7",
+        ],
+    );
+    let pid: u32 = out
+        .stdout
+        .lines()
+        .next()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        old.contains(&pid),
+        "the exec's pid {pid} is not one of {old:?}: {out:?}"
+    );
+    assert_eq!(
+        (out.code, out.stdout.lines().nth(1)),
+        (Some(7), Some("survived")),
+        "the exec with a reused pid {pid}: {out:?}\n{}",
+        c.log_tail(40)
+    );
+    // A container's init that gets the pid of a reaped orphan.
+    let old = orphan_exits(&c, &ns, "first", 40, "100002");
+    pidns.next_pid(old.iter().copied().min().expect("pids"));
+    let init = run("second", "sleep 100003");
+    assert!(
+        old.contains(&init),
+        "the init's pid {init} is not one of {old:?}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        task(&c, &ns, "second"),
+        Some((init, "RUNNING".to_string())),
+        "the init with a reused pid\n{}",
+        c.log_tail(40)
+    );
+    assert_eq!(
+        processes_matching("sleep 100003").len(),
+        1,
+        "its cgroup was killed"
+    );
+    for id in ["second", "first"] {
+        remove(&c, &ns, id);
+    }
+    c.assert_no_leaks(Duration::from_secs(20));
+    drop(c);
+    drop(pidns);
+}

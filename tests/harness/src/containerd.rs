@@ -172,6 +172,12 @@ pub struct ContainerdOptions {
     /// Which containerd: `None` for [`Flavour::current`] (the system's 1.6
     /// unless the test runs in [`Flavour::run`]).
     pub flavour: Option<Flavour>,
+    /// A process whose pid and mount namespaces containerd runs in
+    /// (through `nsenter -t <pid> --pid --mount`, whose child it is), e.g.
+    /// the init of a pid namespace with its own `/proc`: the shims and their
+    /// containers get pids of that namespace, whose `ns_last_pid` a test
+    /// can set to force pid reuse.
+    pub namespaces_of: Option<u32>,
 }
 
 impl ContainerdOptions {
@@ -222,6 +228,8 @@ pub struct Containerd {
     child: Option<Child>,
     /// The environment containerd is started with (again on a restart).
     daemon_env: Vec<(String, String)>,
+    /// [`ContainerdOptions::namespaces_of`].
+    namespaces_of: Option<u32>,
     flavour: Flavour,
     /// Its `containerd` and `ctr` binaries.
     containerd_bin: PathBuf,
@@ -263,6 +271,7 @@ impl Containerd {
             base,
             child: None,
             daemon_env: Vec::new(),
+            namespaces_of: opts.namespaces_of,
             flavour,
             containerd_bin: bin_dir
                 .as_ref()
@@ -333,9 +342,17 @@ impl Containerd {
             .append(true)
             .open(&self.log_path)?;
         let c = self;
+        let mut cmd = match c.namespaces_of {
+            None => Command::new(&c.containerd_bin),
+            Some(pid) => {
+                let mut cmd = Command::new("nsenter");
+                cmd.args(["-t", &pid.to_string(), "--pid", "--mount", "--"])
+                    .arg(&c.containerd_bin);
+                cmd
+            }
+        };
         c.child = Some(
-            Command::new(&c.containerd_bin)
-                .arg("--config")
+            cmd.arg("--config")
                 .arg(&c.config)
                 .envs(c.daemon_env.iter().map(|(k, v)| (k, v)))
                 .stdin(Stdio::null())
@@ -389,9 +406,10 @@ impl Containerd {
     /// shims and their tasks are left running. [`Containerd::start_again`]
     /// starts it again; until then `ctr` cannot reach it.
     pub fn stop_with(&mut self, signal: rustix::process::Signal) -> Result<(), Error> {
+        let pid = self.daemon_pid();
         let mut child = self.child.take().ok_or("containerd is not running")?;
-        let pid = i32::try_from(child.id())
-            .ok()
+        let pid = pid
+            .and_then(|p| i32::try_from(p).ok())
             .and_then(rustix::process::Pid::from_raw)
             .ok_or("containerd's pid")?;
         rustix::process::kill_process(pid, signal)
@@ -599,7 +617,22 @@ impl Containerd {
 
     /// The pid of the containerd process (while it runs).
     pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
+        self.daemon_pid()
+    }
+
+    /// The containerd process: our child, or nsenter's
+    /// ([`ContainerdOptions::namespaces_of`]), which exits with it.
+    fn daemon_pid(&self) -> Option<u32> {
+        let child = self.child.as_ref().map(Child::id)?;
+        if self.namespaces_of.is_none() {
+            return Some(child);
+        }
+        std::fs::read_to_string(format!("/proc/{child}/task/{child}/children"))
+            .ok()?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
     }
 
     /// The idshift shims' state dir (their ID range allocations).
@@ -707,7 +740,11 @@ impl Containerd {
             leaks.push(format!("mount: {l}"));
         }
         for (pid, cmd) in crate::processes_matching(&self.needle()) {
-            if !cmd.starts_with(&format!("{} --config", self.containerd_bin.display())) {
+            // containerd, and the nsenter it runs under in a pid namespace.
+            let daemon = format!("{} --config", self.containerd_bin.display());
+            if !cmd.starts_with(&daemon)
+                && !(cmd.starts_with("nsenter -t ") && cmd.contains(&daemon))
+            {
                 leaks.push(format!("process {pid}: {cmd}"));
             }
         }
@@ -938,6 +975,7 @@ impl Containerd {
 
     /// SIGTERM, then (after 10 s) SIGKILL, and reap.
     fn stop_daemon(&mut self, problems: &mut Vec<String>) {
+        let daemon = self.daemon_pid();
         let Some(mut child) = self.child.take() else {
             return;
         };
@@ -945,8 +983,8 @@ impl Containerd {
             problems.push(format!("containerd had exited by itself ({st})"));
             return;
         }
-        if let Some(pid) = i32::try_from(child.id())
-            .ok()
+        if let Some(pid) = daemon
+            .and_then(|p| i32::try_from(p).ok())
             .and_then(rustix::process::Pid::from_raw)
         {
             let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);

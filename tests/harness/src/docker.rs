@@ -1,7 +1,7 @@
 //! A private Docker Engine per test: Debian's docker.io and docker-cli (sid)
-//! and containerd 2.x (sid) extracted into private prefixes by
-//! `scripts/debian-debs.sh` (cached by version under
-//! `/var/cache/idshift-docker` and `/var/cache/idshift-containerd/manual-docker`),
+//! extracted into private prefixes by `scripts/debian-debs.sh` (cached by
+//! version under `/var/cache/idshift-docker`) and the containerd 2.x of
+//! [`Flavour::V2`] (sid's, `tests/install-containerd.sh`),
 //! a containerd of its own and a dockerd on a private data-root, exec-root,
 //! pidfile, socket and cgroup parent, with iptables, the bridge and IP
 //! forwarding off, and the built idshift shim first on containerd's PATH.
@@ -9,11 +9,10 @@
 //! when it is dropped.
 
 use crate::process::{
-    cgroup_roots, kill_processes_matching, processes_matching, remove_cgroups, run_with_timeout,
-    unmount_under, CtrOutput,
+    cgroup_roots, kill_processes_matching, processes_matching, remove_cgroups, run_with_stdin,
+    run_with_timeout, unmount_under, CtrOutput,
 };
-use crate::{shim_dir, unique, Error, SHIM_BINARY};
-use std::io::Write;
+use crate::{shim_dir, unique, Error, Flavour, SHIM_BINARY};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -22,7 +21,6 @@ use std::time::{Duration, Instant};
 /// Debian suite the packages come from.
 const SUITE: &str = "sid";
 const DOCKER_CACHE: &str = "/var/cache/idshift-docker";
-const CONTAINERD_CACHE: &str = "/var/cache/idshift-containerd/manual-docker";
 /// How long one `docker` command of a test may run.
 pub const DOCKER_TIMEOUT: Duration = Duration::from_secs(120);
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -75,9 +73,17 @@ pub fn docker_install() -> Result<DockerInstall, Error> {
         .get_or_init(|| {
             let d =
                 extract(DOCKER_CACHE, &["docker.io", "docker-cli"]).map_err(|e| e.to_string())?;
-            let c = extract(CONTAINERD_CACHE, &["containerd"]).map_err(|e| e.to_string())?;
-            let (Some(engine), Some(cli), Some(ctd)) = (d.first(), d.get(1), c.first()) else {
-                return Err(format!("unexpected trees: {d:?} {c:?}"));
+            // The same suite's containerd, as the 2.x end-to-end suites run it.
+            let ctd = Flavour::V2
+                .bin_dir()
+                .map_err(|e| e.to_string())?
+                .ok_or("containerd 2.x has no directory of its own")?;
+            let ctd_version = std::fs::canonicalize(ctd.join("containerd"))
+                .ok()
+                .and_then(|p| p.ancestors().nth(3).map(Path::to_path_buf))
+                .unwrap_or_else(|| ctd.clone());
+            let (Some(engine), Some(cli)) = (d.first(), d.get(1)) else {
+                return Err(format!("unexpected trees: {d:?}"));
             };
             let name = |p: &Path| {
                 p.file_name()
@@ -87,8 +93,13 @@ pub fn docker_install() -> Result<DockerInstall, Error> {
             Ok(DockerInstall {
                 dockerd: engine.join("usr/sbin/dockerd"),
                 cli: cli.join("usr/bin/docker"),
-                containerd_bin: ctd.join("usr/bin"),
-                versions: format!("{}, {}, {}", name(engine), name(cli), name(ctd)),
+                containerd_bin: ctd,
+                versions: format!(
+                    "{}, {}, containerd {}",
+                    name(engine),
+                    name(cli),
+                    name(&ctd_version)
+                ),
             })
         })
         .clone()
@@ -394,35 +405,7 @@ impl Docker {
 
     /// Runs `docker args...` with `input` on its standard input.
     pub fn docker_stdin(&self, args: &[&str], input: &str) -> CtrOutput {
-        let mut cmd = self.command(args);
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => {
-                return CtrOutput {
-                    code: None,
-                    stdout: String::new(),
-                    stderr: format!("spawning docker: {e}"),
-                }
-            }
-        };
-        if let Some(mut i) = child.stdin.take() {
-            let _ = i.write_all(input.as_bytes());
-        }
-        match child.wait_with_output() {
-            Ok(o) => CtrOutput {
-                code: o.status.code(),
-                stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
-            },
-            Err(e) => CtrOutput {
-                code: None,
-                stdout: String::new(),
-                stderr: format!("waiting for docker: {e}"),
-            },
-        }
+        run_with_stdin(self.command(args), input.as_bytes(), DOCKER_TIMEOUT)
     }
 
     /// Runs `docker args...` on a pseudo-terminal (`script(1)`), for `-t`

@@ -19,7 +19,7 @@ pub use image::{
 };
 pub use process::{
     descendants_of, host_mountinfo, kill_processes_matching, mount_point, mounts_under,
-    processes_matching, run_with_timeout, shim_log_fifo, unmount_under, CtrOutput,
+    processes_matching, run_with_stdin, run_with_timeout, shim_log_fifo, unmount_under, CtrOutput,
 };
 
 use std::path::{Path, PathBuf};

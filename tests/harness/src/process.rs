@@ -41,10 +41,24 @@ impl CtrOutput {
 
 /// Runs `cmd` (stdin from /dev/null, stdout and stderr captured), killing
 /// it when it runs longer than `timeout`.
-pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> CtrOutput {
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+pub fn run_with_timeout(cmd: Command, timeout: Duration) -> CtrOutput {
+    run(cmd, None, timeout)
+}
+
+/// [`run_with_timeout`] with `input` on the command's standard input
+/// (written by a thread: a command that does not read it cannot block us).
+pub fn run_with_stdin(cmd: Command, input: &[u8], timeout: Duration) -> CtrOutput {
+    run(cmd, Some(input.to_vec()), timeout)
+}
+
+fn run(mut cmd: Command, input: Option<Vec<u8>>, timeout: Duration) -> CtrOutput {
+    cmd.stdin(if input.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
@@ -55,6 +69,11 @@ pub fn run_with_timeout(mut cmd: Command, timeout: Duration) -> CtrOutput {
             }
         }
     };
+    if let (Some(mut stdin), Some(input)) = (child.stdin.take(), input) {
+        std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, &input);
+        });
+    }
     let (out, err) = (child.stdout.take(), child.stderr.take());
     let t_out = std::thread::spawn(move || read_all(out));
     let t_err = std::thread::spawn(move || read_all(err));
