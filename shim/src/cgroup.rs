@@ -13,6 +13,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
+mod devices;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
     #[error("{op} {path}: {source}")]
@@ -1018,11 +1020,10 @@ impl Cgroup {
                         self.set("devices", file, &rule.v1_text()?)?;
                     }
                 }
-                // Documented limit (README): v2 needs an eBPF device program.
-                Version::V2 => log::info!(
-                    "cgroup {}: the device allow-list is not enforced on cgroup v2 (the container's user namespace cannot create device nodes)",
-                    self.path
-                ),
+                Version::V2 => {
+                    let dir = self.v2_root()?.join(self.rel()?);
+                    devices::apply(&dir, &r.devices)?;
+                }
             }
         }
         if let Some(v) = r.pids_limit {
@@ -2161,5 +2162,157 @@ mod tests {
         cg.delete().expect("idempotent");
         Cgroup::open(&h, &top).delete().expect("delete the parent");
         assert!(!root.join(top.trim_start_matches('/')).exists());
+    }
+
+    /// Runs `sh` in the cgroup: for each (node, mode) it opens the node for
+    /// reading ("r") or writing ("w") and prints "ok" or "denied" with the
+    /// shell's error.
+    fn opens_in(cg: &Cgroup, tries: &[(&Path, &str)]) -> String {
+        use std::io::Read;
+        let mut script = String::from("read go; ");
+        for (node, mode) in tries {
+            let redirect = if *mode == "w" { ">" } else { "<" };
+            script.push_str(&format!(
+                "if true {redirect} '{n}' 2>&1; then echo '{n} {mode} ok'; else echo '{n} {mode} denied'; fi; ",
+                n = node.display()
+            ));
+        }
+        let mut child = Reap(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("exec 2>&1; {script}"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn sh"),
+        );
+        cg.add_process(child.0.id() as i32).expect("add sh");
+        child
+            .0
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"go\n")
+            .expect("go");
+        let mut out = String::new();
+        child
+            .0
+            .stdout
+            .take()
+            .expect("stdout")
+            .read_to_string(&mut out)
+            .expect("read");
+        assert!(child.0.wait().expect("wait").success(), "{out}");
+        out
+    }
+
+    #[test]
+    fn v2_device_rules_are_enforced_by_ebpf() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("cg2");
+        fs::create_dir(&root).expect("mkdir");
+        nix::mount::mount(
+            Some("none"),
+            &root,
+            Some("cgroup2"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("mount cgroup2");
+        let _unmount = Unmount(root.clone());
+        let h = Hierarchy::v2_at(root.clone());
+        let top = unique("dev");
+        let path = format!("{top}/ctr");
+        let _remove_top = Remove(Cgroup::open(&h, &top));
+        let cg = Cgroup::create(&h, &path).expect("create");
+        let _remove = Remove(cg.clone());
+        let dir = root.join(path.trim_start_matches('/'));
+
+        // Copies of /dev/null (1:3) and /dev/zero (1:5) made here.
+        let nodes = tmp.path().join("dev");
+        fs::create_dir(&nodes).expect("mkdir dev");
+        let (null, zero) = (nodes.join("null"), nodes.join("zero"));
+        for (node, minor) in [(&null, 3), (&zero, 5)] {
+            nix::sys::stat::mknod(
+                node,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::from_bits_truncate(0o666),
+                nix::sys::stat::makedev(1, minor),
+            )
+            .expect("mknod");
+        }
+        let rule = |allow, kind, major, minor, access: &str| DeviceRule {
+            allow,
+            kind,
+            major,
+            minor,
+            access: access.into(),
+        };
+        let tries = [
+            (null.as_path(), "r"),
+            (null.as_path(), "w"),
+            (zero.as_path(), "r"),
+        ];
+        let before = opens_in(&cg, &tries);
+        assert_eq!(before.matches(" ok").count(), 3, "{before}");
+        assert!(devices::attached(&dir).expect("query").is_empty());
+
+        // Default deny, /dev/zero allowed.
+        cg.apply(&Resources {
+            devices: vec![
+                rule(false, 'a', None, None, "rwm"),
+                rule(true, 'c', Some(1), Some(5), "rwm"),
+            ],
+            ..Default::default()
+        })
+        .expect("device rules");
+        assert_eq!(devices::attached(&dir).expect("query").len(), 1);
+        let out = opens_in(&cg, &tries);
+        let n = null.display();
+        assert!(out.contains(&format!("{n} r denied")), "{out}");
+        assert!(out.contains(&format!("{n} w denied")), "{out}");
+        assert!(out.contains("Operation not permitted"), "{out}");
+        assert!(out.contains(&format!("{} r ok", zero.display())), "{out}");
+        // Outside the cgroup nothing changed.
+        let outside = Command::new("sh")
+            .arg("-c")
+            .arg(format!("true < '{n}'"))
+            .status()
+            .expect("sh");
+        assert!(outside.success());
+
+        // An Update replaces the program: now the null copy for reading only.
+        let first = devices::attached(&dir).expect("query");
+        cg.apply(&Resources {
+            devices: vec![
+                rule(false, 'a', None, None, "rwm"),
+                rule(true, 'c', Some(1), Some(3), "r"),
+            ],
+            ..Default::default()
+        })
+        .expect("new device rules");
+        let second = devices::attached(&dir).expect("query");
+        assert_eq!(second.len(), 1);
+        assert_ne!(first, second);
+        let out = opens_in(&cg, &tries);
+        assert!(out.contains(&format!("{n} r ok")), "{out}");
+        assert!(out.contains(&format!("{n} w denied")), "{out}");
+        assert!(
+            out.contains(&format!("{} r denied", zero.display())),
+            "{out}"
+        );
+
+        // A bad rule is refused before anything is replaced.
+        let e = cg
+            .apply(&Resources {
+                devices: vec![rule(true, 'x', None, None, "r")],
+                ..Default::default()
+            })
+            .expect_err("bad rule");
+        assert!(matches!(e, CgroupError::Invalid(_)), "{e}");
+        assert_eq!(devices::attached(&dir).expect("query"), second);
+
+        cg.delete().expect("delete");
+        Cgroup::open(&h, &top).delete().expect("delete the parent");
     }
 }
