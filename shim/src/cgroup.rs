@@ -1,10 +1,10 @@
 //! cgroups v1 and v2: a container's cgroup — creation, resource limits,
 //! freezing, statistics, OOM events, signalling and removal.
 //!
-//! The hierarchies are found in /proc/self/mountinfo. Only the cgroupfs
-//! driver is supported: `linux.cgroupsPath` is a plain path such as
-//! `/default/ctr1`, relative to the hierarchy roots; systemd-style paths
-//! (`slice:prefix:name`) are refused.
+//! The hierarchies are found in /proc/self/mountinfo. `linux.cgroupsPath`
+//! is a cgroupfs path such as `/default/ctr1`, relative to the hierarchy
+//! roots, or systemd's `slice:prefix:name` (a transient scope, `systemd`).
+//! On v2 the device rules are an eBPF program (`devices`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -14,6 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
 
 mod devices;
+mod systemd;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -27,6 +28,8 @@ pub enum CgroupError {
     Invalid(String),
     #[error("unsupported: {0}")]
     Unsupported(String),
+    #[error("systemd cgroup driver: {0}")]
+    Systemd(String),
 }
 
 type Result<T> = std::result::Result<T, CgroupError>;
@@ -746,25 +749,23 @@ impl OomWatch {
 #[derive(Clone, Debug)]
 enum BadPath {
     Invalid(String),
-    Unsupported(String),
 }
 
 impl BadPath {
     fn error(&self) -> CgroupError {
         match self {
             BadPath::Invalid(m) => CgroupError::Invalid(m.clone()),
-            BadPath::Unsupported(m) => CgroupError::Unsupported(m.clone()),
         }
     }
 }
 
-/// An OCI cgroupsPath (cgroupfs style) as a path relative to the roots.
+/// An OCI cgroupsPath as a path relative to the roots (a systemd one:
+/// its scope's).
 fn parse_path(path: &str) -> std::result::Result<PathBuf, BadPath> {
     if path.contains(':') {
-        return Err(BadPath::Unsupported(format!(
-            "cgroupsPath {path:?} is in systemd style (slice:prefix:name): the systemd cgroup \
-             driver is not supported; use a cgroupfs path such as /default/ctr1"
-        )));
+        return systemd::parse(path)
+            .map(|u| u.rel)
+            .map_err(BadPath::Invalid);
     }
     let mut rel = PathBuf::new();
     for c in Path::new(path).components() {
@@ -799,6 +800,8 @@ pub struct Cgroup {
     h: Hierarchy,
     rel: std::result::Result<PathBuf, BadPath>,
     path: String,
+    /// The systemd driver's scope (cgroupsPath `slice:prefix:name`).
+    unit: Option<systemd::Unit>,
 }
 
 impl Cgroup {
@@ -876,6 +879,7 @@ impl Cgroup {
             h: h.clone(),
             rel: parse_path(path),
             path: path.to_string(),
+            unit: systemd::parse(path).ok().filter(|_| path.contains(':')),
         }
     }
 
@@ -883,9 +887,27 @@ impl Cgroup {
     /// in every mounted controller, cpuset.cpus/mems inherited where empty;
     /// v2: the controllers needed enabled in every ancestor, then the
     /// directories.
+    ///
+    /// A systemd cgroupsPath makes nothing yet: its scope is started with
+    /// the first process (`add_process`); here systemd must be the init.
     pub fn create(h: &Hierarchy, path: &str) -> Result<Self> {
         let cg = Cgroup::open(h, path);
         let rel = cg.rel()?.to_path_buf();
+        if cg.unit.is_some() {
+            if !systemd::booted() {
+                return Err(CgroupError::Systemd(format!(
+                    "cgroupsPath {path:?} asks for the systemd cgroup driver, but systemd is not \
+                     the init system here (/run/systemd/system does not exist); use a cgroupfs \
+                     path such as /default/ctr1"
+                )));
+            }
+            if h.version == Version::V1 && h.v1.is_empty() {
+                return Err(CgroupError::Unsupported(
+                    "no cgroup v1 controller is mounted".into(),
+                ));
+            }
+            return Ok(cg);
+        }
         match h.version {
             Version::V1 => {
                 if h.v1.is_empty() {
@@ -956,8 +978,31 @@ impl Cgroup {
         &self.path
     }
 
+    /// Whether the cgroup is a systemd scope (cgroupsPath
+    /// `slice:prefix:name`): it exists once its first process is added, so
+    /// resources are applied after that.
+    pub fn is_systemd(&self) -> bool {
+        self.unit.is_some()
+    }
+
     /// Moves a process into the cgroup (cgroup.procs of every directory).
+    /// A systemd scope not started yet is started with it (then, on v1, the
+    /// directories systemd did not make are made).
     pub fn add_process(&self, pid: i32) -> Result<()> {
+        if let Some(unit) = &self.unit {
+            if !systemd::exists(unit)? {
+                systemd::start(unit, pid, &self.path)?;
+                if self.h.version == Version::V1 {
+                    for d in self.dirs()? {
+                        fs::create_dir_all(&d)
+                            .map_err(|e| io_err("creating cgroup directory", &d, e))?;
+                    }
+                    if let Some(root) = self.h.v1.get("cpuset") {
+                        inherit_cpuset(root, self.rel()?)?;
+                    }
+                }
+            }
+        }
         for d in self.dirs()? {
             write(&d.join("cgroup.procs"), &pid.to_string())?;
         }
@@ -986,6 +1031,11 @@ impl Cgroup {
     }
 
     fn apply_all(&self, r: &Resources) -> Result<()> {
+        if let Some(unit) = &self.unit {
+            // systemd's own record of the limits first (else a daemon-reload
+            // would put back its own), then the files, as runc does.
+            systemd::set(unit, r, self.h.version == Version::V2)?;
+        }
         match self.h.version {
             Version::V1 => self.apply_v1(r)?,
             Version::V2 => self.apply_v2(r)?,
@@ -1506,6 +1556,11 @@ impl Cgroup {
             let _ = self.set_frozen(false, Duration::from_secs(1));
         }
         let mut first_error = None;
+        if let Some(unit) = &self.unit {
+            if let Err(e) = systemd::stop(unit) {
+                first_error = Some(e);
+            }
+        }
         for d in dirs {
             if let Err(e) = remove_tree(&d) {
                 first_error.get_or_insert(e);
@@ -1606,10 +1661,11 @@ mod tests {
     #[test]
     fn paths_are_validated() {
         let bad = |p: &str| parse_path(p).map_err(|e| e.error());
-        assert!(matches!(
-            bad("system.slice:containerd:ctr1"),
-            Err(CgroupError::Unsupported(m)) if m.contains("systemd cgroup driver is not supported")
-        ));
+        assert_eq!(
+            parse_path("system.slice:containerd:ctr1").expect("systemd"),
+            PathBuf::from("system.slice/containerd-ctr1.scope")
+        );
+        assert!(matches!(bad("a:b"), Err(CgroupError::Invalid(m)) if m.contains("\"a:b\"")));
         assert!(matches!(bad("/a/../b"), Err(CgroupError::Invalid(_))));
         assert!(matches!(bad(".."), Err(CgroupError::Invalid(_))));
         assert!(matches!(bad("/"), Err(CgroupError::Invalid(_))));
@@ -1625,8 +1681,16 @@ mod tests {
         assert!(matches!(cg.pids(), Err(CgroupError::Invalid(_))));
         assert!(matches!(
             Cgroup::create(&h, "a:b:c"),
-            Err(CgroupError::Unsupported(_))
+            Err(CgroupError::Invalid(m)) if m.contains("not a systemd slice name")
         ));
+        // The systemd driver needs systemd as init (this test host has none).
+        if !systemd::booted() {
+            let e = Cgroup::create(&h, "system.slice:idshift:c1").expect_err("no systemd");
+            assert!(matches!(e, CgroupError::Systemd(_)), "{e}");
+            let m = e.to_string();
+            assert!(m.contains("\"system.slice:idshift:c1\""), "{m}");
+            assert!(m.contains("systemd is not the init system"), "{m}");
+        }
         let cg = Cgroup::open(&h, "/default/c1");
         assert_eq!(cg.path(), "/default/c1");
         assert_eq!(
