@@ -120,3 +120,14 @@ pub fn monotonic_ns() -> u64 {
     }
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
+
+/// Makes every thread allocate from glibc's main arena: by default each
+/// thread that allocates gets an arena of its own (up to 8 per core), whose
+/// touched pages stay resident for the shim's life.
+pub fn one_malloc_arena() {
+    // SAFETY: mallopt only sets an allocator parameter; called at start-up,
+    // before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
