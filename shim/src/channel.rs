@@ -66,8 +66,14 @@ pub enum FromInit {
     /// Mounts made, before pivot_root: the shim runs the prestart and
     /// createRuntime hooks, then answers `HooksDone`.
     RunHooks,
-    /// Set up and waiting for `Start` (fd: the pty master with a terminal).
-    Ready,
+    /// Set up and waiting for `Start` (fd: the pty master with a terminal),
+    /// with the monotonic clock (ns) at each step of the set-up, for the
+    /// shim's debug log (empty where the clock is not the shim's: a new time
+    /// namespace).
+    Ready {
+        #[serde(default)]
+        marks: Vec<(String, u64)>,
+    },
     /// Set-up or exec failed.
     Error(String),
 }

@@ -182,6 +182,8 @@ pub struct CreateRequest {
     pub pod: Option<PodUsers>,
     /// The serving shim's socket.
     pub shim_socket: String,
+    /// When the task service received the Create request (the log's total).
+    pub received: Instant,
 }
 
 /// Per-phase timings and counts of a create, for the log.
@@ -190,6 +192,8 @@ pub struct CreateReport {
     pub userns_ms: f64,
     pub rootfs_ms: f64,
     pub init_ms: f64,
+    /// The cgroup's creation and resources.
+    pub cgroup_ms: f64,
     pub strategy: String,
     pub ops: rootfs::MountOps,
     pub range: Option<userns::IdRange>,
@@ -990,6 +994,7 @@ impl Container {
         crate::faultpoint::pause("rootfs", &cfg.run_dir, &req.id);
 
         // 3. The cgroup (recorded before it is made).
+        let t = Instant::now();
         let cg_path = spec
             .linux()
             .as_ref()
@@ -1006,6 +1011,7 @@ impl Container {
         if !cgroup.is_systemd() {
             cgroup.apply(&resources).map_err(|e| e.to_string())?;
         }
+        report.cgroup_ms = ms(t);
 
         // 4. The first process, set up and waiting for Start.
         let t = Instant::now();

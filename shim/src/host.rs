@@ -18,17 +18,20 @@ impl lifecycle::Runtime for Host {
     type Container = Container;
 
     fn create(&self, req: CreateRequest) -> Result<(Container, Process), String> {
+        let received = req.received;
         let (c, init, report) = Container::create(req)?;
         log::info!(
-            "created {} (pid {}): userns {:.1} ms, rootfs {:.1} ms ({} strategy, {} in the shim, then 1 move_mount inside the container's own mount namespace), namespaces and init {:.1} ms{}",
+            "created {} (pid {}): userns {:.1} ms, rootfs {:.1} ms ({} strategy, {} in the shim, then 1 move_mount inside the container's own mount namespace), cgroup {:.1} ms, namespaces and init {:.1} ms{}, total {:.1} ms",
             c.id,
             init.pid,
             report.userns_ms,
             report.rootfs_ms,
             report.strategy,
             report.ops,
+            report.cgroup_ms,
             report.init_ms,
-            report.range.map(|r| format!(", host IDs {r}")).unwrap_or_default()
+            report.range.map(|r| format!(", host IDs {r}")).unwrap_or_default(),
+            received.elapsed().as_secs_f64() * 1e3
         );
         Ok((c, init))
     }

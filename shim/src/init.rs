@@ -22,14 +22,41 @@ type Result<T> = std::result::Result<T, String>;
 /// The fd the shim hands the channel on.
 pub const CHANNEL_FD: i32 = 3;
 
+/// The set-up's steps and when each ended (CLOCK_MONOTONIC, ns), sent with
+/// Ready for the shim's debug log. The init is single-threaded; stage 2
+/// inherits stage 1's marks through fork.
+static MARKS: std::sync::Mutex<Vec<(&'static str, u64)>> = std::sync::Mutex::new(Vec::new());
+/// Set once the process is in a new time namespace: its monotonic clock is
+/// no longer the shim's, so no more marks are taken.
+static MARKS_OFF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn mark(step: &'static str) {
+    if MARKS_OFF.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    if let Ok(mut m) = MARKS.lock() {
+        m.push((step, sys::monotonic_ns()));
+    }
+}
+
+fn take_marks() -> Vec<(String, u64)> {
+    MARKS
+        .lock()
+        .map(|mut m| m.drain(..).map(|(s, t)| (s.to_string(), t)).collect())
+        .unwrap_or_default()
+}
+
 /// Entry point; never returns.
 pub fn main() -> ! {
+    mark("init's main entered");
     let sock = std::os::unix::net::UnixStream::from(sys::own_received_fd(CHANNEL_FD));
     // The channel must close when the workload execs: that is how the shim
     // learns the exec succeeded.
     let _ = rustix::io::fcntl_setfd(&sock, rustix::io::FdFlags::CLOEXEC);
     let mut ch = Channel::from_stream(sock);
-    let result = match ch.recv::<ToInit>() {
+    let msg = ch.recv::<ToInit>();
+    mark("set-up message read");
+    let result = match msg {
         Ok(Some((ToInit::Container(c), fds))) => container(&mut ch, *c, fds),
         Ok(Some((
             ToInit::Exec {
@@ -104,6 +131,7 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
     let spec_mounts = c.spec.mounts().clone().unwrap_or_default();
     let mut premade = mounts::clone_bind_sources(&spec_mounts, &c.idmapped_mounts)?;
     let devices = mounts::clone_devices(linux.devices().as_deref().unwrap_or_default())?;
+    mark("bind sources and devices opened");
     for (i, tree) in c.idmapped_mounts.iter().zip(idmapped) {
         if let Some(slot) = premade.get_mut(*i) {
             *slot = Some(mounts::Premade::Idmapped(tree));
@@ -173,9 +201,15 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
     {
         flags |= ns_flag(ns.typ());
     }
+    mark("user namespace joined, sysctls and rlimits set");
     unshare(flags).map_err(|e| format!("unshare({flags:?}): {e}"))?;
+    mark("namespaces unshared");
     if let Some(f) = timens_offsets {
         set_time_offsets(&linux, f)?;
+        MARKS_OFF.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Ok(mut m) = MARKS.lock() {
+            m.clear();
+        }
     }
     fork_and_report(ch, |ch| {
         stage2(ch, &c, rootfs_fd, premade, devices, &inside)
@@ -274,6 +308,7 @@ fn stage2(
     let spec = &c.spec;
     let target = &c.rootfs_target;
     let linux = spec.linux().clone().unwrap_or_default();
+    mark("forked into the new pid namespace");
     // Nothing mounted here propagates back to the host, and (rslave) the
     // host's later mounts can reach the container where asked.
     mount(
@@ -302,6 +337,7 @@ fn stage2(
     .map_err(|e| format!("making the rootfs {} private: {e}", target.display()))?;
     let root_dir = fs::File::open(target)
         .map_err(|e| format!("opening the rootfs {}: {e}", target.display()))?;
+    mark("rootfs attached");
     let root = mounts::Root {
         fd: root_dir.as_fd(),
         path: target,
@@ -327,6 +363,7 @@ fn stage2(
         devices,
     )?;
     drop(root_dir);
+    mark("spec mounts and devices");
     if c.fail_after_mounts {
         return Err("IDSHIFT_TEST_FAIL=mounts: failing after the spec's mounts, as asked".into());
     }
@@ -358,6 +395,7 @@ fn stage2(
     pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching the old root: {e}"))?;
     chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    mark("hooks and pivot_root");
     // A missing working directory is made, as runc makes it (before the
     // rootfs is made read-only).
     if let Some(cwd) = spec.process().as_ref().map(|p| p.cwd()) {
@@ -401,6 +439,7 @@ fn stage2(
             sys::set_domainname(d).map_err(|e| format!("setdomainname {d:?}: {e}"))?;
         }
     }
+    mark("sysctls, masked and read-only paths, hostname");
     if let Some(p) = linux.personality() {
         set_personality(p)?;
     }
@@ -628,8 +667,14 @@ fn run(
         None
     };
     let fds: Vec<i32> = master.iter().map(|m| m.as_raw_fd()).collect();
-    ch.send(&FromInit::Ready, &fds)
-        .map_err(|e| format!("reporting ready: {e}"))?;
+    mark("process checks, seccomp compiled, terminal");
+    ch.send(
+        &FromInit::Ready {
+            marks: take_marks(),
+        },
+        &fds,
+    )
+    .map_err(|e| format!("reporting ready: {e}"))?;
     drop(master);
     match ch.recv::<ToInit>() {
         Ok(Some((ToInit::Start, _))) => {}

@@ -167,8 +167,14 @@ fn features() -> serde_json::Value {
 
 /// containerd's verbs (`start`, `delete`, serving with `-socket`).
 fn serve() -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
+    // One thread serves the task API (containerd's requests to one shim are
+    // few, and every blocking step runs on the blocking pool, whose idle
+    // threads leave after a second); one malloc arena for all threads.
+    // Both keep a running shim small (issue 16).
+    sys::one_malloc_arena();
+    let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .thread_keep_alive(std::time::Duration::from_secs(1))
         .build()
     {
         Ok(rt) => rt,

@@ -60,6 +60,7 @@ pub fn spawn_blocking(
     setup: Setup<'_>,
 ) -> Result<(Process, Option<OwnedFd>), String> {
     let Setup { cgroup, run_hooks } = setup;
+    let mut marks = vec![("start".to_string(), crate::sys::monotonic_ns())];
     let (mut ch, child_end) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
     let exe = std::env::current_exe().map_err(|e| format!("finding the shim binary: {e}"))?;
     let mut cmd = std::process::Command::new(exe);
@@ -74,6 +75,7 @@ pub fn spawn_blocking(
     });
     // The helper exits once it has forked; the shim's reaper collects it.
     let helper = spawn_reaped(&mut cmd).map_err(|e| format!("starting the container init: {e}"))?;
+    marks.push(("(shim) fork and exec".into(), crate::sys::monotonic_ns()));
     drop(child_end);
     if let Some(cg) = cgroup {
         let pid = i32::try_from(helper.id()).map_err(|e| format!("helper pid: {e}"))?;
@@ -87,8 +89,13 @@ pub fn spawn_blocking(
         }
     }
     drop(helper);
+    marks.push(("(shim) cgroup joined".into(), crate::sys::monotonic_ns()));
     ch.send(msg, fds)
         .map_err(|e| format!("sending the set-up: {e}"))?;
+    marks.push((
+        "(shim) set-up message sent".into(),
+        crate::sys::monotonic_ns(),
+    ));
     let died = |what: &str| format!("the container's init died before it was {what}");
     let pid = match ch.recv::<FromInit>() {
         Ok(Some((FromInit::Pid(p), _))) => p,
@@ -97,6 +104,7 @@ pub fn spawn_blocking(
         Ok(None) => return Err(died("forked")),
         Err(e) => return Err(format!("reading the init's pid: {e}")),
     };
+    marks.push(("(shim) pid read".into(), crate::sys::monotonic_ns()));
     let mut ready = ch.recv::<FromInit>();
     if let Ok(Some((FromInit::RunHooks, _))) = ready {
         // On failure, dropping `ch` makes the waiting process exit.
@@ -106,7 +114,14 @@ pub fn spawn_blocking(
         ready = ch.recv::<FromInit>();
     }
     let pty = match ready {
-        Ok(Some((FromInit::Ready, mut fds))) => fds.pop(),
+        Ok(Some((FromInit::Ready { marks: theirs }, mut fds))) => {
+            marks.extend(theirs);
+            marks.push(("(shim) Ready read".into(), crate::sys::monotonic_ns()));
+            // The shim's steps and the init's interleave.
+            marks.sort_by_key(|m| m.1);
+            log_marks(msg, &marks);
+            fds.pop()
+        }
         Ok(Some((FromInit::Error(e), _))) => return Err(e),
         Ok(Some((m, _))) => return Err(format!("unexpected message {m:?}")),
         Ok(None) => return Err(died("ready")),
@@ -129,6 +144,34 @@ pub fn spawn_blocking(
         },
         pty,
     ))
+}
+
+/// Logs (debug) how long each step of a process's set-up took: the shim's
+/// and then the process's own marks, each the end of a step.
+fn log_marks(msg: &ToInit, marks: &[(String, u64)]) {
+    if !log::log_enabled!(log::Level::Debug) {
+        return;
+    }
+    let what = match msg {
+        ToInit::Container(c) => format!("container {}", c.state.id),
+        ToInit::Exec { pid, .. } => format!("an exec in the container of pid {pid}"),
+        _ => "a process".to_string(),
+    };
+    let steps: Vec<String> = marks
+        .windows(2)
+        .map(|w| {
+            let ms = w[1].1.saturating_sub(w[0].1) as f64 / 1e6;
+            format!("{} {ms:.2} ms", w[1].0)
+        })
+        .collect();
+    let total = match (marks.first(), marks.last()) {
+        (Some(a), Some(b)) => b.1.saturating_sub(a.1) as f64 / 1e6,
+        _ => 0.0,
+    };
+    log::debug!(
+        "init phases of {what}: {}; {total:.2} ms in all",
+        steps.join(", ")
+    );
 }
 
 /// `Command::spawn` for a process whose exit the shim's reaper collects.

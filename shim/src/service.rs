@@ -606,6 +606,7 @@ impl<R: Runtime> Task for TaskService<R> {
                 "idshift does not restore checkpoints",
             ));
         }
+        let started = std::time::Instant::now();
         self.inner.creating.fetch_add(1, Ordering::SeqCst);
         let _creating = Creating(&self.inner.creating);
         if self.inner.exiting.load(Ordering::SeqCst) {
@@ -688,6 +689,7 @@ impl<R: Runtime> Task for TaskService<R> {
             config,
             pod,
             shim_socket: self.inner.origin.socket.clone(),
+            received: started,
         };
         let inner = self.inner.clone();
         let (mut mech, init) = tokio::task::spawn_blocking(move || inner.runtime.create(creq))

@@ -274,3 +274,30 @@ pub fn bpf_prog_fd_by_id(id: u32) -> io::Result<OwnedFd> {
     attr.u32_at(0, id);
     own_new_fd(bpf(BPF_PROG_GET_FD_BY_ID, &mut attr)?)
 }
+
+/// CLOCK_MONOTONIC in nanoseconds: the one clock the shim and the processes
+/// it starts share (outside a new time namespace), for the create path's
+/// per-phase timings.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to the valid pointer given.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if rc != 0 {
+        return 0;
+    }
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}
+
+/// Makes every thread allocate from glibc's main arena: by default each
+/// thread that allocates gets an arena of its own (up to 8 per core), whose
+/// touched pages stay resident for the shim's life.
+pub fn one_malloc_arena() {
+    // SAFETY: mallopt only sets an allocator parameter; called at start-up,
+    // before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
