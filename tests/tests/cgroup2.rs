@@ -1,18 +1,21 @@
 //! cgroup v2 with real controllers, under systemd as PID 1: the checks of
-//! `make test-vm`'s systemd VM (tests/vm/run.sh boots it; each test runs
-//! there with `--ignored`). Every test is ignored elsewhere, since it needs
-//! that machine: it fails at once, saying so, on a host without a cgroup2
-//! root offering memory, pids and cpu or without systemd as PID 1.
+//! `make test-vm`'s systemd VM (tests/vm/run.sh boots it with
+//! tests/vm/boot-systemd.sh and runs this file's one test there with
+//! `--ignored`). The test is ignored elsewhere, since it needs that machine:
+//! it fails at once, saying so, on a host without a cgroup2 root offering
+//! memory, pids and cpu or without systemd as PID 1.
 //!
-//! Driven through `ctr` on a private containerd (the system's 1.6), like
-//! the ctr suite; each check reads the kernel's view (the container's
-//! cgroup files, `/proc/<pid>/cgroup`, systemd's units), not only ctr's
-//! exit codes.
+//! Driven through `ctr` on one private containerd (the system's 1.6, started
+//! once: under TCG a start and an image import take most of a minute), like
+//! the ctr suite; each check reads the kernel's view (the container's cgroup
+//! files, `/proc/<pid>/cgroup`, systemd's units), not only ctr's exit codes.
+//! Each check runs on its own (a panic fails that check, the others still
+//! run), must leave nothing behind (checked after each; whatever a failed
+//! check left is removed), and prints `check NAME: pass|FAIL (N s)`, the
+//! lines tests/vm/run.sh makes its table of.
 //!
-//! To add a check: a `#[test] #[ignore = "needs cgroup v2 ..."]` function
-//! calling [`setup`]
-//! first; `tests/vm/systemd-checks.sh` runs every test of this file and the
-//! VM run prints one row per test.
+//! To add a check: a `fn(&Containerd)` and its name in [`CHECKS`].
+//! `IDSHIFT_CGROUP2_CHECKS=name,name` runs only those.
 
 use idshift_tests::{busybox_rootfs, unique, Containerd, CtrOutput};
 use std::collections::BTreeMap;
@@ -43,13 +46,107 @@ fn require_cgroup2_under_systemd() {
     assert_eq!(init.trim(), "systemd", "PID 1 is not systemd: {VM}");
 }
 
-/// A private containerd with the busybox image.
-fn setup() -> Containerd {
+/// Every check, by name.
+const CHECKS: &[(&str, fn(&Containerd))] = &[
+    ("memory_limit_and_oom_event", memory_limit_and_oom_event),
+    ("pids_limit", pids_limit),
+    ("cpu_weight_and_quota", cpu_weight_and_quota),
+    (
+        "pause_resume_freezes_and_thaws",
+        pause_resume_freezes_and_thaws,
+    ),
+    (
+        "metrics_are_v2_and_match_the_cgroup",
+        metrics_are_v2_and_match_the_cgroup,
+    ),
+    (
+        "update_changes_the_cgroup_files",
+        update_changes_the_cgroup_files,
+    ),
+    (
+        "device_allow_list_is_enforced",
+        device_allow_list_is_enforced,
+    ),
+    ("systemd_driver_makes_a_scope", systemd_driver_makes_a_scope),
+];
+
+/// Runs [`CHECKS`] (or those named in `IDSHIFT_CGROUP2_CHECKS`) on one
+/// private containerd with the busybox image; fails naming the checks that
+/// failed.
+#[test]
+#[ignore = "needs cgroup v2 with controllers under systemd: run by make test-vm"]
+fn cgroup_v2_under_systemd() {
     require_cgroup2_under_systemd();
+    let only: Option<Vec<String>> = std::env::var("IDSHIFT_CGROUP2_CHECKS")
+        .ok()
+        .map(|v| v.split(',').map(str::to_string).collect());
+    let checks: Vec<&(&str, fn(&Containerd))> = CHECKS
+        .iter()
+        .filter(|(name, _)| only.as_ref().is_none_or(|o| o.iter().any(|n| n == name)))
+        .collect();
+    if let Some(o) = &only {
+        for n in o {
+            assert!(
+                CHECKS.iter().any(|(name, _)| name == n),
+                "IDSHIFT_CGROUP2_CHECKS names {n:?}, which is no check"
+            );
+        }
+    }
+    let names: Vec<&str> = checks.iter().map(|(n, _)| *n).collect();
+    eprintln!("checks: {}", names.join(" "));
+    let t0 = Instant::now();
     let c = Containerd::start("").expect("start containerd");
     c.import_image(&c.namespace(), IMG, 1)
         .expect("import image");
-    c
+    eprintln!(
+        "containerd {} started and the image imported in {:.0} s",
+        c.flavour().name(),
+        t0.elapsed().as_secs_f64()
+    );
+    let mut failed = Vec::new();
+    for (name, check) in checks {
+        eprintln!("--- {name}");
+        let t = Instant::now();
+        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            check(&c);
+            c.assert_no_leaks(Duration::from_secs(10));
+        }));
+        if run.is_err() {
+            failed.push(*name);
+            remove_everything(&c);
+        }
+        eprintln!(
+            "check {name}: {} ({:.0} s)",
+            if run.is_ok() { "pass" } else { "FAIL" },
+            t.elapsed().as_secs_f64()
+        );
+    }
+    assert!(failed.is_empty(), "checks failed: {failed:?}");
+}
+
+/// After a failed check: every task and container of the namespace killed
+/// and removed.
+fn remove_everything(c: &Containerd) {
+    let ns = c.namespace();
+    let ids = c.ctr(&ns, &["containers", "ls", "-q"]).stdout;
+    let ids: Vec<&str> = ids.lines().filter(|l| !l.is_empty()).collect();
+    for id in &ids {
+        let _ = c.ctr(&ns, &["task", "kill", "-s", "SIGKILL", id]);
+    }
+    for id in &ids {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while c
+            .ctr(&ns, &["task", "ls", "-q"])
+            .stdout
+            .lines()
+            .any(|l| l == *id)
+            && !c.ctr(&ns, &["task", "delete", id]).success()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = c.ctr(&ns, &["containers", "rm", id]);
+    }
 }
 
 /// `ctr run -d <flags> IMG id sleep 1000`, then the task's pid once it runs.
@@ -213,14 +310,11 @@ impl Drop for Events {
 /// `ctr run --memory-limit`: memory.max is the limit; a process that
 /// exceeds it is OOM-killed (memory.events' oom_kill counts it) and
 /// containerd gets a TaskOOM event for the container.
-#[test]
-#[ignore = "needs cgroup v2 with controllers under systemd: run by make test-vm"]
-fn memory_limit_and_oom_event() {
-    let c = setup();
-    let events = Events::start(&c);
+fn memory_limit_and_oom_event(c: &Containerd) {
+    let events = Events::start(c);
     let limit = 32u64 << 20;
-    let pid = run_sleeper(&c, "m1", &["--memory-limit", &limit.to_string()]);
-    let dir = container_cgroup(&c, "m1", pid);
+    let pid = run_sleeper(c, "m1", &["--memory-limit", &limit.to_string()]);
+    let dir = container_cgroup(c, "m1", pid);
     assert_eq!(read(&dir, "memory.max"), limit.to_string());
     assert_eq!(
         keyed(&read(&dir, "memory.events")).get("oom_kill"),
@@ -228,7 +322,7 @@ fn memory_limit_and_oom_event() {
     );
     // 100 MB in a shell variable: more than the limit.
     let out = exec(
-        &c,
+        c,
         "m1",
         "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived",
     );
@@ -252,22 +346,18 @@ fn memory_limit_and_oom_event() {
         ev.unwrap_err()
     );
     // The init survived (only the hog was killed).
-    assert_eq!(task_status(&c, "m1"), "RUNNING");
+    assert_eq!(task_status(c, "m1"), "RUNNING");
     eprintln!(
         "memory.max {limit}, oom_kill {oom_kills}, TaskOOM: {}",
         ev.unwrap_or_default()
     );
     c.kill_and_remove(&c.namespace(), &["m1"]).expect("remove");
-    c.assert_no_leaks(Duration::from_secs(10));
     assert!(!dir.exists(), "{} left", dir.display());
 }
 
 /// `linux.resources.pids.limit` (ctr has no flag: a whole spec): pids.max
 /// is the limit, and forks beyond it fail (pids.events' max counts them).
-#[test]
-#[ignore = "needs cgroup v2 with controllers under systemd: run by make test-vm"]
-fn pids_limit() {
-    let c = setup();
+fn pids_limit(c: &Containerd) {
     let ns = c.namespace();
     let rootfs = busybox_rootfs(c.base(), &["sh", "seq", "sleep"]).expect("busybox rootfs");
     let id = unique("pids");
@@ -278,11 +368,11 @@ fn pids_limit() {
     std::fs::write(&path, spec.to_string()).expect("write spec");
     let p = path.display().to_string();
     c.ctr(&ns, &["run", "-d", "--config", &p, RT, &id]).ok();
-    let pid = task_pid(&c, &id);
-    let dir = container_cgroup(&c, &id, pid);
+    let pid = task_pid(c, &id);
+    let dir = container_cgroup(c, &id, pid);
     assert_eq!(read(&dir, "pids.max"), "10");
     let out = exec(
-        &c,
+        c,
         &id,
         "for i in $(seq 1 40); do sleep 3 & done; wait; exit 0",
     );
@@ -295,7 +385,6 @@ fn pids_limit() {
     assert!(refused >= 1, "pids.events: {events}");
     eprintln!("pids.max 10, forks refused (pids.events max): {refused}");
     c.kill_and_remove(&ns, &[&id]).expect("remove");
-    c.assert_no_leaks(Duration::from_secs(10));
 }
 
 /// runc's conversion of cpu shares (2..262144) to cgroup v2's cpu.weight.
@@ -305,16 +394,13 @@ fn weight_of_shares(shares: u64) -> u64 {
 
 /// `--cpu-shares` is cpu.weight (runc's conversion), `--cpus` and
 /// `--cpu-quota`/`--cpu-period` are cpu.max.
-#[test]
-#[ignore = "needs cgroup v2 with controllers under systemd: run by make test-vm"]
-fn cpu_weight_and_quota() {
-    let c = setup();
-    let pid = run_sleeper(&c, "w1", &["--cpu-shares", "512", "--cpus", "0.5"]);
-    let dir = container_cgroup(&c, "w1", pid);
+fn cpu_weight_and_quota(c: &Containerd) {
+    let pid = run_sleeper(c, "w1", &["--cpu-shares", "512", "--cpus", "0.5"]);
+    let dir = container_cgroup(c, "w1", pid);
     assert_eq!(read(&dir, "cpu.weight"), weight_of_shares(512).to_string());
     assert_eq!(read(&dir, "cpu.max"), "50000 100000");
-    let pid = run_sleeper(&c, "q1", &["--cpu-quota", "25000", "--cpu-period", "50000"]);
-    let dir2 = container_cgroup(&c, "q1", pid);
+    let pid = run_sleeper(c, "q1", &["--cpu-quota", "25000", "--cpu-period", "50000"]);
+    let dir2 = container_cgroup(c, "q1", pid);
     assert_eq!(read(&dir2, "cpu.max"), "25000 50000");
     assert_eq!(
         read(&dir2, "cpu.weight"),
@@ -322,7 +408,7 @@ fn cpu_weight_and_quota() {
     );
     // The quota is enforced: a busy loop for 2 s is throttled.
     let out = exec(
-        &c,
+        c,
         "q1",
         "end=$(($(date +%s) + 2)); while [ $(date +%s) -lt $end ]; do :; done",
     );
@@ -337,42 +423,34 @@ fn cpu_weight_and_quota() {
     );
     c.kill_and_remove(&c.namespace(), &["w1", "q1"])
         .expect("remove");
-    c.assert_no_leaks(Duration::from_secs(10));
 }
 
 /// Pause freezes the cgroup (cgroup.freeze 1, cgroup.events frozen 1, the
 /// process stopped in the freezer), resume thaws it.
-#[test]
-#[ignore = "needs cgroup v2 with controllers under systemd: run by make test-vm"]
-fn pause_resume_freezes_and_thaws() {
-    let c = setup();
+fn pause_resume_freezes_and_thaws(c: &Containerd) {
     let ns = c.namespace();
-    let pid = run_sleeper(&c, "p1", &[]);
-    let dir = container_cgroup(&c, "p1", pid);
+    let pid = run_sleeper(c, "p1", &[]);
+    let dir = container_cgroup(c, "p1", pid);
     assert_eq!(read(&dir, "cgroup.freeze"), "0");
     c.ctr(&ns, &["task", "pause", "p1"]).ok();
     assert_eq!(read(&dir, "cgroup.freeze"), "1");
     assert_eq!(keyed(&read(&dir, "cgroup.events")).get("frozen"), Some(&1));
-    assert_eq!(task_status(&c, "p1"), "PAUSED");
+    assert_eq!(task_status(c, "p1"), "PAUSED");
     c.ctr(&ns, &["task", "resume", "p1"]).ok();
     assert_eq!(read(&dir, "cgroup.freeze"), "0");
     assert_eq!(keyed(&read(&dir, "cgroup.events")).get("frozen"), Some(&0));
-    assert_eq!(task_status(&c, "p1"), "RUNNING");
-    exec(&c, "p1", "echo thawed").ok();
+    assert_eq!(task_status(c, "p1"), "RUNNING");
+    exec(c, "p1", "echo thawed").ok();
     c.kill_and_remove(&ns, &["p1"]).expect("remove");
-    c.assert_no_leaks(Duration::from_secs(10));
 }
 
 /// `ctr task metrics` prints cgroup v2's metrics, equal to the cgroup's
 /// files.
-#[test]
-#[ignore = "needs cgroup v2 with controllers under systemd: run by make test-vm"]
-fn metrics_are_v2_and_match_the_cgroup() {
-    let c = setup();
+fn metrics_are_v2_and_match_the_cgroup(c: &Containerd) {
     let ns = c.namespace();
     let limit = 48u64 << 20;
-    let pid = run_sleeper(&c, "s1", &["--memory-limit", &limit.to_string()]);
-    let dir = container_cgroup(&c, "s1", pid);
+    let pid = run_sleeper(c, "s1", &["--memory-limit", &limit.to_string()]);
+    let dir = container_cgroup(c, "s1", pid);
     let m = c.ctr(&ns, &["task", "metrics", "s1"]);
     m.ok();
     let table: BTreeMap<&str, &str> = m
@@ -415,19 +493,15 @@ fn metrics_are_v2_and_match_the_cgroup() {
     assert!(mem > 0 && mem <= limit, "memory.usage {mem}");
     eprintln!("ctr task metrics:\n{}", m.stdout);
     c.kill_and_remove(&ns, &["s1"]).expect("remove");
-    c.assert_no_leaks(Duration::from_secs(10));
 }
 
 /// containerd's Update request (ctr has no `task update`: sent to the
 /// task's shim over ttrpc as containerd sends it) changes memory.max,
 /// pids.max, cpu.weight and cpu.max live.
-#[test]
-#[ignore = "needs cgroup v2 with controllers under systemd: run by make test-vm"]
-fn update_changes_the_cgroup_files() {
-    let c = setup();
+fn update_changes_the_cgroup_files(c: &Containerd) {
     let ns = c.namespace();
-    let pid = run_sleeper(&c, "u1", &["--memory-limit", &(64u64 << 20).to_string()]);
-    let dir = container_cgroup(&c, "u1", pid);
+    let pid = run_sleeper(c, "u1", &["--memory-limit", &(64u64 << 20).to_string()]);
+    let dir = container_cgroup(c, "u1", pid);
     assert_eq!(read(&dir, "memory.max"), (64u64 << 20).to_string());
     let address = std::fs::read_to_string(
         c.containerd_state()
@@ -463,18 +537,14 @@ fn update_changes_the_cgroup_files() {
     // The live container still runs, inside its cgroup.
     assert_eq!(cgroup_of(pid), format!("/{ns}/u1"));
     c.kill_and_remove(&ns, &["u1"]).expect("remove");
-    c.assert_no_leaks(Duration::from_secs(10));
 }
 
 /// The device allow-list is enforced on cgroup v2: in a container whose
 /// root is the host's root (`io.idshift.userns=host`, so nothing but the
 /// cgroup stops it), a node of the VM's own disk cannot be made or opened
 /// (EPERM), while /dev/null works.
-#[test]
-#[ignore = "needs cgroup v2 with controllers under systemd: run by make test-vm"]
-fn device_allow_list_is_enforced() {
+fn device_allow_list_is_enforced(c: &Containerd) {
     use std::os::unix::fs::MetadataExt;
-    let c = setup();
     // The disk holding / (the VM's virtio disk): a real, readable device.
     let dev = std::fs::metadata("/").expect("stat /").dev();
     let (major, minor) = (rustix::fs::major(dev), rustix::fs::minor(dev));
@@ -511,7 +581,6 @@ fn device_allow_list_is_enforced() {
         out.stderr.contains("Operation not permitted"),
         "mknod or open of {major}:{minor} must fail with EPERM: {out:?}"
     );
-    c.assert_no_leaks(Duration::from_secs(10));
 }
 
 /// `systemctl show UNIT -p ...` as a map.
@@ -533,17 +602,14 @@ fn systemctl_show(unit: &str, props: &[&str]) -> BTreeMap<String, String> {
 /// makes the container's cgroup a transient scope `idshift-NAME.scope` in
 /// system.slice, created through systemd (active, its ControlGroup the
 /// init's cgroup, the memory limit in it), and gone after delete.
-#[test]
-#[ignore = "needs cgroup v2 with controllers under systemd: run by make test-vm"]
-fn systemd_driver_makes_a_scope() {
-    let c = setup();
+fn systemd_driver_makes_a_scope(c: &Containerd) {
     let ns = c.namespace();
     let id = unique("sd");
     let unit = format!("idshift-{id}.scope");
     let limit = 40u64 << 20;
     let cgroups_path = format!("system.slice:idshift:{id}");
     let pid = run_sleeper(
-        &c,
+        c,
         &id,
         &[
             "--cgroup",
@@ -588,5 +654,4 @@ fn systemd_driver_makes_a_scope() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
-    c.assert_no_leaks(Duration::from_secs(10));
 }

@@ -116,7 +116,7 @@ start=$(date +%s)
 rc=0
 timeout --foreground -k 10 "$VM_TIMEOUT" qemu-system-x86_64 $accel -m "$VM_MEMORY" -smp "$VM_CPUS" -nographic -no-reboot \
     -kernel "$kdir/vmlinuz" -initrd "$initrd" \
-    -append "console=ttyS0 panic=-1 quiet loglevel=4 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all systemd.show_status=0" \
+    -append "console=ttyS0 panic=-1 quiet loglevel=3 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all systemd.show_status=0" \
     -drive "file=$disk,if=virtio,format=raw,cache=unsafe" \
     -serial mon:stdio -monitor none > "$work/console" 2>&1 </dev/null || rc=$?
 secs=$(( $(date +%s) - start ))
