@@ -1,10 +1,10 @@
 //! cgroups v1 and v2: a container's cgroup — creation, resource limits,
 //! freezing, statistics, OOM events, signalling and removal.
 //!
-//! The hierarchies are found in /proc/self/mountinfo. Only the cgroupfs
-//! driver is supported: `linux.cgroupsPath` is a plain path such as
-//! `/default/ctr1`, relative to the hierarchy roots; systemd-style paths
-//! (`slice:prefix:name`) are refused.
+//! The hierarchies are found in /proc/self/mountinfo. `linux.cgroupsPath`
+//! is a cgroupfs path such as `/default/ctr1`, relative to the hierarchy
+//! roots, or systemd's `slice:prefix:name` (a transient scope, `systemd`).
+//! On v2 the device rules are an eBPF program (`devices`).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,6 +12,9 @@ use std::io::{ErrorKind, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
+
+mod devices;
+mod systemd;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -25,6 +28,8 @@ pub enum CgroupError {
     Invalid(String),
     #[error("unsupported: {0}")]
     Unsupported(String),
+    #[error("systemd cgroup driver: {0}")]
+    Systemd(String),
 }
 
 type Result<T> = std::result::Result<T, CgroupError>;
@@ -744,25 +749,23 @@ impl OomWatch {
 #[derive(Clone, Debug)]
 enum BadPath {
     Invalid(String),
-    Unsupported(String),
 }
 
 impl BadPath {
     fn error(&self) -> CgroupError {
         match self {
             BadPath::Invalid(m) => CgroupError::Invalid(m.clone()),
-            BadPath::Unsupported(m) => CgroupError::Unsupported(m.clone()),
         }
     }
 }
 
-/// An OCI cgroupsPath (cgroupfs style) as a path relative to the roots.
+/// An OCI cgroupsPath as a path relative to the roots (a systemd one:
+/// its scope's).
 fn parse_path(path: &str) -> std::result::Result<PathBuf, BadPath> {
     if path.contains(':') {
-        return Err(BadPath::Unsupported(format!(
-            "cgroupsPath {path:?} is in systemd style (slice:prefix:name): the systemd cgroup \
-             driver is not supported; use a cgroupfs path such as /default/ctr1"
-        )));
+        return systemd::parse(path)
+            .map(|u| u.rel)
+            .map_err(BadPath::Invalid);
     }
     let mut rel = PathBuf::new();
     for c in Path::new(path).components() {
@@ -797,6 +800,8 @@ pub struct Cgroup {
     h: Hierarchy,
     rel: std::result::Result<PathBuf, BadPath>,
     path: String,
+    /// The systemd driver's scope (cgroupsPath `slice:prefix:name`).
+    unit: Option<systemd::Unit>,
 }
 
 impl Cgroup {
@@ -874,6 +879,7 @@ impl Cgroup {
             h: h.clone(),
             rel: parse_path(path),
             path: path.to_string(),
+            unit: systemd::parse(path).ok().filter(|_| path.contains(':')),
         }
     }
 
@@ -881,9 +887,27 @@ impl Cgroup {
     /// in every mounted controller, cpuset.cpus/mems inherited where empty;
     /// v2: the controllers needed enabled in every ancestor, then the
     /// directories.
+    ///
+    /// A systemd cgroupsPath makes nothing yet: its scope is started with
+    /// the first process (`add_process`); here systemd must be the init.
     pub fn create(h: &Hierarchy, path: &str) -> Result<Self> {
         let cg = Cgroup::open(h, path);
         let rel = cg.rel()?.to_path_buf();
+        if cg.unit.is_some() {
+            if !systemd::booted() {
+                return Err(CgroupError::Systemd(format!(
+                    "cgroupsPath {path:?} asks for the systemd cgroup driver, but systemd is not \
+                     the init system here (/run/systemd/system does not exist); use a cgroupfs \
+                     path such as /default/ctr1"
+                )));
+            }
+            if h.version == Version::V1 && h.v1.is_empty() {
+                return Err(CgroupError::Unsupported(
+                    "no cgroup v1 controller is mounted".into(),
+                ));
+            }
+            return Ok(cg);
+        }
         match h.version {
             Version::V1 => {
                 if h.v1.is_empty() {
@@ -954,8 +978,31 @@ impl Cgroup {
         &self.path
     }
 
+    /// Whether the cgroup is a systemd scope (cgroupsPath
+    /// `slice:prefix:name`): it exists once its first process is added, so
+    /// resources are applied after that.
+    pub fn is_systemd(&self) -> bool {
+        self.unit.is_some()
+    }
+
     /// Moves a process into the cgroup (cgroup.procs of every directory).
+    /// A systemd scope not started yet is started with it (then, on v1, the
+    /// directories systemd did not make are made).
     pub fn add_process(&self, pid: i32) -> Result<()> {
+        if let Some(unit) = &self.unit {
+            if !systemd::exists(unit)? {
+                systemd::start(unit, pid, &self.path)?;
+                if self.h.version == Version::V1 {
+                    for d in self.dirs()? {
+                        fs::create_dir_all(&d)
+                            .map_err(|e| io_err("creating cgroup directory", &d, e))?;
+                    }
+                    if let Some(root) = self.h.v1.get("cpuset") {
+                        inherit_cpuset(root, self.rel()?)?;
+                    }
+                }
+            }
+        }
         for d in self.dirs()? {
             write(&d.join("cgroup.procs"), &pid.to_string())?;
         }
@@ -984,6 +1031,11 @@ impl Cgroup {
     }
 
     fn apply_all(&self, r: &Resources) -> Result<()> {
+        if let Some(unit) = &self.unit {
+            // systemd's own record of the limits first (else a daemon-reload
+            // would put back its own), then the files, as runc does.
+            systemd::set(unit, r, self.h.version == Version::V2)?;
+        }
         match self.h.version {
             Version::V1 => self.apply_v1(r)?,
             Version::V2 => self.apply_v2(r)?,
@@ -1018,11 +1070,10 @@ impl Cgroup {
                         self.set("devices", file, &rule.v1_text()?)?;
                     }
                 }
-                // Documented limit (README): v2 needs an eBPF device program.
-                Version::V2 => log::info!(
-                    "cgroup {}: the device allow-list is not enforced on cgroup v2 (the container's user namespace cannot create device nodes)",
-                    self.path
-                ),
+                Version::V2 => {
+                    let dir = self.v2_root()?.join(self.rel()?);
+                    devices::apply(&dir, &r.devices)?;
+                }
             }
         }
         if let Some(v) = r.pids_limit {
@@ -1505,6 +1556,11 @@ impl Cgroup {
             let _ = self.set_frozen(false, Duration::from_secs(1));
         }
         let mut first_error = None;
+        if let Some(unit) = &self.unit {
+            if let Err(e) = systemd::stop(unit) {
+                first_error = Some(e);
+            }
+        }
         for d in dirs {
             if let Err(e) = remove_tree(&d) {
                 first_error.get_or_insert(e);
@@ -1605,10 +1661,11 @@ mod tests {
     #[test]
     fn paths_are_validated() {
         let bad = |p: &str| parse_path(p).map_err(|e| e.error());
-        assert!(matches!(
-            bad("system.slice:containerd:ctr1"),
-            Err(CgroupError::Unsupported(m)) if m.contains("systemd cgroup driver is not supported")
-        ));
+        assert_eq!(
+            parse_path("system.slice:containerd:ctr1").expect("systemd"),
+            PathBuf::from("system.slice/containerd-ctr1.scope")
+        );
+        assert!(matches!(bad("a:b"), Err(CgroupError::Invalid(m)) if m.contains("\"a:b\"")));
         assert!(matches!(bad("/a/../b"), Err(CgroupError::Invalid(_))));
         assert!(matches!(bad(".."), Err(CgroupError::Invalid(_))));
         assert!(matches!(bad("/"), Err(CgroupError::Invalid(_))));
@@ -1624,8 +1681,16 @@ mod tests {
         assert!(matches!(cg.pids(), Err(CgroupError::Invalid(_))));
         assert!(matches!(
             Cgroup::create(&h, "a:b:c"),
-            Err(CgroupError::Unsupported(_))
+            Err(CgroupError::Invalid(m)) if m.contains("not a systemd slice name")
         ));
+        // The systemd driver needs systemd as init (this test host has none).
+        if !systemd::booted() {
+            let e = Cgroup::create(&h, "system.slice:idshift:c1").expect_err("no systemd");
+            assert!(matches!(e, CgroupError::Systemd(_)), "{e}");
+            let m = e.to_string();
+            assert!(m.contains("\"system.slice:idshift:c1\""), "{m}");
+            assert!(m.contains("systemd is not the init system"), "{m}");
+        }
         let cg = Cgroup::open(&h, "/default/c1");
         assert_eq!(cg.path(), "/default/c1");
         assert_eq!(
@@ -2161,5 +2226,157 @@ mod tests {
         cg.delete().expect("idempotent");
         Cgroup::open(&h, &top).delete().expect("delete the parent");
         assert!(!root.join(top.trim_start_matches('/')).exists());
+    }
+
+    /// Runs `sh` in the cgroup: for each (node, mode) it opens the node for
+    /// reading ("r") or writing ("w") and prints "ok" or "denied" with the
+    /// shell's error.
+    fn opens_in(cg: &Cgroup, tries: &[(&Path, &str)]) -> String {
+        use std::io::Read;
+        let mut script = String::from("read go; ");
+        for (node, mode) in tries {
+            let redirect = if *mode == "w" { ">" } else { "<" };
+            script.push_str(&format!(
+                "if true {redirect} '{n}' 2>&1; then echo '{n} {mode} ok'; else echo '{n} {mode} denied'; fi; ",
+                n = node.display()
+            ));
+        }
+        let mut child = Reap(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("exec 2>&1; {script}"))
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("spawn sh"),
+        );
+        cg.add_process(child.0.id() as i32).expect("add sh");
+        child
+            .0
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(b"go\n")
+            .expect("go");
+        let mut out = String::new();
+        child
+            .0
+            .stdout
+            .take()
+            .expect("stdout")
+            .read_to_string(&mut out)
+            .expect("read");
+        assert!(child.0.wait().expect("wait").success(), "{out}");
+        out
+    }
+
+    #[test]
+    fn v2_device_rules_are_enforced_by_ebpf() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let root = tmp.path().join("cg2");
+        fs::create_dir(&root).expect("mkdir");
+        nix::mount::mount(
+            Some("none"),
+            &root,
+            Some("cgroup2"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )
+        .expect("mount cgroup2");
+        let _unmount = Unmount(root.clone());
+        let h = Hierarchy::v2_at(root.clone());
+        let top = unique("dev");
+        let path = format!("{top}/ctr");
+        let _remove_top = Remove(Cgroup::open(&h, &top));
+        let cg = Cgroup::create(&h, &path).expect("create");
+        let _remove = Remove(cg.clone());
+        let dir = root.join(path.trim_start_matches('/'));
+
+        // Copies of /dev/null (1:3) and /dev/zero (1:5) made here.
+        let nodes = tmp.path().join("dev");
+        fs::create_dir(&nodes).expect("mkdir dev");
+        let (null, zero) = (nodes.join("null"), nodes.join("zero"));
+        for (node, minor) in [(&null, 3), (&zero, 5)] {
+            nix::sys::stat::mknod(
+                node,
+                nix::sys::stat::SFlag::S_IFCHR,
+                nix::sys::stat::Mode::from_bits_truncate(0o666),
+                nix::sys::stat::makedev(1, minor),
+            )
+            .expect("mknod");
+        }
+        let rule = |allow, kind, major, minor, access: &str| DeviceRule {
+            allow,
+            kind,
+            major,
+            minor,
+            access: access.into(),
+        };
+        let tries = [
+            (null.as_path(), "r"),
+            (null.as_path(), "w"),
+            (zero.as_path(), "r"),
+        ];
+        let before = opens_in(&cg, &tries);
+        assert_eq!(before.matches(" ok").count(), 3, "{before}");
+        assert!(devices::attached(&dir).expect("query").is_empty());
+
+        // Default deny, /dev/zero allowed.
+        cg.apply(&Resources {
+            devices: vec![
+                rule(false, 'a', None, None, "rwm"),
+                rule(true, 'c', Some(1), Some(5), "rwm"),
+            ],
+            ..Default::default()
+        })
+        .expect("device rules");
+        assert_eq!(devices::attached(&dir).expect("query").len(), 1);
+        let out = opens_in(&cg, &tries);
+        let n = null.display();
+        assert!(out.contains(&format!("{n} r denied")), "{out}");
+        assert!(out.contains(&format!("{n} w denied")), "{out}");
+        assert!(out.contains("Operation not permitted"), "{out}");
+        assert!(out.contains(&format!("{} r ok", zero.display())), "{out}");
+        // Outside the cgroup nothing changed.
+        let outside = Command::new("sh")
+            .arg("-c")
+            .arg(format!("true < '{n}'"))
+            .status()
+            .expect("sh");
+        assert!(outside.success());
+
+        // An Update replaces the program: now the null copy for reading only.
+        let first = devices::attached(&dir).expect("query");
+        cg.apply(&Resources {
+            devices: vec![
+                rule(false, 'a', None, None, "rwm"),
+                rule(true, 'c', Some(1), Some(3), "r"),
+            ],
+            ..Default::default()
+        })
+        .expect("new device rules");
+        let second = devices::attached(&dir).expect("query");
+        assert_eq!(second.len(), 1);
+        assert_ne!(first, second);
+        let out = opens_in(&cg, &tries);
+        assert!(out.contains(&format!("{n} r ok")), "{out}");
+        assert!(out.contains(&format!("{n} w denied")), "{out}");
+        assert!(
+            out.contains(&format!("{} r denied", zero.display())),
+            "{out}"
+        );
+
+        // A bad rule is refused before anything is replaced.
+        let e = cg
+            .apply(&Resources {
+                devices: vec![rule(true, 'x', None, None, "r")],
+                ..Default::default()
+            })
+            .expect_err("bad rule");
+        assert!(matches!(e, CgroupError::Invalid(_)), "{e}");
+        assert_eq!(devices::attached(&dir).expect("query"), second);
+
+        cg.delete().expect("delete");
+        Cgroup::open(&h, &top).delete().expect("delete the parent");
     }
 }

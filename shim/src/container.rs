@@ -998,9 +998,11 @@ impl Container {
         write_persisted(&run_dir, &persisted)?;
         undo.cgroup = Some(Cgroup::open(&h, &cg_path));
         let cgroup = Cgroup::create(&h, &cg_path).map_err(|e| e.to_string())?;
-        cgroup
-            .apply(&resources_of_spec(&spec)?)
-            .map_err(|e| e.to_string())?;
+        let resources = resources_of_spec(&spec)?;
+        // A systemd scope exists once the first process is in it.
+        if !cgroup.is_systemd() {
+            cgroup.apply(&resources).map_err(|e| e.to_string())?;
+        }
 
         // 4. The first process, set up and waiting for Start.
         let t = Instant::now();
@@ -1049,6 +1051,9 @@ impl Container {
         // The init is in the cgroup already (killed with it); its pid too.
         persisted.pid = init.pid;
         write_persisted(&run_dir, &persisted)?;
+        if cgroup.is_systemd() {
+            cgroup.apply(&resources).map_err(|e| e.to_string())?;
+        }
         drop(built);
         drop(idmapped_fds);
         // A sandbox's user namespace (or the host's IDs) is kept for the

@@ -104,3 +104,148 @@ pub fn clock_ticks_per_second() -> u64 {
         100
     }
 }
+
+// ---------------------------------------------------------------------------
+// bpf(2), for cgroup v2 device programs (`cgroup::devices`).
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_ATTACH: libc::c_long = 8;
+const BPF_PROG_DETACH: libc::c_long = 9;
+const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+const BPF_PROG_QUERY: libc::c_long = 16;
+const BPF_PROG_TYPE_CGROUP_DEVICE: u32 = 15;
+/// `enum bpf_attach_type`'s BPF_CGROUP_DEVICE.
+pub const BPF_CGROUP_DEVICE: u32 = 6;
+
+/// `union bpf_attr`, as large as the kernel's of 6.x and zero-filled: the
+/// kernel refuses non-zero bytes past the fields it knows.
+#[repr(C, align(8))]
+struct BpfAttr([u8; 144]);
+
+impl BpfAttr {
+    fn new() -> Self {
+        BpfAttr([0; 144])
+    }
+    fn u32_at(&mut self, off: usize, v: u32) -> &mut Self {
+        self.0[off..off + 4].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+    fn u64_at(&mut self, off: usize, v: u64) -> &mut Self {
+        self.0[off..off + 8].copy_from_slice(&v.to_ne_bytes());
+        self
+    }
+    fn get_u32(&self, off: usize) -> u32 {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&self.0[off..off + 4]);
+        u32::from_ne_bytes(b)
+    }
+}
+
+fn bpf(cmd: libc::c_long, attr: &mut BpfAttr) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a live, writable, zero-initialised buffer of the size
+    // passed; every pointer stored in it (by the callers below) points to
+    // memory that outlives this call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr.0.as_mut_ptr(),
+            std::mem::size_of::<BpfAttr>(),
+        )
+    };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
+}
+
+/// Takes a new fd the kernel returned.
+fn own_new_fd(fd: libc::c_long) -> io::Result<OwnedFd> {
+    let fd = RawFd::try_from(fd).map_err(|_| io::Error::other("bpf returned no fd"))?;
+    // SAFETY: the kernel just installed `fd` for this process; nothing else
+    // refers to it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// BPF_PROG_LOAD of a BPF_PROG_TYPE_CGROUP_DEVICE program (`insns`: raw
+/// 8-byte instructions). On a verifier refusal the error carries its log.
+pub fn bpf_load_device_program(insns: &[u64], name: &str) -> io::Result<OwnedFd> {
+    let license = c"Apache-2.0";
+    let mut log = vec![0u8; 64 * 1024];
+    let mut attr = BpfAttr::new();
+    attr.u32_at(0, BPF_PROG_TYPE_CGROUP_DEVICE)
+        .u32_at(4, u32::try_from(insns.len()).map_err(io::Error::other)?)
+        .u64_at(8, insns.as_ptr() as u64)
+        .u64_at(16, license.as_ptr() as u64)
+        .u32_at(24, 1)
+        .u32_at(28, log.len() as u32)
+        .u64_at(32, log.as_mut_ptr() as u64)
+        .u32_at(68, BPF_CGROUP_DEVICE);
+    for (i, b) in name.bytes().take(15).enumerate() {
+        attr.0[48 + i] = b;
+    }
+    match bpf(BPF_PROG_LOAD, &mut attr) {
+        Ok(fd) => own_new_fd(fd),
+        Err(e) => {
+            let end = log.iter().position(|b| *b == 0).unwrap_or(0);
+            let text = String::from_utf8_lossy(&log[..end]);
+            if text.trim().is_empty() {
+                Err(e)
+            } else {
+                Err(io::Error::new(
+                    e.kind(),
+                    format!("{e}; verifier: {}", text.trim()),
+                ))
+            }
+        }
+    }
+}
+
+/// BPF_PROG_ATTACH of `prog` to the cgroup `cgroup` with `flags`
+/// (BPF_F_ALLOW_MULTI = 2, BPF_F_REPLACE = 4 with `replace`).
+pub fn bpf_attach(
+    cgroup: RawFd,
+    prog: RawFd,
+    flags: u32,
+    replace: Option<RawFd>,
+) -> io::Result<()> {
+    let mut attr = BpfAttr::new();
+    attr.u32_at(0, cgroup as u32)
+        .u32_at(4, prog as u32)
+        .u32_at(8, BPF_CGROUP_DEVICE)
+        .u32_at(12, flags)
+        .u32_at(16, replace.map_or(0, |f| f as u32));
+    bpf(BPF_PROG_ATTACH, &mut attr).map(|_| ())
+}
+
+/// BPF_PROG_DETACH of `prog` from the cgroup `cgroup`.
+pub fn bpf_detach(cgroup: RawFd, prog: RawFd) -> io::Result<()> {
+    let mut attr = BpfAttr::new();
+    attr.u32_at(0, cgroup as u32)
+        .u32_at(4, prog as u32)
+        .u32_at(8, BPF_CGROUP_DEVICE);
+    bpf(BPF_PROG_DETACH, &mut attr).map(|_| ())
+}
+
+/// BPF_PROG_QUERY: the ids of the device programs attached to the cgroup
+/// itself (not inherited), at most 64.
+pub fn bpf_query_device_programs(cgroup: RawFd) -> io::Result<Vec<u32>> {
+    let mut ids = vec![0u32; 64];
+    let mut attr = BpfAttr::new();
+    attr.u32_at(0, cgroup as u32)
+        .u32_at(4, BPF_CGROUP_DEVICE)
+        .u64_at(16, ids.as_mut_ptr() as u64)
+        .u32_at(24, ids.len() as u32);
+    bpf(BPF_PROG_QUERY, &mut attr)?;
+    let count = (attr.get_u32(24) as usize).min(ids.len());
+    ids.truncate(count);
+    Ok(ids)
+}
+
+/// BPF_PROG_GET_FD_BY_ID.
+pub fn bpf_prog_fd_by_id(id: u32) -> io::Result<OwnedFd> {
+    let mut attr = BpfAttr::new();
+    attr.u32_at(0, id);
+    own_new_fd(bpf(BPF_PROG_GET_FD_BY_ID, &mut attr)?)
+}

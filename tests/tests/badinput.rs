@@ -332,6 +332,42 @@ fn bad_specs_fail_create_naming_the_problem() {
     c.assert_no_leaks(LEAK_WAIT);
 }
 
+/// A systemd cgroupsPath (`slice:prefix:name`, what `ctr run --cgroup
+/// system.slice:idshift:NAME` and kubeadm's SystemdCgroup set) where
+/// systemd is not the init system (this host): Create fails naming the
+/// cgroupsPath and why, and leaves nothing behind. Under systemd,
+/// tests/tests/cgroup2.rs (make test-vm) checks the scope itself.
+#[test]
+fn systemd_cgroups_path_without_systemd_fails_create() {
+    if Path::new("/run/systemd/system").exists() {
+        eprintln!("skipped: systemd is the init system here (make test-vm checks the driver)");
+        return;
+    }
+    let c = Containerd::start("").expect("start containerd");
+    let rootfs = busybox_rootfs(c.base(), &APPLETS).expect("busybox rootfs");
+    let id = unique("sd");
+    let cgroups_path = format!("system.slice:idshift:{id}");
+    let mut s = spec(&c, &rootfs, "echo hi");
+    s["linux"]["cgroupsPath"] = serde_json::json!(cgroups_path);
+    let path = c.base().join(format!("{id}.json"));
+    std::fs::write(&path, s.to_string()).expect("write spec");
+    let p = path.display().to_string();
+    let out = c.ctr(NS, &["run", "--rm", "--config", &p, IDSHIFT, &id]);
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(
+        out.stderr
+            .starts_with("ctr: failed to create shim task: idshift create "),
+        "not a Create failure: {out:?}"
+    );
+    for want in [
+        format!("cgroupsPath \"{cgroups_path}\" asks for the systemd cgroup driver"),
+        "systemd is not the init system here (/run/systemd/system does not exist)".into(),
+    ] {
+        assert!(out.stderr.contains(&want), "{want:?} missing in {out:?}");
+    }
+    c.assert_no_leaks(LEAK_WAIT);
+}
+
 /// Values runc takes (or refuses) as they are: the same outcome under
 /// idshift. A relative mount destination (taken as under /), a missing
 /// working directory (made), rlimits of
