@@ -221,7 +221,7 @@ if [ -n "$sysd_kernels" ]; then
         secs=$(( $(date +%s) - start ))
         boot=$(sed -n 's/^boot: \([0-9.]*\) s.*/\1/p' "$slog" | head -1)
         # The checks the test ran (it names them first), each passed.
-        checks=$(sed -n 's/^checks: //p' "$slog" | head -1)
+        checks=$(sed -n 's/^.*\bchecks: //p' "$slog" | head -1)
         [ -n "$checks" ] || failed="$failed systemd-$k:no-checks-ran"
         all_checks="$all_checks $(for n in $checks; do case " $all_checks " in *" $n "*) ;; *) echo "$n" ;; esac; done)"
         for name in $checks; do
