@@ -95,11 +95,11 @@ containerd-versions:
 # `idshift-bench rootfs`; a table per kernel at the end. Kernels and
 # initramfs images are cached under /var/cache/idshift-vm (IDSHIFT_VM_CACHE).
 # Then the cgroup v2 checks (tests/tests/cgroup2.rs) in a VM with systemd as
-# PID 1 per kernel (its Debian root made once by debootstrap, cached there
-# too), with a per-check table.
+# PID 1 on one kernel (the last of VM_KERNELS, 7.2 by default; its Debian
+# root made once by debootstrap, cached there too), with a per-check table.
 # VM_KERNELS picks a subset (e.g. VM_KERNELS=6.1); VM_TIMEOUT (s) per VM;
 # VM_SYSTEMD=0 skips the systemd VMs, VM_MATRIX=0 all but them,
-# VM_SYSTEMD_KERNELS picks their kernels.
+# VM_SYSTEMD_KERNELS picks their kernels (e.g. "6.1 6.12 7.2").
 VM_KERNELS ?=
 test-vm: deps-vm
 	tests/vm/run.sh $(VM_KERNELS)

@@ -17,13 +17,13 @@
 # payload works (e.g. another runtime's binaries and a script driving them).
 #
 # usage: boot-systemd.sh KERNEL PAYLOAD LOG      (KERNEL: 6.1, 6.12 or 7.2)
-# env: VM_TIMEOUT (s, 900), VM_MEMORY (MiB, 1536), VM_CPUS (2), VM_DISK (3G),
+# env: VM_TIMEOUT (s, 1800), VM_MEMORY (MiB, 1536), VM_CPUS (2), VM_DISK (3G),
 #      IDSHIFT_VM_CACHE (/var/cache/idshift-vm)
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 CACHE=${IDSHIFT_VM_CACHE:-/var/cache/idshift-vm}
 export IDSHIFT_VM_CACHE=$CACHE
-VM_TIMEOUT=${VM_TIMEOUT:-900}
+VM_TIMEOUT=${VM_TIMEOUT:-1800}
 VM_MEMORY=${VM_MEMORY:-1536}
 VM_CPUS=${VM_CPUS:-2}
 VM_DISK=${VM_DISK:-3G}
