@@ -1556,7 +1556,8 @@ impl Cgroup {
             let _ = self.set_frozen(false, Duration::from_secs(1));
         }
         let mut first_error = None;
-        if let Some(unit) = &self.unit {
+        // Without systemd as init no scope was started (Create refused it).
+        if let Some(unit) = self.unit.as_ref().filter(|_| systemd::booted()) {
             if let Err(e) = systemd::stop(unit) {
                 first_error = Some(e);
             }
@@ -1690,6 +1691,10 @@ mod tests {
             let m = e.to_string();
             assert!(m.contains("\"system.slice:idshift:c1\""), "{m}");
             assert!(m.contains("systemd is not the init system"), "{m}");
+            // Undoing such a refused Create finds nothing to remove.
+            let cg = Cgroup::open(&h, "system.slice:idshift:c1");
+            assert!(cg.is_systemd());
+            cg.delete().expect("nothing to remove");
         }
         let cg = Cgroup::open(&h, "/default/c1");
         assert_eq!(cg.path(), "/default/c1");

@@ -387,7 +387,10 @@ mod tests {
             rule(true, 'c', Some(1 << 40), Some(3), "r"),
         ] {
             assert!(
-                matches!(reduce(&[bad.clone()]), Err(CgroupError::Invalid(_))),
+                matches!(
+                    reduce(std::slice::from_ref(&bad)),
+                    Err(CgroupError::Invalid(_))
+                ),
                 "{bad:?}"
             );
         }
