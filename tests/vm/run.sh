@@ -78,7 +78,7 @@ fi
 # cgroup2 e2e test binary (its tests are ignored outside that VM) with the
 # host's containerd 1.6 and ctr, on the kernels VM_SYSTEMD_KERNELS (default:
 # the last of those given, 7.2 for the whole matrix: one systemd VM takes
-# 9 to 15 min under TCG on 2 shared cores, CI's budget has room for one).
+# 6 to 15 min under TCG on 2 shared cores, CI's budget has room for one).
 sysd_kernels=""
 if [ "${VM_SYSTEMD:-1}" = 1 ]; then
     sysd_kernels=${VM_SYSTEMD_KERNELS:-$(echo $kernels | awk '{ print $NF }')}
