@@ -36,7 +36,8 @@ DEPS_TEST := $(DEPS_DEMO) protobuf-compiler containernetworking-plugins iproute2
 # private apt configuration (signed by Debian's archive keyring) and their
 # modules decompressed (xz, zstd).
 # The ctr end-to-end inside the VMs uses the test suite's packages (containerd).
-DEPS_VM := $(DEPS_TEST) qemu-system-x86 e2fsprogs xz-utils zstd
+# The systemd VM's root (Debian bookworm with systemd) is made by debootstrap.
+DEPS_VM := $(DEPS_TEST) qemu-system-x86 e2fsprogs xz-utils zstd debootstrap
 
 define apt_install
 	@missing=$$(for p in $(1); do \
@@ -94,7 +95,12 @@ containerd-versions:
 # against the tier the design gives that kernel), the rootfs kernel tests and
 # `idshift-bench rootfs`; a table per kernel at the end. Kernels and
 # initramfs images are cached under /var/cache/idshift-vm (IDSHIFT_VM_CACHE).
-# VM_KERNELS picks a subset (e.g. VM_KERNELS=6.1); VM_TIMEOUT (s) per VM.
+# Then the cgroup v2 checks (tests/tests/cgroup2.rs) in a VM with systemd as
+# PID 1 on one kernel (the last of VM_KERNELS, 7.2 by default; its Debian
+# root made once by debootstrap, cached there too), with a per-check table.
+# VM_KERNELS picks a subset (e.g. VM_KERNELS=6.1); VM_TIMEOUT (s) per VM;
+# VM_SYSTEMD=0 skips the systemd VMs, VM_MATRIX=0 all but them,
+# VM_SYSTEMD_KERNELS picks their kernels (e.g. "6.1 6.12 7.2").
 VM_KERNELS ?=
 test-vm: deps-vm
 	tests/vm/run.sh $(VM_KERNELS)
