@@ -188,6 +188,8 @@ pub struct CreateReport {
     pub userns_ms: f64,
     pub rootfs_ms: f64,
     pub init_ms: f64,
+    /// The cgroup's creation and resources.
+    pub cgroup_ms: f64,
     pub strategy: String,
     pub ops: rootfs::MountOps,
     pub range: Option<userns::IdRange>,
@@ -987,6 +989,7 @@ impl Container {
         crate::faultpoint::pause("rootfs", &cfg.run_dir, &req.id);
 
         // 3. The cgroup (recorded before it is made).
+        let t = Instant::now();
         let cg_path = spec
             .linux()
             .as_ref()
@@ -1001,6 +1004,7 @@ impl Container {
         cgroup
             .apply(&resources_of_spec(&spec)?)
             .map_err(|e| e.to_string())?;
+        report.cgroup_ms = ms(t);
 
         // 4. The first process, set up and waiting for Start.
         let t = Instant::now();

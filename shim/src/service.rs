@@ -750,6 +750,7 @@ impl Task for TaskService {
                 "idshift does not restore checkpoints",
             ));
         }
+        let started = std::time::Instant::now();
         self.inner.creating.fetch_add(1, Ordering::SeqCst);
         let _creating = Creating(&self.inner.creating);
         if self.inner.exiting.load(Ordering::SeqCst) {
@@ -834,15 +835,17 @@ impl Task for TaskService {
                 )
             })?;
         log::info!(
-            "created {} (pid {}): userns {:.1} ms, rootfs {:.1} ms ({} strategy, {} in the shim, then 1 move_mount inside the container's own mount namespace), namespaces and init {:.1} ms{}",
+            "created {} (pid {}): userns {:.1} ms, rootfs {:.1} ms ({} strategy, {} in the shim, then 1 move_mount inside the container's own mount namespace), cgroup {:.1} ms, namespaces and init {:.1} ms{}, total {:.1} ms",
             req.id,
             c.init.pid,
             report.userns_ms,
             report.rootfs_ms,
             report.strategy,
             report.ops,
+            report.cgroup_ms,
             report.init_ms,
-            report.range.map(|r| format!(", host IDs {r}")).unwrap_or_default()
+            report.range.map(|r| format!(", host IDs {r}")).unwrap_or_default(),
+            started.elapsed().as_secs_f64() * 1e3
         );
         let pid = c.init.pid;
         match c.cgroup.as_ref().map(|cg| cg.oom_watch()) {
