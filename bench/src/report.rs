@@ -818,7 +818,8 @@ pub fn svg(run: &Run) -> String {
     let (ml, mr, mt, mb) = (70.0, 20.0, 40.0, 50.0);
     let header_h = 110.0;
     let legend_h = 24.0 * configs.len().div_ceil(2) as f64 + 16.0;
-    let width = pw * cols as f64;
+    // Wide enough for the two-column legend and the header lines.
+    let width = (pw * cols as f64).max(1040.0);
     // The shim-side create phases: one bar per configuration and N at the
     // L closest to 60 among the cells with the shim's lines.
     let bar_l = run
