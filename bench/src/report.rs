@@ -1092,6 +1092,68 @@ pub fn svg(run: &Run) -> String {
 mod tests {
     use super::*;
 
+    fn find<'a>(g: &'a [Goal], issue: u32, starts: &str) -> Vec<&'a Goal> {
+        g.iter()
+            .filter(|x| x.issue == issue && x.goal.starts_with(starts))
+            .collect()
+    }
+
+    #[test]
+    fn issue_16_goals() {
+        use crate::storm::{test_cell, Phases};
+        let fast = Phases {
+            userns: 1.0,
+            rootfs: 2.0,
+            cgroup: Some(0.5),
+            init: 4.0,
+            total: Some(8.0),
+        };
+        let slow = Phases {
+            total: None,
+            init: 20.0,
+            ..fast
+        };
+        let cells = vec![
+            test_cell("fd", 60, 1, &[50; 10], Some(fast)),
+            test_cell("fd@2.x", 60, 1, &[50; 10], Some(slow)),
+            test_cell("fd@2.x", 50, 100, &[1000; 100], Some(fast)),
+            test_cell("runc@2.x", 50, 100, &[1500; 100], None),
+            test_cell("runc-userns@2.x", 50, 100, &[2500; 100], None),
+        ];
+        let g = goals(&cells, &[]);
+        let create = find(&g, 16, "N=1, L=60: shim create");
+        assert_eq!(create.len(), 2, "{g:#?}");
+        assert_eq!(create[0].reached, Some(true), "{:?}", create[0]);
+        assert!(create[0].value.contains("p50 8.0 ms"), "{:?}", create[0]);
+        // No logged total: not reached, and said so.
+        assert_eq!(create[1].reached, Some(false), "{:?}", create[1]);
+        assert!(create[1].value.contains("logs no total"), "{:?}", create[1]);
+        let userns = find(
+            &g,
+            16,
+            "containerd 2.x storm: e2e p99 idshift fd / runc shim + runc with",
+        );
+        assert_eq!(userns.len(), 1);
+        assert_eq!(userns[0].reached, Some(true), "{:?}", userns[0]);
+        assert!(userns[0].value.contains("= 0.40"), "{:?}", userns[0]);
+        assert_eq!(userns[0].measured_at, "L=50, N=100");
+        let plain = find(
+            &g,
+            16,
+            "containerd 2.x storm: e2e p99 idshift fd / runc shim + runc (no",
+        );
+        assert_eq!(plain[0].reached, Some(false), "{:?}", plain[0]);
+        // A miss carries the breakdown.
+        assert!(
+            plain[0].value.contains("= 0.67") && plain[0].value.contains("shim create p50 8.0"),
+            "{:?}",
+            plain[0]
+        );
+        // Without --run-rm samples, the ctr run --rm goal is not measured.
+        let rm = find(&g, 16, "N=1, L=60: `ctr run --rm`");
+        assert_eq!(rm[0].reached, None, "{:?}", rm[0]);
+    }
+
     #[test]
     fn nice_ceilings() {
         assert_eq!(nice_ceiling(0.0), 1.0);

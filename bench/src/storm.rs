@@ -1762,6 +1762,47 @@ pub fn run(mut opts: Options, command: String) -> Result<bool, Error> {
     Ok(clean)
 }
 
+/// A cell of `name` at (L, N) whose launches took `e2e_ms` (and half of
+/// that in their task, unless a peer), each create logged with `phases`.
+#[cfg(test)]
+pub(crate) fn test_cell(
+    name: &str,
+    layers: usize,
+    n: usize,
+    e2e_ms: &[u64],
+    phases: Option<Phases>,
+) -> Cell {
+    let cfg = Config::builtin(name).expect("a built-in configuration");
+    let launches = e2e_ms
+        .iter()
+        .enumerate()
+        .map(|(i, &ms)| Launch {
+            id: format!("c{i}"),
+            result: Ok((
+                (!cfg.is_peer()).then(|| Duration::from_millis(ms / 2)),
+                Duration::from_millis(ms),
+            )),
+        })
+        .collect();
+    let shim = phases
+        .map(|p| {
+            e2e_ms
+                .iter()
+                .map(|_| ShimReport {
+                    mount_syscalls: 5,
+                    phases: p,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let round = Round {
+        launches,
+        shim,
+        ..Round::default()
+    };
+    summarize(&cfg, "containerd test", layers, n, &[round], Duration::ZERO)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
