@@ -14,8 +14,8 @@
 # something.
 #
 # usage: tests/vm/bench.sh [idshift-bench storm arguments]
-#   default: --configs fd,plain,runc,crun --layers 10 --containers 1,3
-#            --min-samples 3 --run-rm 3
+#   default: --configs fd,runc,crun --layers 10 --containers 1,3
+#            --min-samples 2 --run-rm 2 (about 11 min under TCG)
 # The storm's report (--markdown) is written to $IDSHIFT_VM_CACHE/logs/bench-<kernel>.md
 # and printed; VM_TIMEOUT (s, default 1800) bounds the VM.
 set -eu
@@ -25,7 +25,7 @@ CACHE=${IDSHIFT_VM_CACHE:-/var/cache/idshift-vm}
 VM_TIMEOUT=${VM_TIMEOUT:-1800}
 CARGO=${CARGO:-cargo}
 export IDSHIFT_VM_CACHE=$CACHE
-args=${*:---configs fd,plain,runc,crun --layers 10 --containers 1,3 --min-samples 3 --run-rm 3}
+args=${*:---configs fd,runc,crun --layers 10 --containers 1,3 --min-samples 2 --run-rm 2}
 
 for tool in qemu-system-x86_64 mke2fs busybox strip xz zstd containerd ctr runc crun containerd-shim-runc-v2; do
     command -v $tool >/dev/null || { echo "bench.sh: $tool missing (make deps-vm deps-bench)" >&2; exit 1; }
