@@ -201,10 +201,10 @@ fn rss_pss(pid: u32) -> Option<(u64, u64)> {
     Some((kib("Rss")?, kib("Pss")?))
 }
 
-/// The summed memory of every process whose executable name is `binary`
-/// and whose command line has `-id <id>` for an id in `ids` (a shim of one
+/// The summed memory of every process whose executable name is one of
+/// `binaries` and whose command line has `-id <id>` for an id in `ids` (a shim of one
 /// of these containers).
-pub fn shim_memory(binary: &str, ids: &BTreeSet<String>) -> Memory {
+pub fn shim_memory(binaries: &[&str], ids: &BTreeSet<String>) -> Memory {
     let mut m = Memory::default();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return m;
@@ -221,7 +221,8 @@ pub fn shim_memory(binary: &str, ids: &BTreeSet<String>) -> Memory {
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect();
         let Some(arg0) = args.first() else { continue };
-        if Path::new(arg0).file_name().and_then(|f| f.to_str()) != Some(binary) {
+        let name = Path::new(arg0).file_name().and_then(|f| f.to_str());
+        if !name.is_some_and(|n| binaries.contains(&n)) {
             continue;
         }
         let ours = args

@@ -2,13 +2,15 @@
 //! the same run, and the SVG plot (p99 launch latency against N, one line
 //! per configuration, one panel per L).
 
-use crate::storm::{Cell, Config, Run};
+use crate::storm::{Cell, Config, Kind, PhaseStats, Run, RunRm};
 use serde::Serialize;
 use std::fmt::Write as _;
 
-/// One of issue 4's goals, as measured.
+/// One of the goals (issues 4 and 16), as measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Goal {
+    /// The issue that set it.
+    pub issue: u32,
     pub goal: String,
     /// Where it was measured (L, N), which may differ from the goal's when
     /// the sweep did not hold that cell.
@@ -20,26 +22,32 @@ pub struct Goal {
     pub info: bool,
 }
 
-fn cell(cells: &[Cell], c: Config, l: usize, n: usize) -> Option<&Cell> {
+fn cell<'a>(cells: &'a [Cell], c: &str, l: usize, n: usize) -> Option<&'a Cell> {
     cells
         .iter()
-        .find(|x| x.config == c && x.layers == l && x.containers == n && x.succeeded > 0)
+        .find(|x| x.config.name() == c && x.layers == l && x.containers == n && x.succeeded > 0)
 }
 
-/// The (L, N) to judge the N=100, L=50 goals at: that cell, else the
-/// largest N and the L closest to 50 that the run holds for both configs.
-fn goal_cell(cells: &[Cell], a: Config, b: Config) -> Option<(usize, usize)> {
+/// The (L, N) to judge a goal at: (L0, N0) itself, else the largest N up to
+/// N0 and the L closest to L0 that the run holds for both configs.
+fn goal_cell_at(
+    cells: &[Cell],
+    a: &str,
+    b: &str,
+    (l0, n0): (usize, usize),
+) -> Option<(usize, usize)> {
     let mut best: Option<(usize, usize)> = None;
-    for x in cells.iter().filter(|x| x.config == a) {
+    for x in cells.iter().filter(|x| x.config.name() == a) {
         if cell(cells, b, x.layers, x.containers).is_none() || x.succeeded == 0 {
             continue;
         }
+        let dl = |l: usize| (l as i64 - l0 as i64).unsigned_abs();
         let key = |(l, n): (usize, usize)| {
             (
-                n == 100 && l == 50,
-                (l as i64 - 50).unsigned_abs() == 0,
-                n.min(100),
-                std::cmp::Reverse((l as i64 - 50).unsigned_abs()),
+                n == n0 && l == l0,
+                dl(l) == 0,
+                n.min(n0),
+                std::cmp::Reverse(dl(l)),
             )
         };
         let cand = (x.layers, x.containers);
@@ -51,29 +59,112 @@ fn goal_cell(cells: &[Cell], a: Config, b: Config) -> Option<(usize, usize)> {
     best
 }
 
+/// [`goal_cell_at`] N=100, L=50.
+fn goal_cell(cells: &[Cell], a: &str, b: &str) -> Option<(usize, usize)> {
+    goal_cell_at(cells, a, b, (50, 100))
+}
+
 fn at((l, n): (usize, usize)) -> String {
     format!("L={l}, N={n}")
 }
 
-/// The goals of issue 4, from the cells of one run.
-pub fn goals(cells: &[Cell]) -> Vec<Goal> {
-    let mut g = Vec::new();
-    let unmeasured = |goal: &str, why: &str| Goal {
+fn unmeasured(issue: u32, goal: &str, why: &str) -> Goal {
+    Goal {
+        issue,
         goal: goal.into(),
         measured_at: "-".into(),
         value: why.into(),
         reached: None,
         info: false,
-    };
+    }
+}
+
+/// A ratio goal a / b of `f` at the goal cell (N=100, L=50 or nearest).
+#[allow(clippy::too_many_arguments)]
+fn ratio_goal(
+    cells: &[Cell],
+    g: &mut Vec<Goal>,
+    issue: u32,
+    goal: &str,
+    a: &str,
+    b: &str,
+    f: &dyn Fn(&Cell) -> f64,
+    ok: &dyn Fn(f64) -> bool,
+    unit: &str,
+    why: &dyn Fn(&Cell, &Cell) -> String,
+) {
+    match goal_cell(cells, a, b) {
+        Some(lc) => {
+            let (Some(ca), Some(cb)) = (cell(cells, a, lc.0, lc.1), cell(cells, b, lc.0, lc.1))
+            else {
+                return;
+            };
+            let (va, vb) = (f(ca), f(cb));
+            let r = if vb > 0.0 { va / vb } else { f64::NAN };
+            let reached = r.is_finite() && ok(r);
+            let mut value = format!("{a} {va:.1}{unit} / {b} {vb:.1}{unit} = {r:.2}");
+            if !reached {
+                let w = why(ca, cb);
+                if !w.is_empty() {
+                    let _ = write!(value, "; {w}");
+                }
+            }
+            g.push(Goal {
+                issue,
+                goal: goal.into(),
+                measured_at: at(lc),
+                value,
+                reached: Some(reached),
+                info: goal.starts_with("(info)"),
+            });
+        }
+        None => g.push(unmeasured(
+            issue,
+            goal,
+            &format!("the run has no cell with both {a} and {b}"),
+        )),
+    }
+}
+
+/// A cell's shim-side create as the shim logged it: the whole create p50
+/// and p99, then the p50 of each phase.
+pub fn breakdown(p: &PhaseStats) -> String {
+    let (c, logged) = p.create();
+    let mut s = format!(
+        "shim create p50 {:.1} ms, p99 {:.1} ms{}: p50 userns {:.1}, rootfs {:.1}",
+        c.p50_ms,
+        c.p99_ms,
+        if logged {
+            ""
+        } else {
+            " (sum of the logged phases: this shim logs no total)"
+        },
+        p.userns.p50_ms,
+        p.rootfs.p50_ms
+    );
+    if let Some(cg) = &p.cgroup {
+        let _ = write!(s, ", cgroup {:.1}", cg.p50_ms);
+    }
+    let _ = write!(s, ", namespaces and init {:.1} ms", p.init.p50_ms);
+    if let Some(t) = &p.total {
+        let rest = t.p50_ms - p.sum.p50_ms;
+        let _ = write!(s, " (the rest of the create ~{rest:.1} ms)");
+    }
+    s
+}
+
+/// The goals of issues 4 and 16, from the cells of one run.
+pub fn goals(cells: &[Cell], run_rm: &[RunRm]) -> Vec<Goal> {
+    let mut g = Vec::new();
     // Mount syscalls of fd: constant in L, at most 6.
-    let fd: Vec<&Cell> = cells.iter().filter(|c| c.config == Config::Fd).collect();
+    let fd: Vec<&Cell> = cells.iter().filter(|c| c.config.name() == "fd").collect();
     let goal = "fd: mount syscalls per container constant in L, at most 6";
     let counts: Vec<(usize, u32, u32)> = fd
         .iter()
         .filter_map(|c| Some((c.layers, c.mount_syscalls_min?, c.mount_syscalls_max?)))
         .collect();
     if counts.is_empty() {
-        g.push(unmeasured(goal, "no fd container's count was logged"));
+        g.push(unmeasured(4, goal, "no fd container's count was logged"));
     } else {
         let lo = counts.iter().map(|c| c.1).min().unwrap_or(0);
         let hi = counts.iter().map(|c| c.2).max().unwrap_or(0);
@@ -81,6 +172,7 @@ pub fn goals(cells: &[Cell]) -> Vec<Goal> {
         ls.sort();
         ls.dedup();
         g.push(Goal {
+            issue: 4,
             goal: goal.into(),
             measured_at: format!("every fd container, L in {ls:?}"),
             value: format!("{lo}..{hi}"),
@@ -89,15 +181,16 @@ pub fn goals(cells: &[Cell]) -> Vec<Goal> {
         });
     }
     let goal = "fd: host mountinfo lines added per running container = 0";
-    match goal_cell(cells, Config::Fd, Config::Fd) {
+    match goal_cell(cells, "fd", "fd") {
         Some(lc) => {
             let worst = fd
                 .iter()
                 .map(|c| c.mountinfo_added_per_container)
                 .fold(0f64, f64::max);
-            let c = cell(cells, Config::Fd, lc.0, lc.1);
+            let c = cell(cells, "fd", lc.0, lc.1);
             let v = c.map(|c| c.mountinfo_added_per_container).unwrap_or(0.0);
             g.push(Goal {
+                issue: 4,
                 goal: goal.into(),
                 measured_at: at(lc),
                 value: format!("{v:.2} (worst fd cell of the run: {worst:.2})"),
@@ -105,93 +198,65 @@ pub fn goals(cells: &[Cell]) -> Vec<Goal> {
                 info: false,
             });
         }
-        None => g.push(unmeasured(goal, "no fd cell")),
+        None => g.push(unmeasured(4, goal, "no fd cell")),
     }
-    let ratio_goal = |g: &mut Vec<Goal>,
-                      goal: &str,
-                      a: Config,
-                      b: Config,
-                      f: &dyn Fn(&Cell) -> f64,
-                      ok: &dyn Fn(f64) -> bool,
-                      unit: &str| {
-        match goal_cell(cells, a, b) {
-            Some(lc) => {
-                let (Some(ca), Some(cb)) = (cell(cells, a, lc.0, lc.1), cell(cells, b, lc.0, lc.1))
-                else {
-                    return;
-                };
-                let (va, vb) = (f(ca), f(cb));
-                let r = if vb > 0.0 { va / vb } else { f64::NAN };
-                g.push(Goal {
-                    goal: goal.into(),
-                    measured_at: at(lc),
-                    value: format!(
-                        "{} {va:.1}{unit} / {} {vb:.1}{unit} = {r:.2}",
-                        a.name(),
-                        b.name()
-                    ),
-                    reached: Some(r.is_finite() && ok(r)),
-                    info: goal.starts_with("(info)"),
-                });
-            }
-            None => g.push(unmeasured(
-                goal,
-                &format!(
-                    "the run has no cell with both {} and {}",
-                    a.name(),
-                    b.name()
-                ),
-            )),
-        }
-    };
     let p99 = |c: &Cell| c.task.p99_ms;
+    let e2e99 = |c: &Cell| c.e2e.p99_ms;
+    let none = |_: &Cell, _: &Cell| String::new();
+    let rootfs_why = |a: &Cell, b: &Cell| {
+        format!(
+            "rootfs construction in the shim p99 {:.1} / {:.1} ms",
+            a.rootfs.p99_ms, b.rootfs.p99_ms
+        )
+    };
     ratio_goal(
+        cells,
         &mut g,
+        4,
         "p99 launch latency: per-layer / fd >= 5",
-        Config::PerLayer,
-        Config::Fd,
+        "per-layer",
+        "fd",
         &p99,
         &|r| r >= 5.0,
         " ms",
+        &rootfs_why,
     );
     ratio_goal(
+        cells,
         &mut g,
+        4,
         "(info) p99 rootfs construction time in the shim: per-layer / fd",
-        Config::PerLayer,
-        Config::Fd,
+        "per-layer",
+        "fd",
         &|c: &Cell| c.rootfs.p99_ms,
         &|r| r >= 5.0,
         " ms",
+        &none,
     );
     ratio_goal(
+        cells,
         &mut g,
+        4,
         "p99 launch latency: fd / runc shim (no userns) <= 1",
-        Config::Fd,
-        Config::Runc,
+        "fd",
+        "runc",
         &p99,
         &|r| r <= 1.0,
         " ms",
-    );
-    ratio_goal(
-        &mut g,
-        "shim PSS per running container: fd / runc shim <= 0.25",
-        Config::Fd,
-        Config::Runc,
-        &|c: &Cell| c.shim_pss_kib_per_container,
-        &|r| r <= 0.25,
-        " KiB",
+        &none,
     );
     // N=1: fd within 1.5x of plain, at every L.
     let goal = "N=1 launch latency (p50): fd / plain <= 1.5";
     let mut any = false;
     for c in cells
         .iter()
-        .filter(|c| c.config == Config::Fd && c.containers == 1)
+        .filter(|c| c.config.name() == "fd" && c.containers == 1)
     {
-        if let Some(p) = cell(cells, Config::Plain, c.layers, 1) {
+        if let Some(p) = cell(cells, "plain", c.layers, 1) {
             any = true;
             let r = c.task.p50_ms / p.task.p50_ms;
             g.push(Goal {
+                issue: 4,
                 goal: goal.into(),
                 measured_at: format!("L={}, N=1 ({} samples each)", c.layers, c.task.samples),
                 value: format!(
@@ -205,15 +270,178 @@ pub fn goals(cells: &[Cell]) -> Vec<Goal> {
     }
     if !any {
         g.push(unmeasured(
+            4,
             goal,
             "the run has no N=1 cell with both fd and plain",
         ));
     }
+    // Issue 16.
+    // N=1, L=60: the shim-side create p50 <= 10 ms, from the shim's log.
+    let goal = "N=1, L=60: shim create p50 <= 10 ms (the shim's log)";
+    let mut any = false;
+    for name in ["fd", "fd@2.x"] {
+        let Some(c) = cells
+            .iter()
+            .filter(|c| c.config.name() == name && c.containers == 1 && c.phases.is_some())
+            .min_by_key(|c| ((c.layers as i64 - 60).unsigned_abs(), c.layers))
+        else {
+            continue;
+        };
+        let Some(p) = &c.phases else { continue };
+        any = true;
+        let (create, logged) = p.create();
+        g.push(Goal {
+            issue: 16,
+            goal: goal.into(),
+            measured_at: format!("{name}, L={}, N=1 ({} creates)", c.layers, p.samples),
+            value: breakdown(p),
+            reached: Some(logged && create.p50_ms <= 10.0),
+            info: false,
+        });
+    }
+    if !any {
+        g.push(unmeasured(
+            16,
+            goal,
+            "no N=1 cell of fd or fd@2.x with the shim's create lines",
+        ));
+    }
+    // `ctr run --rm` wall time: idshift <= 0.7x the runc shim + runc.
+    let goal = "N=1, L=60: `ctr run --rm` wall p50 fd / runc shim + runc <= 0.7";
+    let mut any = false;
+    for suffix in ["", "@2.x"] {
+        let (a, b) = (format!("fd{suffix}"), format!("runc{suffix}"));
+        let find = |n: &str| {
+            run_rm
+                .iter()
+                .find(|r| r.config.name() == n && r.wall.samples > 0)
+        };
+        let (Some(ra), Some(rb)) = (find(&a), find(&b)) else {
+            continue;
+        };
+        any = true;
+        let r = ra.wall.p50_ms / rb.wall.p50_ms;
+        let mut value = format!(
+            "{a} {:.1} ms / {b} {:.1} ms = {r:.2}",
+            ra.wall.p50_ms, rb.wall.p50_ms
+        );
+        if r > 0.7 {
+            if let Some(p) = &ra.phases {
+                let _ = write!(value, "; {a}'s {}", breakdown(p));
+            }
+        }
+        g.push(Goal {
+            issue: 16,
+            goal: goal.into(),
+            measured_at: format!(
+                "L={}, {} and {} runs",
+                ra.layers, ra.wall.samples, rb.wall.samples
+            ),
+            value,
+            reached: Some(r <= 0.7),
+            info: false,
+        });
+    }
+    if !any {
+        g.push(unmeasured(
+            16,
+            goal,
+            "no --run-rm samples of both fd and runc (on one containerd)",
+        ));
+    }
+    // The storm on containerd 2.x, against the runc shim with and without
+    // user namespaces: e2e (the peer is one `ctr run`).
+    let storm_why = |a: &Cell, b: &Cell| {
+        let mut w = format!(
+            "{} task p99 {:.0} ms of its e2e p99 {:.0} ms (the rest: container create, serialized in containerd)",
+            a.config.name(),
+            a.task.p99_ms,
+            a.e2e.p99_ms
+        );
+        if b.task.samples > 0 {
+            let _ = write!(w, ", {} task p99 {:.0} ms", b.config.name(), b.task.p99_ms);
+        }
+        if let Some(p) = &a.phases {
+            let _ = write!(w, "; {}", breakdown(p));
+        }
+        w
+    };
+    ratio_goal(
+        cells,
+        &mut g,
+        16,
+        "containerd 2.x storm: e2e p99 idshift fd / runc shim + runc with user namespaces (a range per container) <= 0.5",
+        "fd@2.x",
+        "runc-userns@2.x",
+        &e2e99,
+        &|r| r <= 0.5,
+        " ms",
+        &storm_why,
+    );
+    ratio_goal(
+        cells,
+        &mut g,
+        16,
+        "containerd 2.x storm: e2e p99 idshift fd / runc shim + runc (no userns) <= 0.5",
+        "fd@2.x",
+        "runc@2.x",
+        &e2e99,
+        &|r| r <= 0.5,
+        " ms",
+        &storm_why,
+    );
+    ratio_goal(
+        cells,
+        &mut g,
+        16,
+        "(info) containerd 2.x storm: task p99 idshift fd / runc shim + runc (no userns)",
+        "fd@2.x",
+        "runc@2.x",
+        &p99,
+        &|r| r <= 0.5,
+        " ms",
+        &none,
+    );
+    ratio_goal(
+        cells,
+        &mut g,
+        16,
+        "shim PSS per running container (one shim each): fd / Go runc shim <= 0.25",
+        "fd",
+        "runc",
+        &|c: &Cell| c.shim_pss_kib_per_container,
+        &|r| r <= 0.25,
+        " KiB",
+        &none,
+    );
     g
 }
 
 fn opt(v: Option<u32>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+/// The configurations: name, what runs, on which containerd.
+fn configs_text(run: &Run, prefix: &str) -> String {
+    let mut s = String::new();
+    for c in &run.configs {
+        let _ = writeln!(
+            s,
+            "{prefix}{}: {} on {}: `{}`",
+            c.name, c.label, c.containerd, c.launch
+        );
+    }
+    s
+}
+
+fn verdict(g: &Goal, markdown: bool) -> &'static str {
+    match (g.info, g.reached, markdown) {
+        (true, _, _) => "info",
+        (false, Some(true), _) => "reached",
+        (false, Some(false), true) => "**not reached**",
+        (false, Some(false), false) => "NOT reached",
+        (false, None, _) => "not measured",
+    }
 }
 
 /// The table, the failures, the leaks and the goals, on stdout.
@@ -222,12 +450,17 @@ pub fn print(run: &Run) {
     for l in run.topology.header() {
         println!("{l}");
     }
+    print!("{}", configs_text(run, "  "));
     println!(
         "latencies in ms as `ctr` sees them (its start-up + connect, {:.1} ms, included); \
-         task = `ctr tasks start -d` (task create + start), e2e = + `ctr containers create` (= `ctr run -d`)",
+         task = `ctr tasks start -d` (task create + start), e2e = + `ctr containers create` (= `ctr run -d`; a peer's one `ctr run -d`)",
         run.ctr_overhead_ms
     );
     print!("{}", table(&run.cells));
+    if !run.run_rm.is_empty() {
+        println!("\n`ctr run --rm` of one container (runs `true`):");
+        print!("{}", run_rm_table(&run.run_rm));
+    }
     let failed: Vec<&Cell> = run.cells.iter().filter(|c| !c.errors.is_empty()).collect();
     if !failed.is_empty() {
         println!("\nfailed launches:");
@@ -242,6 +475,15 @@ pub fn print(run: &Run) {
             }
         }
     }
+    for r in run.run_rm.iter().filter(|r| !r.errors.is_empty()) {
+        for (e, k) in &r.errors {
+            println!(
+                "  ctr run --rm L={} {}: {k} x {e}",
+                r.layers,
+                r.config.name()
+            );
+        }
+    }
     let leaky: Vec<&Cell> = run.cells.iter().filter(|c| !c.leaks.is_empty()).collect();
     if !leaky.is_empty() {
         println!("\nleft behind after a round (the bench cleaned up what it could):");
@@ -254,6 +496,11 @@ pub fn print(run: &Run) {
                     c.config.name()
                 );
             }
+        }
+    }
+    for r in &run.run_rm {
+        for e in &r.leaks {
+            println!("  ctr run --rm {}: {e}", r.config.name());
         }
     }
     println!("\ngoals (ratios measured in this run):");
@@ -280,24 +527,45 @@ pub fn markdown(run: &Run) -> String {
         run.loadavg_start,
         run.loadavg_end
     );
+    let _ = writeln!(
+        s,
+        "Load average (s since start: 1, 5, 15 min) during the run:\n"
+    );
+    let _ = writeln!(s, "```");
+    for (t, l) in &run.loadavg_samples {
+        let _ = writeln!(s, "{t:>5} s: {l}");
+    }
+    let _ = writeln!(s, "```\n");
     for l in run.topology.header() {
         let _ = writeln!(s, "    {l}");
     }
+    let _ = writeln!(s, "\nConfigurations:\n");
+    s.push_str(&configs_text(run, "- "));
     let _ = writeln!(
         s,
         "\nLatencies in ms as `ctr` sees them (its start-up + connect, {:.1} ms, included): \
          task = `ctr tasks start -d --null-io` (task create + task start), e2e = `ctr containers create` + that \
-         (what `ctr run -d` does). Mount syscalls per container: the shim's count plus the one \
-         `move_mount` inside the container (idshift only); rootfs: the rootfs construction time the shim \
-         logs (idshift only). RSS/PSS: summed over the shim processes, \
+         (what `ctr run -d` does; a peer's is its one `ctr run -d`, and it has no task column). \
+         Mount syscalls per container: the shim's count plus the one \
+         `move_mount` inside the container (idshift only); shim create: the shim-side create as the idshift \
+         shim logs it, p50 of the total [p99] and p50 of userns + rootfs (+ cgroup) + namespaces and init \
+         (a total marked * is the phases' sum: that shim logs no total). RSS/PSS: summed over the shim processes, \
          per running container. Host mountinfo lines added per running container and the \
          bench's share of the peak count the lines of the bench's own containerd (its directory), \
          so that other mounts on the host do not count; the peak's first figure is the whole host.\n",
         run.ctr_overhead_ms
     );
     s.push_str(&table(&run.cells));
+    if !run.run_rm.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n`ctr run --rm` of one container (it runs `true`), wall time in ms:\n"
+        );
+        s.push_str(&run_rm_table(&run.run_rm));
+    }
     let failed: Vec<&Cell> = run.cells.iter().filter(|c| !c.errors.is_empty()).collect();
-    if !failed.is_empty() {
+    let failed_rm: Vec<&RunRm> = run.run_rm.iter().filter(|r| !r.errors.is_empty()).collect();
+    if !failed.is_empty() || !failed_rm.is_empty() {
         let _ = writeln!(s, "\nFailed launches:\n");
         for c in failed {
             for (e, k) in &c.errors {
@@ -310,36 +578,49 @@ pub fn markdown(run: &Run) -> String {
                 );
             }
         }
+        for r in failed_rm {
+            for (e, k) in &r.errors {
+                let _ = writeln!(
+                    s,
+                    "- ctr run --rm L={} {}: {k} x `{e}`",
+                    r.layers,
+                    r.config.name()
+                );
+            }
+        }
     }
-    let leaky: Vec<&Cell> = run.cells.iter().filter(|c| !c.leaks.is_empty()).collect();
+    let leaks: Vec<String> = run
+        .cells
+        .iter()
+        .flat_map(|c| {
+            c.leaks
+                .iter()
+                .map(move |e| format!("L={} N={} {}: {e}", c.layers, c.containers, c.config.name()))
+        })
+        .chain(run.run_rm.iter().flat_map(|r| {
+            r.leaks
+                .iter()
+                .map(move |e| format!("ctr run --rm {}: {e}", r.config.name()))
+        }))
+        .collect();
     let _ = writeln!(
         s,
         "\nLeft behind after a round: {}",
-        if leaky.is_empty() { "nothing." } else { "" }
+        if leaks.is_empty() { "nothing." } else { "" }
     );
-    for c in leaky {
-        for e in &c.leaks {
-            let _ = writeln!(
-                s,
-                "- L={} N={} {}: {e}",
-                c.layers,
-                c.containers,
-                c.config.name()
-            );
-        }
+    for e in leaks {
+        let _ = writeln!(s, "- {e}");
     }
     let _ = writeln!(s, "\nGoals (ratios measured in this run):\n");
     for g in &run.goals {
-        let verdict = match (g.info, g.reached) {
-            (true, _) => "info (not a goal)",
-            (false, Some(true)) => "reached",
-            (false, Some(false)) => "**not reached**",
-            (false, None) => "not measured",
-        };
         let _ = writeln!(
             s,
-            "- {verdict}: {}: {} ({})",
-            g.goal, g.value, g.measured_at
+            "- issue {}, {}: {}: {} ({})",
+            g.issue,
+            verdict(g, true),
+            g.goal,
+            g.value,
+            g.measured_at
         );
     }
     s
@@ -349,16 +630,58 @@ pub fn markdown(run: &Run) -> String {
 pub fn goals_text(goals: &[Goal]) -> String {
     let mut s = String::new();
     for g in goals {
-        let verdict = match (g.info, g.reached) {
-            (true, _) => "info",
-            (false, Some(true)) => "reached",
-            (false, Some(false)) => "NOT reached",
-            (false, None) => "not measured",
-        };
         let _ = writeln!(
             s,
-            "  [{verdict}] {}: {} ({})",
-            g.goal, g.value, g.measured_at
+            "  [issue {}: {}] {}: {} ({})",
+            g.issue,
+            verdict(g, false),
+            g.goal,
+            g.value,
+            g.measured_at
+        );
+    }
+    s
+}
+
+/// A shim create cell: total p50 [p99]: userns+rootfs(+cgroup)+init p50.
+fn shim_create(p: Option<&PhaseStats>) -> String {
+    let Some(p) = p else { return "-".into() };
+    let (c, logged) = p.create();
+    let mut s = format!(
+        "{:.1}{} [{:.1}]: {:.1}+{:.1}",
+        c.p50_ms,
+        if logged { "" } else { "*" },
+        c.p99_ms,
+        p.userns.p50_ms,
+        p.rootfs.p50_ms
+    );
+    if let Some(cg) = &p.cgroup {
+        let _ = write!(s, "+{:.1}", cg.p50_ms);
+    }
+    let _ = write!(s, "+{:.1}", p.init.p50_ms);
+    s
+}
+
+/// The `ctr run --rm` table.
+pub fn run_rm_table(rows: &[RunRm]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "| L | config | ok | wall p50 | p90 | max | shim create p50 [p99]: userns+rootfs(+cgroup)+init |"
+    );
+    let _ = writeln!(s, "|--:|---|--:|--:|--:|--:|---|");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {}/{} | {:.0} | {:.0} | {:.0} | {} |",
+            r.layers,
+            r.config.name(),
+            r.wall.samples,
+            r.launched,
+            r.wall.p50_ms,
+            r.wall.p90_ms,
+            r.wall.max_ms,
+            shim_create(r.phases.as_ref())
         );
     }
     s
@@ -369,11 +692,11 @@ pub fn table(cells: &[Cell]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "| L | N | config | ok | task p50 | p90 | p99 | max | e2e p50 | p99 | max | mount syscalls | rootfs p50/p99 | host mountinfo +/ctr | mountinfo peak: host (bench's) | mountinfo read p50/p99/max | shims | RSS/ctr | PSS/ctr |"
+        "| L | N | config | ok | task p50 | p90 | p99 | max | e2e p50 | p99 | max | mount syscalls | shim create p50 [p99]: userns+rootfs(+cgroup)+init | host mountinfo +/ctr | mountinfo peak: host (bench's) | mountinfo read p50/p99/max | shims | RSS/ctr | PSS/ctr |"
     );
     let _ = writeln!(
         s,
-        "|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+        "|--:|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|"
     );
     for c in cells {
         let sys = match (c.mount_syscalls_min, c.mount_syscalls_max) {
@@ -386,27 +709,30 @@ pub fn table(cells: &[Cell]) -> String {
                 }
             }
         };
+        let task = |v: f64| {
+            if c.task.samples > 0 {
+                format!("{v:.0}")
+            } else {
+                "-".into()
+            }
+        };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {}/{} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {:.2} | {} ({}) | {:.2}/{:.2}/{:.2} ms | {:.0} | {:.1} MiB | {:.2} MiB |",
+            "| {} | {} | {} | {}/{} | {} | {} | {} | {} | {:.0} | {:.0} | {:.0} | {} | {} | {:.2} | {} ({}) | {:.2}/{:.2}/{:.2} ms | {:.0} | {:.1} MiB | {:.2} MiB |",
             c.layers,
             c.containers,
             c.config.name(),
             c.succeeded,
             c.launched,
-            c.task.p50_ms,
-            c.task.p90_ms,
-            c.task.p99_ms,
-            c.task.max_ms,
+            task(c.task.p50_ms),
+            task(c.task.p90_ms),
+            task(c.task.p99_ms),
+            task(c.task.max_ms),
             c.e2e.p50_ms,
             c.e2e.p99_ms,
             c.e2e.max_ms,
             sys,
-            if c.rootfs.samples > 0 {
-                format!("{:.1}/{:.1}", c.rootfs.p50_ms, c.rootfs.p99_ms)
-            } else {
-                "-".to_string()
-            },
+            shim_create(c.phases.as_ref()),
             c.mountinfo_added_per_container,
             c.mountinfo_peak,
             c.mountinfo_peak_ours,
@@ -421,16 +747,35 @@ pub fn table(cells: &[Cell]) -> String {
     s
 }
 
-fn color(c: Config) -> &'static str {
-    match c {
-        Config::Fd => "#1b9e77",
-        Config::Path => "#66a61e",
-        Config::PerLayer => "#d95f02",
-        Config::Plain => "#7570b3",
-        Config::Runc => "#e7298a",
-        Config::Crun => "#a6761d",
-        Config::FdGroup => "#1f78b4",
-        Config::RuncGroup => "#666666",
+/// A configuration's line colour and dash (its 2.x variant dashed).
+fn color(c: &Config) -> &'static str {
+    const PEERS: [&str; 6] = [
+        "#e6ab02", "#17becf", "#8c564b", "#bcbd22", "#9467bd", "#ff7f0e",
+    ];
+    match &c.kind {
+        Kind::Fd => "#1b9e77",
+        Kind::Path => "#66a61e",
+        Kind::PerLayer => "#d95f02",
+        Kind::Plain => "#7570b3",
+        Kind::Runc => "#e7298a",
+        Kind::Crun => "#a6761d",
+        Kind::FdGroup => "#1f78b4",
+        Kind::RuncGroup => "#666666",
+        Kind::Peer(_) if c.name().starts_with("runc-userns") => "#e31a1c",
+        Kind::Peer(_) => {
+            let h = c
+                .name()
+                .bytes()
+                .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+            PEERS[h % PEERS.len()]
+        }
+    }
+}
+
+fn dash(c: &Config) -> &'static str {
+    match c.cd {
+        crate::storm::Cd::Main => "",
+        crate::storm::Cd::V2 => r#" stroke-dasharray="6,3""#,
     }
 }
 
@@ -464,7 +809,7 @@ pub fn svg(run: &Run) -> String {
     let mut ns: Vec<usize> = run.cells.iter().map(|c| c.containers).collect();
     ns.sort();
     ns.dedup();
-    let mut configs: Vec<Config> = run.cells.iter().map(|c| c.config).collect();
+    let mut configs: Vec<Config> = run.cells.iter().map(|c| c.config.clone()).collect();
     configs.sort();
     configs.dedup();
     let cols = layers.len().clamp(1, 2);
@@ -473,8 +818,28 @@ pub fn svg(run: &Run) -> String {
     let (ml, mr, mt, mb) = (70.0, 20.0, 40.0, 50.0);
     let header_h = 110.0;
     let legend_h = 24.0 * configs.len().div_ceil(2) as f64 + 16.0;
-    let width = pw * cols as f64;
-    let height = header_h + ph * rows as f64 + legend_h;
+    // Wide enough for the two-column legend and the header lines.
+    let width = (pw * cols as f64).max(1040.0);
+    // The shim-side create phases: one bar per configuration and N at the
+    // L closest to 60 among the cells with the shim's lines.
+    let bar_l = run
+        .cells
+        .iter()
+        .filter(|c| c.phases.is_some())
+        .map(|c| c.layers)
+        .min_by_key(|&l| ((l as i64 - 60).unsigned_abs(), l));
+    let mut bars: Vec<&Cell> = run
+        .cells
+        .iter()
+        .filter(|c| Some(c.layers) == bar_l && c.phases.is_some())
+        .collect();
+    bars.sort_by(|a, b| (&a.config, a.containers).cmp(&(&b.config, b.containers)));
+    let bars_h = if bars.is_empty() {
+        0.0
+    } else {
+        70.0 + 20.0 * bars.len() as f64 + 30.0
+    };
+    let height = header_h + ph * rows as f64 + legend_h + bars_h;
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -482,11 +847,11 @@ pub fn svg(run: &Run) -> String {
     );
     let _ = writeln!(
         s,
-        r#"<rect width="100%" height="100%" fill="white"/><text x="10" y="22" font-size="16" font-weight="bold">idshift launch storm: p99 launch latency against N containers launched at once</text>"#
+        r#"<rect width="100%" height="100%" fill="white"/><text x="10" y="22" font-size="16" font-weight="bold">idshift launch storm: p99 launch latency (e2e) against N containers launched at once</text>"#
     );
     let _ = writeln!(
         s,
-        r##"<text x="10" y="{}" fill="#444">latency = task create to task start returned, as `ctr tasks start -d` sees it (ctr start-up + connect, {:.0} ms, included){}</text>"##,
+        r##"<text x="10" y="{}" fill="#444">latency = e2e: container create + task create + start, as `ctr run -d` (or create + `tasks start -d`) sees it (ctr start-up + connect, {:.0} ms, included){}</text>"##,
         42.0 + 16.0 * run.topology.header().len() as f64,
         run.ctr_overhead_ms,
         if run.complete { "" } else { "; INCOMPLETE run" }
@@ -509,7 +874,7 @@ pub fn svg(run: &Run) -> String {
             .iter()
             .filter(|c| c.layers == l && c.succeeded > 0)
             .collect();
-        let ymax = nice_ceiling(cells.iter().map(|c| c.task.p99_ms).fold(0.0, f64::max));
+        let ymax = nice_ceiling(cells.iter().map(|c| c.e2e.p99_ms).fold(0.0, f64::max));
         let xpos = |n: usize| {
             if xmax <= xmin {
                 (x0 + x1) / 2.0
@@ -561,15 +926,15 @@ pub fn svg(run: &Run) -> String {
         );
         let _ = writeln!(
             s,
-            r#"<text transform="translate({},{}) rotate(-90)" text-anchor="middle">p99 launch latency (ms)</text>"#,
+            r#"<text transform="translate({},{}) rotate(-90)" text-anchor="middle">p99 launch latency, e2e (ms)</text>"#,
             ox + 16.0,
             (y0 + y1) / 2.0
         );
-        for &c in &configs {
+        for c in &configs {
             let mut pts: Vec<(f64, f64, &Cell)> = cells
                 .iter()
-                .filter(|x| x.config == c)
-                .map(|x| (xpos(x.containers), ypos(x.task.p99_ms), *x))
+                .filter(|x| x.config == *c)
+                .map(|x| (xpos(x.containers), ypos(x.e2e.p99_ms), *x))
                 .collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
             if pts.is_empty() {
@@ -581,20 +946,21 @@ pub fn svg(run: &Run) -> String {
                 .collect();
             let _ = writeln!(
                 s,
-                r#"<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/>"#,
+                r#"<polyline fill="none" stroke="{}" stroke-width="2"{} points="{}"/>"#,
                 color(c),
+                dash(c),
                 path.join(" ")
             );
             for (x, y, cell) in &pts {
                 let _ = writeln!(
                     s,
-                    r#"<circle cx="{x:.1}" cy="{y:.1}" r="3" fill="{}"><title>{} L={} N={}: p99 {:.0} ms, p50 {:.0} ms, {}/{} ok</title></circle>"#,
+                    r#"<circle cx="{x:.1}" cy="{y:.1}" r="3" fill="{}"><title>{} L={} N={}: e2e p99 {:.0} ms, p50 {:.0} ms, {}/{} ok</title></circle>"#,
                     color(c),
-                    esc(c.label()),
+                    esc(&c.label()),
                     cell.layers,
                     cell.containers,
-                    cell.task.p99_ms,
-                    cell.task.p50_ms,
+                    cell.e2e.p99_ms,
+                    cell.e2e.p50_ms,
                     cell.succeeded,
                     cell.launched
                 );
@@ -602,12 +968,12 @@ pub fn svg(run: &Run) -> String {
         }
     }
     let ly = header_h + ph * rows as f64 + 8.0;
-    for (i, &c) in configs.iter().enumerate() {
+    for (i, c) in configs.iter().enumerate() {
         let (x, y) = (
             20.0 + (i % 2) as f64 * 520.0,
             ly + 24.0 * (i / 2) as f64 + 12.0,
         );
-        let failed = !run.cells.iter().any(|x| x.config == c && x.succeeded > 0);
+        let failed = !run.cells.iter().any(|x| x.config == *c && x.succeeded > 0);
         let note = if failed {
             ": no launch succeeded (see the report)"
         } else {
@@ -615,13 +981,108 @@ pub fn svg(run: &Run) -> String {
         };
         let _ = writeln!(
             s,
-            r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{}" stroke-width="3"/><text x="{}" y="{}">{}</text>"#,
+            r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{}" stroke-width="3"{}/><text x="{}" y="{}">{}</text>"#,
             x + 30.0,
             color(c),
+            dash(c),
             x + 38.0,
             y + 4.0,
-            esc(&format!("{}{note}", c.label()))
+            esc(&format!("{}: {}{note}", c.name(), c.label()))
         );
+    }
+    if let (Some(l), false) = (bar_l, bars.is_empty()) {
+        let top = header_h + ph * rows as f64 + legend_h;
+        let _ = writeln!(
+            s,
+            r#"<text x="10" y="{}" font-size="14" font-weight="bold">Shim-side create, p50 of each phase as the idshift shim logs it (L = {l}; ms)</text>"#,
+            top + 20.0
+        );
+        let (x0, x1) = (170.0, width - 120.0);
+        let vmax = nice_ceiling(
+            bars.iter()
+                .filter_map(|c| c.phases.as_ref())
+                .map(|p| p.create().0.p50_ms.max(p.sum.p50_ms))
+                .fold(0.0, f64::max),
+        );
+        let xs = |v: f64| x0 + v / vmax * (x1 - x0);
+        let y_axis = top + 50.0 + 20.0 * bars.len() as f64;
+        for t in 0..=5 {
+            let v = vmax * t as f64 / 5.0;
+            let x = xs(v);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{x}" y1="{}" x2="{x}" y2="{y_axis}" stroke="#ddd"/><text x="{x}" y="{}" text-anchor="middle">{}</text>"##,
+                top + 40.0,
+                y_axis + 14.0,
+                if vmax >= 10.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.1}")
+                }
+            );
+        }
+        const PHASES: [(&str, &str); 5] = [
+            ("userns", "#1f78b4"),
+            ("rootfs", "#33a02c"),
+            ("cgroup", "#ff7f00"),
+            ("namespaces and init", "#6a3d9a"),
+            ("rest of the create (total - phases)", "#b2b2b2"),
+        ];
+        for (i, c) in bars.iter().enumerate() {
+            let Some(p) = &c.phases else { continue };
+            let y = top + 44.0 + 20.0 * i as f64;
+            let _ = writeln!(
+                s,
+                r#"<text x="{}" y="{}" text-anchor="end">{} N={}</text>"#,
+                x0 - 6.0,
+                y + 12.0,
+                esc(c.config.name()),
+                c.containers
+            );
+            let rest = p.total.as_ref().map(|t| (t.p50_ms - p.sum.p50_ms).max(0.0));
+            let parts = [
+                Some(p.userns.p50_ms),
+                Some(p.rootfs.p50_ms),
+                p.cgroup.as_ref().map(|c| c.p50_ms),
+                Some(p.init.p50_ms),
+                rest,
+            ];
+            let mut v0 = 0.0;
+            for (k, part) in parts.iter().enumerate() {
+                let Some(v) = part else { continue };
+                let _ = writeln!(
+                    s,
+                    r#"<rect x="{:.1}" y="{y}" width="{:.1}" height="14" fill="{}"><title>{} N={}: {} p50 {v:.1} ms</title></rect>"#,
+                    xs(v0),
+                    (xs(v0 + v) - xs(v0)).max(0.0),
+                    PHASES[k].1,
+                    esc(c.config.name()),
+                    c.containers,
+                    PHASES[k].0
+                );
+                v0 += v;
+            }
+            let (create, logged) = p.create();
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.1}" y="{}">{:.1} ms{}</text>"#,
+                xs(v0) + 4.0,
+                y + 12.0,
+                create.p50_ms,
+                if logged { " total" } else { " (sum)" }
+            );
+        }
+        for (k, (name, col)) in PHASES.iter().enumerate() {
+            let x = 20.0 + 200.0 * k as f64;
+            let _ = writeln!(
+                s,
+                r#"<rect x="{x}" y="{}" width="14" height="10" fill="{col}"/><text x="{}" y="{}">{}</text>"#,
+                y_axis + 22.0,
+                x + 18.0,
+                y_axis + 31.0,
+                esc(name)
+            );
+        }
     }
     s.push_str("</svg>\n");
     s
@@ -630,6 +1091,68 @@ pub fn svg(run: &Run) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn find<'a>(g: &'a [Goal], issue: u32, starts: &str) -> Vec<&'a Goal> {
+        g.iter()
+            .filter(|x| x.issue == issue && x.goal.starts_with(starts))
+            .collect()
+    }
+
+    #[test]
+    fn issue_16_goals() {
+        use crate::storm::{test_cell, Phases};
+        let fast = Phases {
+            userns: 1.0,
+            rootfs: 2.0,
+            cgroup: Some(0.5),
+            init: 4.0,
+            total: Some(8.0),
+        };
+        let slow = Phases {
+            total: None,
+            init: 20.0,
+            ..fast
+        };
+        let cells = vec![
+            test_cell("fd", 60, 1, &[50; 10], Some(fast)),
+            test_cell("fd@2.x", 60, 1, &[50; 10], Some(slow)),
+            test_cell("fd@2.x", 50, 100, &[1000; 100], Some(fast)),
+            test_cell("runc@2.x", 50, 100, &[1500; 100], None),
+            test_cell("runc-userns@2.x", 50, 100, &[2500; 100], None),
+        ];
+        let g = goals(&cells, &[]);
+        let create = find(&g, 16, "N=1, L=60: shim create");
+        assert_eq!(create.len(), 2, "{g:#?}");
+        assert_eq!(create[0].reached, Some(true), "{:?}", create[0]);
+        assert!(create[0].value.contains("p50 8.0 ms"), "{:?}", create[0]);
+        // No logged total: not reached, and said so.
+        assert_eq!(create[1].reached, Some(false), "{:?}", create[1]);
+        assert!(create[1].value.contains("logs no total"), "{:?}", create[1]);
+        let userns = find(
+            &g,
+            16,
+            "containerd 2.x storm: e2e p99 idshift fd / runc shim + runc with",
+        );
+        assert_eq!(userns.len(), 1);
+        assert_eq!(userns[0].reached, Some(true), "{:?}", userns[0]);
+        assert!(userns[0].value.contains("= 0.40"), "{:?}", userns[0]);
+        assert_eq!(userns[0].measured_at, "L=50, N=100");
+        let plain = find(
+            &g,
+            16,
+            "containerd 2.x storm: e2e p99 idshift fd / runc shim + runc (no",
+        );
+        assert_eq!(plain[0].reached, Some(false), "{:?}", plain[0]);
+        // A miss carries the breakdown.
+        assert!(
+            plain[0].value.contains("= 0.67") && plain[0].value.contains("shim create p50 8.0"),
+            "{:?}",
+            plain[0]
+        );
+        // Without --run-rm samples, the ctr run --rm goal is not measured.
+        let rm = find(&g, 16, "N=1, L=60: `ctr run --rm`");
+        assert_eq!(rm[0].reached, None, "{:?}", rm[0]);
+    }
 
     #[test]
     fn nice_ceilings() {

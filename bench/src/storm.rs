@@ -12,7 +12,7 @@
 
 use crate::host::{self, Memory, Topology};
 use crate::report;
-use idshift_harness::{shim_dir, Containerd, ContainerdOptions, CtrOutput};
+use idshift_harness::{shim_dir, Containerd, ContainerdOptions, CtrOutput, Flavour};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
@@ -38,109 +38,280 @@ const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
 pub(crate) const IDSHIFT_SHIM: &str = "containerd-shim-idshift-v2";
 const RUNC_SHIM: &str = "containerd-shim-runc-v2";
 
-/// One configuration of the storm.
+/// Which containerd a configuration runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Config {
+pub enum Cd {
+    /// The bench's private containerd of the system (Debian's 1.6), or the
+    /// user's (`--address`).
+    #[serde(rename = "main")]
+    Main,
+    /// A private containerd 2.x (`tests/install-containerd.sh 2.x`).
+    #[serde(rename = "2.x")]
+    V2,
+}
+
+impl Cd {
+    /// The suffix of a configuration's name on it (`fd@2.x`).
+    fn suffix(self) -> &'static str {
+        match self {
+            Cd::Main => "",
+            Cd::V2 => "@2.x",
+        }
+    }
+}
+
+/// What a configuration launches.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
     Fd,
     Path,
     PerLayer,
     Plain,
     Runc,
+    /// The runc shim with crun as its runtime (1.6: a containerd whose
+    /// `runc` is crun; 2.x: `--runc-binary`).
     Crun,
     /// `fd`, every container of a round in one shim (the runc shim's group
     /// annotation, which idshift honours as runc's shim does).
     FdGroup,
     /// The runc shim with runc, every container of a round in one shim.
     RuncGroup,
+    /// Anything `ctr run` can start: each container launched with `ctr run
+    /// -d --null-io <flags> <image> <id> sleep 100000`, `{H}` in the flags
+    /// replaced by a host ID base of its own (see [`peer_host_ids`]).
+    Peer(Vec<String>),
+}
+
+/// One configuration of the storm: what it launches, on which containerd,
+/// under which name (`fd`, `fd@2.x`, `runc-userns@2.x`, a `--peer`'s).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Config {
+    pub kind: Kind,
+    pub cd: Cd,
+    pub name: String,
+}
+
+/// Written to JSON as its name.
+impl Serialize for Config {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name)
+    }
 }
 
 /// The OCI annotation that puts containers in one shim.
 const GROUP_ANNOTATION: &str = "io.containerd.runc.v2.group";
 
-impl Config {
-    /// The issue's six configurations: the default sweep.
-    pub const DEFAULT: [Config; 6] = [
-        Config::Fd,
-        Config::Path,
-        Config::PerLayer,
-        Config::Plain,
-        Config::Runc,
-        Config::Crun,
-    ];
-    /// Every configuration (the grouped ones only when asked for).
-    pub const ALL: [Config; 8] = [
-        Config::Fd,
-        Config::Path,
-        Config::PerLayer,
-        Config::Plain,
-        Config::Runc,
-        Config::Crun,
-        Config::FdGroup,
-        Config::RuncGroup,
-    ];
+/// The built-in configurations' names.
+const BUILTIN: [&str; 9] = [
+    "fd",
+    "path",
+    "per-layer",
+    "plain",
+    "runc",
+    "crun",
+    "fd-group",
+    "runc-group",
+    "runc-userns",
+];
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Config::Fd => "fd",
-            Config::Path => "path",
-            Config::PerLayer => "per-layer",
-            Config::Plain => "plain",
-            Config::Runc => "runc",
-            Config::Crun => "crun",
-            Config::FdGroup => "fd-group",
-            Config::RuncGroup => "runc-group",
-        }
+/// The flags of the built-in `runc-userns` peer: the runc shim and runc
+/// with a user namespace over a host ID range of each container's own, the
+/// snapshot idmapped by containerd (2.x's overlay snapshotter: idmapped
+/// layers when the kernel has them).
+const RUNC_USERNS_FLAGS: &str =
+    "--runtime io.containerd.runc.v2 --uidmap 0:{H}:65536 --gidmap 0:{H}:65536 --remap-labels";
+
+/// The first host ID of the ranges `{H}` stands for: container i of a round
+/// gets `PEER_ID_BASE + i * 65536`, below idshift's pool (0x70000000) and
+/// far above the host's users and the usual `/etc/subuid` ranges.
+const PEER_ID_BASE: u64 = 0x1000_0000;
+
+/// The host ID base `{H}` of a peer's container `i` within its round.
+pub fn peer_host_ids(i: usize) -> u64 {
+    PEER_ID_BASE + i as u64 * 65536
+}
+
+impl Config {
+    /// The default sweep: the six configurations on the main containerd,
+    /// and idshift `fd`, the runc shim, and the runc shim with user
+    /// namespaces on containerd 2.x (left out, with a note, when 2.x is not
+    /// installed or the containerd is the user's).
+    pub fn defaults() -> Vec<Config> {
+        [
+            "fd",
+            "path",
+            "per-layer",
+            "plain",
+            "runc",
+            "crun",
+            "fd@2.x",
+            "runc@2.x",
+            "runc-userns@2.x",
+        ]
+        .iter()
+        .filter_map(|n| Config::builtin(n))
+        .collect()
     }
 
-    /// A longer label (table legend, SVG legend).
-    pub fn label(self) -> &'static str {
-        match self {
-            Config::Fd => "idshift fd",
-            Config::Path => "idshift path",
-            Config::PerLayer => "idshift per-layer (containerd 2.0's)",
-            Config::Plain => "idshift plain (no userns)",
-            Config::Runc => "runc shim + runc (no userns)",
-            Config::Crun => "runc shim + crun (no userns)",
-            Config::FdGroup => "idshift fd, one shim per round (group)",
-            Config::RuncGroup => "runc shim + runc, one shim per round (group)",
-        }
+    /// A built-in configuration by name (`NAME` or `NAME@2.x`).
+    fn builtin(spec: &str) -> Option<Config> {
+        let (base, cd) = split_cd(spec).ok()?;
+        let kind = match base {
+            "fd" => Kind::Fd,
+            "path" => Kind::Path,
+            "per-layer" => Kind::PerLayer,
+            "plain" => Kind::Plain,
+            "runc" => Kind::Runc,
+            "crun" => Kind::Crun,
+            "fd-group" => Kind::FdGroup,
+            "runc-group" => Kind::RuncGroup,
+            "runc-userns" => Kind::Peer(
+                RUNC_USERNS_FLAGS
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect(),
+            ),
+            _ => return None,
+        };
+        Some(Config {
+            kind,
+            cd,
+            name: spec.to_string(),
+        })
     }
 
     fn parse(s: &str) -> Result<Config, Error> {
-        Config::ALL
-            .into_iter()
-            .find(|c| c.name() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown configuration {s:?} (known: {})",
-                    Config::ALL.map(Config::name).join(", ")
+        Config::builtin(s).ok_or_else(|| {
+            format!(
+                "unknown configuration {s:?} (known: {}, each also as NAME@2.x; or --peer NAME='ctr run flags')",
+                BUILTIN.join(", ")
+            )
+            .into()
+        })
+    }
+
+    /// `--peer NAME[@2.x]='ctr run flags'`.
+    fn parse_peer(s: &str) -> Result<Config, Error> {
+        let (name, flags) = s
+            .split_once('=')
+            .ok_or_else(|| format!("--peer {s:?}: NAME='ctr run flags' expected"))?;
+        let (base, cd) = split_cd(name.trim())?;
+        if base.is_empty()
+            || !base
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        {
+            return Err(format!(
+                "--peer {s:?}: the name must be letters, digits, '.', '_', '-' (then @2.x for containerd 2.x)"
+            )
+            .into());
+        }
+        if BUILTIN.contains(&base) {
+            return Err(format!(
+                "--peer {s:?}: {base} is a built-in configuration's name; pick another"
+            )
+            .into());
+        }
+        let flags: Vec<String> = flags.split_whitespace().map(String::from).collect();
+        for f in &flags {
+            if matches!(
+                f.as_str(),
+                "-d" | "--detach" | "--rm" | "--null-io" | "-t" | "--tty"
+            ) {
+                return Err(format!(
+                    "--peer {s:?}: {f} is the bench's to set (it runs `ctr run -d --null-io`)"
                 )
-                .into()
-            })
+                .into());
+            }
+        }
+        Ok(Config {
+            kind: Kind::Peer(flags),
+            cd,
+            name: name.trim().to_string(),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A longer label (table legend, SVG legend).
+    pub fn label(&self) -> String {
+        let what = match &self.kind {
+            Kind::Fd => "idshift fd".to_string(),
+            Kind::Path => "idshift path".to_string(),
+            Kind::PerLayer => "idshift per-layer (containerd 2.0's)".to_string(),
+            Kind::Plain => "idshift plain (no userns)".to_string(),
+            Kind::Runc => "runc shim + runc (no userns)".to_string(),
+            Kind::Crun => "runc shim + crun (no userns)".to_string(),
+            Kind::FdGroup => "idshift fd, one shim per round (group)".to_string(),
+            Kind::RuncGroup => "runc shim + runc, one shim per round (group)".to_string(),
+            Kind::Peer(f) if self.name.starts_with("runc-userns") => format!(
+                "runc shim + runc with user namespaces, a range per container (ctr run {})",
+                f.join(" ")
+            ),
+            Kind::Peer(f) => format!("{}: ctr run {}", self.name, f.join(" ")),
+        };
+        match self.cd {
+            Cd::Main => what,
+            Cd::V2 => format!("{what}, containerd 2.x"),
+        }
     }
 
     /// The idshift `strategy` of an idshift configuration.
-    fn strategy(self) -> Option<&'static str> {
-        match self {
-            Config::Fd | Config::FdGroup => Some("fd"),
-            Config::Path => Some("path"),
-            Config::PerLayer => Some("per-layer"),
-            Config::Plain => Some("plain"),
-            Config::Runc | Config::Crun | Config::RuncGroup => None,
+    fn strategy(&self) -> Option<&'static str> {
+        match self.kind {
+            Kind::Fd | Kind::FdGroup => Some("fd"),
+            Kind::Path => Some("path"),
+            Kind::PerLayer => Some("per-layer"),
+            Kind::Plain => Some("plain"),
+            Kind::Runc | Kind::Crun | Kind::RuncGroup | Kind::Peer(_) => None,
         }
     }
 
-    fn grouped(self) -> bool {
-        matches!(self, Config::FdGroup | Config::RuncGroup)
+    /// Whether idshift runs it: a strategy of ours, or a peer naming our
+    /// runtime.
+    pub fn is_idshift(&self) -> bool {
+        match &self.kind {
+            Kind::Peer(f) => f.iter().any(|a| a.contains(IDSHIFT_RUNTIME)),
+            _ => self.strategy().is_some(),
+        }
     }
 
-    fn shim_binary(self) -> &'static str {
-        if self.strategy().is_some() {
-            IDSHIFT_SHIM
-        } else {
-            RUNC_SHIM
+    fn grouped(&self) -> bool {
+        matches!(self.kind, Kind::FdGroup | Kind::RuncGroup)
+    }
+
+    /// Launched with one `ctr run` (no task latency of its own).
+    pub fn is_peer(&self) -> bool {
+        matches!(self.kind, Kind::Peer(_))
+    }
+
+    /// The shim binaries whose processes are this configuration's.
+    fn shim_binaries(&self) -> &'static [&'static str] {
+        match &self.kind {
+            Kind::Peer(_) => &[IDSHIFT_SHIM, RUNC_SHIM],
+            _ if self.strategy().is_some() => &[IDSHIFT_SHIM],
+            _ => &[RUNC_SHIM],
         }
+    }
+
+    /// Whether the runc shim runs crun through a containerd of its own
+    /// (1.6's `ctr containers create` cannot name the runtime binary).
+    fn needs_crun_daemon(&self) -> bool {
+        self.kind == Kind::Crun && self.cd == Cd::Main
+    }
+}
+
+/// `NAME` or `NAME@2.x`.
+fn split_cd(spec: &str) -> Result<(&str, Cd), Error> {
+    match spec.split_once('@') {
+        None => Ok((spec, Cd::Main)),
+        Some((base, "2.x")) => Ok((base, Cd::V2)),
+        Some((_, other)) => Err(format!(
+            "{spec:?}: @{other} is not a containerd the bench runs (NAME for the main one, NAME@2.x)"
+        )
+        .into()),
     }
 }
 
@@ -153,6 +324,9 @@ pub struct Options {
     /// A cell of N containers is launched ceil(min_samples / N) times (at
     /// least once), so that small N still gives several samples.
     pub min_samples: usize,
+    /// `ctr run --rm` of one container, this many times per configuration
+    /// at the L closest to 60 (0: not measured).
+    pub run_rm: usize,
     pub cpus: Option<String>,
     pub json: Option<PathBuf>,
     pub svg: Option<PathBuf>,
@@ -162,18 +336,30 @@ pub struct Options {
     /// (failures of the host's runc and crun are reported, not fatal).
     pub strict: bool,
     pub quick: bool,
-    /// Whether `--configs` was given (else crun is left out, with a note,
-    /// when it is not installed or the containerd is the user's).
+    /// Whether `--configs` was given (else crun and the 2.x configurations
+    /// are left out, with a note, when they cannot run here).
     pub configs_given: bool,
 }
 
 pub fn usage() -> &'static str {
     "idshift-bench storm [--quick] [--layers 1,10,50,100] [--containers 1,10,50,100,200]\n    \
-     [--configs fd,path,per-layer,plain,runc,crun] [--min-samples 10] [--cpus LIST]\n    \
+     [--configs fd,path,per-layer,plain,runc,crun,fd@2.x,runc@2.x,runc-userns@2.x]\n    \
+     [--peer NAME[@2.x]='ctr run flags']... [--run-rm 10] [--min-samples 10] [--cpus LIST]\n    \
      [--json FILE] [--svg FILE] [--markdown FILE] [--address SOCK] [--strict]\n  \
-     --quick: layers 1,10, containers 1,5, min-samples 3 (a CI smoke run, < 3 min)\n  \
-     --configs also takes fd-group and runc-group: every container of a round in one shim\n  \
-     --address: use that containerd (the idshift shim must be on its PATH; crun is then skipped)\n  \
+     --quick: layers 1,10, containers 1,5, min-samples 3, run-rm 3, configurations\n    \
+     fd,path,per-layer,plain,runc,crun,fd@2.x (a CI smoke run, < 3 min)\n  \
+     --configs: NAME runs on the main containerd (the system's 1.6, or --address's), NAME@2.x on a\n    \
+     private containerd 2.x (tests/install-containerd.sh 2.x); also fd-group and runc-group (every\n    \
+     container of a round in one shim) and runc-userns (the runc shim with\n    \
+     `--uidmap 0:{H}:65536 --gidmap 0:{H}:65536 --remap-labels`, a range per container)\n  \
+     --peer NAME='ctr run flags': one more configuration (repeatable), each container launched with\n    \
+     `ctr run -d --null-io FLAGS IMAGE ID sleep 100000` (flags split at spaces, no quoting);\n    \
+     `{H}` in FLAGS becomes a host ID base of each container's own (268435456 + i*65536). E.g.\n    \
+     --peer runc-userns2@2.x='--uidmap 0:{H}:65536 --gidmap 0:{H}:65536 --remap-labels'\n    \
+     --peer crun@2.x='--runc-binary /usr/bin/crun'   --peer mine='--runtime io.containerd.foo.v2'\n    \
+     Peers have no task latency of their own (one ctr run): compare them on e2e\n  \
+     --run-rm K: `ctr run --rm` of one container K times per configuration at the L closest to 60\n  \
+     --address: use that containerd (the idshift shim must be on its PATH; crun and @2.x are then skipped)\n  \
      --strict: exit 1 if an idshift launch failed or anything leaked (a CI smoke check; never timings)"
 }
 
@@ -190,8 +376,9 @@ impl Options {
         let mut o = Options {
             layers: vec![1, 10, 50, 100],
             containers: vec![1, 10, 50, 100, 200],
-            configs: Config::DEFAULT.to_vec(),
+            configs: Config::defaults(),
             min_samples: 10,
+            run_rm: 10,
             cpus: None,
             json: None,
             svg: None,
@@ -201,7 +388,9 @@ impl Options {
             quick: false,
             configs_given: false,
         };
-        let (mut layers, mut containers, mut min_samples) = (None, None, None);
+        let (mut layers, mut containers, mut min_samples, mut run_rm) = (None, None, None, None);
+        let mut peers = Vec::new();
+        let mut configs = None;
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let mut value = || {
@@ -218,11 +407,10 @@ impl Options {
                 "--strict" => o.strict = true,
                 "--layers" => layers = Some(list(&value()?, num)?),
                 "--containers" => containers = Some(list(&value()?, num)?),
-                "--configs" => {
-                    o.configs = list(&value()?, Config::parse)?;
-                    o.configs_given = true;
-                }
+                "--configs" => configs = Some(list(&value()?, Config::parse)?),
+                "--peer" => peers.push(Config::parse_peer(&value()?)?),
                 "--min-samples" => min_samples = Some(num(&value()?)?),
+                "--run-rm" => run_rm = Some(num(&value()?)?),
                 "--cpus" => o.cpus = Some(value()?),
                 "--json" => o.json = Some(value()?.into()),
                 "--svg" => o.svg = Some(value()?.into()),
@@ -236,21 +424,52 @@ impl Options {
             o.layers = vec![1, 10];
             o.containers = vec![1, 5];
             o.min_samples = 3;
+            o.run_rm = 3;
+            o.configs = ["fd", "path", "per-layer", "plain", "runc", "crun", "fd@2.x"]
+                .iter()
+                .filter_map(|n| Config::builtin(n))
+                .collect();
         }
         o.layers = layers.unwrap_or(o.layers);
         o.containers = containers.unwrap_or(o.containers);
         o.min_samples = min_samples.unwrap_or(o.min_samples);
+        o.run_rm = run_rm.unwrap_or(o.run_rm);
+        if let Some(c) = configs {
+            o.configs = c;
+            o.configs_given = true;
+        } else if !peers.is_empty() {
+            // Peers alone: beside idshift fd and the runc shim on the
+            // containerds the peers run on.
+            o.configs.clear();
+            for cd in peers.iter().map(|p| p.cd) {
+                for n in ["fd", "runc"] {
+                    if let Some(c) = Config::builtin(&format!("{n}{}", cd.suffix())) {
+                        o.configs.push(c);
+                    }
+                }
+            }
+            o.configs_given = true;
+        }
+        o.configs.extend(peers);
         if o.layers.is_empty() || o.layers.iter().any(|&l| l == 0 || l > rootfs::MAX_LAYERS) {
             return Err("--layers: between 1 and 500 each".into());
         }
         if o.containers.is_empty() || o.containers.contains(&0) {
             return Err("--containers: at least 1 each".into());
         }
+        // {H} ranges stay below idshift's pool.
+        if o.containers.iter().any(|&n| peer_host_ids(n) > 0x7000_0000) {
+            return Err("--containers: at most 24576 (the peers' host ID ranges)".into());
+        }
         if o.configs.is_empty() {
             return Err("--configs: at least one".into());
         }
         let mut seen = BTreeSet::new();
-        o.configs.retain(|c| seen.insert(*c));
+        for c in &o.configs {
+            if !seen.insert(c.name.clone()) {
+                return Err(format!("configuration {} given twice", c.name).into());
+            }
+        }
         Ok(o)
     }
 
@@ -264,6 +483,10 @@ pub(crate) struct Daemon {
     /// Ours (stopped and cleaned up on drop), or `None` for the user's.
     pub(crate) private: Option<Containerd>,
     pub(crate) address: PathBuf,
+    /// Its `ctr` (the flavour's own for ours; the PATH's for the user's).
+    ctr_bin: PathBuf,
+    /// `ctr version`'s server line (which containerd it is).
+    pub(crate) version: String,
     /// Where its log is (ours only), and how far the storm has read it.
     log: Option<PathBuf>,
     log_offset: u64,
@@ -275,20 +498,58 @@ pub(crate) struct Daemon {
 impl Daemon {
     pub(crate) fn private(opts: ContainerdOptions) -> Result<Daemon, Error> {
         let c = Containerd::start(opts).map_err(|e| format!("starting containerd: {e}"))?;
-        Ok(Daemon {
+        let mut d = Daemon {
             address: c.address().to_path_buf(),
+            ctr_bin: c.ctr_path().to_path_buf(),
+            version: String::new(),
             log: Some(c.base().join("containerd.log")),
             log_offset: 0,
             mount_needle: Some(format!("{}/", c.base().display())),
             private: Some(c),
-        })
+        };
+        d.version = d.server_version();
+        Ok(d)
+    }
+
+    /// The user's containerd at `address`, driven with the PATH's `ctr`.
+    fn external(address: &Path) -> Daemon {
+        let mut d = Daemon {
+            private: None,
+            address: address.to_path_buf(),
+            ctr_bin: PathBuf::from("ctr"),
+            version: String::new(),
+            log: None,
+            log_offset: 0,
+            mount_needle: None,
+        };
+        d.version = d.server_version();
+        d
+    }
+
+    /// `containerd <version>` from `ctr version`'s Server section.
+    fn server_version(&self) -> String {
+        let out = self.ctr(&["version"]);
+        let server = out.stdout.split("Server:").nth(1).unwrap_or("");
+        let field = |name: &str| {
+            server.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == name).then(|| v.trim().to_string())
+            })
+        };
+        match field("Version") {
+            Some(v) => format!("containerd {v}"),
+            None => format!(
+                "containerd (version unknown: {})",
+                ctr_error("ctr version", &out)
+            ),
+        }
     }
 
     /// Runs `ctr` and waits for it (blocked in wait(2), not polling, so
     /// that its wall time is measured to the microsecond); ctr's own
     /// `--timeout` bounds it.
     pub(crate) fn ctr(&self, args: &[&str]) -> CtrOutput {
-        let mut cmd = Command::new("ctr");
+        let mut cmd = Command::new(&self.ctr_bin);
         cmd.arg("--address")
             .arg(&self.address)
             .arg("--namespace")
@@ -308,7 +569,7 @@ impl Daemon {
             Err(e) => CtrOutput {
                 code: None,
                 stdout: String::new(),
-                stderr: format!("spawning ctr: {e}"),
+                stderr: format!("spawning {}: {e}", self.ctr_bin.display()),
             },
         }
     }
@@ -350,31 +611,55 @@ impl Daemon {
     }
 }
 
-/// Where the storm runs: the daemon(s), the idshift config file of each
-/// strategy, the images.
+/// Which daemon serves a configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum DaemonKey {
+    Main,
+    /// The 1.6 containerd whose `runc` is crun.
+    Crun,
+    V2,
+}
+
+impl DaemonKey {
+    fn of(c: &Config) -> DaemonKey {
+        match c.cd {
+            Cd::V2 => DaemonKey::V2,
+            Cd::Main if c.needs_crun_daemon() => DaemonKey::Crun,
+            Cd::Main => DaemonKey::Main,
+        }
+    }
+}
+
+/// Where the storm runs: the daemons, the idshift config file of each
+/// strategy on each, the images.
 struct Target {
+    /// The main containerd (always there: `ctr`'s start-up is measured
+    /// against it).
     main: Daemon,
-    /// A second private containerd whose `runc` is crun (the runc shim runs
-    /// the `runc` on its PATH; `ctr containers create` cannot name another).
-    crun: Option<Daemon>,
-    config_files: BTreeMap<Config, PathBuf>,
+    /// The others (crun's 1.6, 2.x), those the configurations need.
+    others: BTreeMap<DaemonKey, Daemon>,
+    /// The idshift config file of a strategy on a daemon.
+    config_files: BTreeMap<(DaemonKey, &'static str), PathBuf>,
+    /// crun's path (the `crun` configurations).
+    crun: Option<PathBuf>,
     /// Holds the config files (external containerd) and the crun PATH dir.
     _dir: tempfile::TempDir,
 }
 
 impl Target {
-    fn daemon(&self, c: Config) -> &Daemon {
-        match (c, &self.crun) {
-            (Config::Crun, Some(d)) => d,
-            _ => &self.main,
+    fn daemon(&self, c: &Config) -> &Daemon {
+        self.others.get(&DaemonKey::of(c)).unwrap_or(&self.main)
+    }
+
+    fn daemon_mut(&mut self, c: &Config) -> &mut Daemon {
+        match self.others.get_mut(&DaemonKey::of(c)) {
+            Some(d) => d,
+            None => &mut self.main,
         }
     }
 
-    fn daemon_mut(&mut self, c: Config) -> &mut Daemon {
-        match (c, &mut self.crun) {
-            (Config::Crun, Some(d)) => d,
-            _ => &mut self.main,
-        }
+    fn daemon_of(&self, k: DaemonKey) -> &Daemon {
+        self.others.get(&k).unwrap_or(&self.main)
     }
 }
 
@@ -392,68 +677,81 @@ fn setup(opts: &Options) -> Result<Target, Error> {
     let dir = tempfile::Builder::new()
         .prefix("idshift-bench-")
         .tempdir_in("/var/tmp")?;
-    let main = match &opts.address {
-        Some(a) => Daemon {
-            private: None,
-            address: a.clone(),
-            log: None,
-            log_offset: 0,
-            mount_needle: None,
-        },
-        None => Daemon::private(ContainerdOptions::idshift(""))?,
-    };
-    // The idshift config file of each strategy: the instance's own (private
-    // state and run dirs) or the host's, with `strategy` set.
-    let base_config: toml::Table = match &main.private {
-        Some(c) => toml::from_str(&std::fs::read_to_string(&c.idshift_config)?)?,
-        None => {
-            let host = std::env::var_os("IDSHIFT_CONFIG")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/etc/idshift/config.toml"));
-            match std::fs::read_to_string(&host) {
-                Ok(t) => toml::from_str(&t).map_err(|e| format!("{}: {e}", host.display()))?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
-                Err(e) => return Err(format!("{}: {e}", host.display()).into()),
-            }
-        }
-    };
-    let mut config_files = BTreeMap::new();
-    for c in &opts.configs {
-        if let Some(s) = c.strategy() {
-            let mut t = base_config.clone();
-            t.insert("strategy".into(), toml::Value::String(s.into()));
-            let file = match &main.private {
-                Some(cd) => cd.base().join(format!("idshift-{s}.toml")),
-                None => dir.path().join(format!("idshift-{s}.toml")),
-            };
-            std::fs::write(&file, toml::to_string(&t)?)?;
-            config_files.insert(*c, file);
-        }
-    }
-    let crun = if opts.configs.contains(&Config::Crun) {
-        let Some(crun_bin) = which("crun") else {
-            return Err("crun is not installed: leave it out of --configs".into());
-        };
-        if opts.address.is_some() {
-            return Err("--address: the crun configuration needs a private containerd; leave it out of --configs".into());
-        }
-        // A PATH dir where `runc` is crun (and the idshift shim, which the
-        // harness insists on).
-        let path_dir = dir.path().join("crun-path");
-        std::fs::create_dir(&path_dir)?;
-        std::os::unix::fs::symlink(&crun_bin, path_dir.join("runc"))?;
-        std::os::unix::fs::symlink(shim_dir().join(IDSHIFT_SHIM), path_dir.join(IDSHIFT_SHIM))?;
-        Some(Daemon::private(ContainerdOptions {
-            shim_dir: Some(path_dir),
-            ..Default::default()
-        })?)
+    let keys: BTreeSet<DaemonKey> = opts.configs.iter().map(DaemonKey::of).collect();
+    let crun = if opts.configs.iter().any(|c| c.kind == Kind::Crun) {
+        Some(which("crun").ok_or("crun is not installed: leave it out of --configs")?)
     } else {
         None
     };
+    if opts.address.is_some() && keys.iter().any(|k| *k != DaemonKey::Main) {
+        return Err("--address: crun and the @2.x configurations need private containerds; leave them out of --configs".into());
+    }
+    let main = match &opts.address {
+        Some(a) => Daemon::external(a),
+        None => Daemon::private(ContainerdOptions::idshift(""))?,
+    };
+    let mut others = BTreeMap::new();
+    for k in &keys {
+        let d = match k {
+            DaemonKey::Main => continue,
+            DaemonKey::V2 => Daemon::private(ContainerdOptions::idshift("").on(Flavour::V2))?,
+            DaemonKey::Crun => {
+                // A PATH dir where `runc` is crun (and the idshift shim,
+                // which the harness insists on).
+                let crun_bin = crun.as_ref().ok_or("crun is not installed")?;
+                let path_dir = dir.path().join("crun-path");
+                std::fs::create_dir(&path_dir)?;
+                std::os::unix::fs::symlink(crun_bin, path_dir.join("runc"))?;
+                std::os::unix::fs::symlink(
+                    shim_dir().join(IDSHIFT_SHIM),
+                    path_dir.join(IDSHIFT_SHIM),
+                )?;
+                Daemon::private(ContainerdOptions {
+                    shim_dir: Some(path_dir),
+                    ..Default::default()
+                })?
+            }
+        };
+        others.insert(*k, d);
+    }
+    // The idshift config file of each strategy on each daemon: the
+    // instance's own (private state and run dirs) or the host's, with
+    // `strategy` set.
+    let mut config_files = BTreeMap::new();
+    for c in &opts.configs {
+        let Some(s) = c.strategy() else { continue };
+        let k = DaemonKey::of(c);
+        if config_files.contains_key(&(k, s)) {
+            continue;
+        }
+        let d = others.get(&k).unwrap_or(&main);
+        let base_config: toml::Table = match &d.private {
+            Some(c) => toml::from_str(&std::fs::read_to_string(&c.idshift_config)?)?,
+            None => {
+                let host = std::env::var_os("IDSHIFT_CONFIG")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("/etc/idshift/config.toml"));
+                match std::fs::read_to_string(&host) {
+                    Ok(t) => toml::from_str(&t).map_err(|e| format!("{}: {e}", host.display()))?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => toml::Table::new(),
+                    Err(e) => return Err(format!("{}: {e}", host.display()).into()),
+                }
+            }
+        };
+        let mut t = base_config;
+        t.insert("strategy".into(), toml::Value::String(s.into()));
+        let file = match &d.private {
+            Some(cd) => cd.base().join(format!("idshift-{s}.toml")),
+            None => dir.path().join(format!("idshift-{s}.toml")),
+        };
+        std::fs::write(&file, toml::to_string(&t)?)?;
+        config_files.insert((k, s), file);
+    }
     Ok(Target {
         main,
-        crun,
+        others,
         config_files,
+        crun,
         _dir: dir,
     })
 }
@@ -462,8 +760,9 @@ fn setup(opts: &Options) -> Result<Target, Error> {
 #[derive(Debug, Clone)]
 struct Launch {
     id: String,
-    /// (task create to start returned, end to end), or what failed.
-    result: Result<(Duration, Duration), String>,
+    /// (task create to start returned, if measured apart; end to end), or
+    /// what failed.
+    result: Result<(Option<Duration>, Duration), String>,
 }
 
 pub(crate) fn ctr_error(what: &str, out: &CtrOutput) -> String {
@@ -476,36 +775,67 @@ pub(crate) fn ctr_error(what: &str, out: &CtrOutput) -> String {
     )
 }
 
-fn launch(
-    t: &Target,
-    cfg: Config,
-    image: &str,
-    id: &str,
-    group: &str,
-) -> Result<(Duration, Duration), String> {
-    let d = t.daemon(cfg);
-    let mut create: Vec<&str> = vec!["containers", "create"];
-    let config_file;
-    match cfg.strategy() {
-        Some(_) => {
-            config_file = t
+/// The `ctr containers create` / `ctr run` flags of a configuration for
+/// container `i` of its round (in `group`).
+fn create_flags(t: &Target, cfg: &Config, i: usize, group: &str) -> Vec<String> {
+    let mut f: Vec<String> = Vec::new();
+    match (&cfg.kind, cfg.strategy()) {
+        (Kind::Peer(flags), _) => {
+            let h = peer_host_ids(i).to_string();
+            f.extend(flags.iter().map(|a| a.replace("{H}", &h)));
+        }
+        (_, Some(s)) => {
+            let file = t
                 .config_files
-                .get(&cfg)
+                .get(&(DaemonKey::of(cfg), s))
                 .map(|p| p.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            create.extend([
-                "--runtime",
-                IDSHIFT_RUNTIME,
-                "--runtime-config-path",
-                &config_file,
+            f.extend([
+                "--runtime".into(),
+                IDSHIFT_RUNTIME.into(),
+                "--runtime-config-path".into(),
+                file,
             ]);
         }
-        None => create.extend(["--runtime", RUNC_RUNTIME]),
+        (_, None) => {
+            f.extend(["--runtime".into(), RUNC_RUNTIME.into()]);
+            if cfg.kind == Kind::Crun && cfg.cd == Cd::V2 {
+                if let Some(crun) = &t.crun {
+                    f.extend(["--runc-binary".into(), crun.to_string_lossy().into_owned()]);
+                }
+            }
+        }
     }
-    let annotation = format!("{GROUP_ANNOTATION}={group}");
     if cfg.grouped() {
-        create.extend(["--annotation", &annotation]);
+        f.extend(["--annotation".into(), format!("{GROUP_ANNOTATION}={group}")]);
     }
+    f
+}
+
+fn launch(
+    t: &Target,
+    cfg: &Config,
+    image: &str,
+    id: &str,
+    i: usize,
+    group: &str,
+) -> Result<(Option<Duration>, Duration), String> {
+    let d = t.daemon(cfg);
+    let flags = create_flags(t, cfg, i, group);
+    if cfg.is_peer() {
+        let mut run: Vec<&str> = vec!["run", "-d", "--null-io"];
+        run.extend(flags.iter().map(String::as_str));
+        run.extend([image, id, "sleep", "100000"]);
+        let t0 = Instant::now();
+        let out = d.ctr(&run);
+        let e2e = t0.elapsed();
+        if !out.success() {
+            return Err(ctr_error("run -d", &out));
+        }
+        return Ok((None, e2e));
+    }
+    let mut create: Vec<&str> = vec!["containers", "create"];
+    create.extend(flags.iter().map(String::as_str));
     create.extend([image, id, "sleep", "100000"]);
     let t0 = Instant::now();
     let out = d.ctr(&create);
@@ -518,7 +848,23 @@ fn launch(
     if !out.success() {
         return Err(ctr_error("tasks start", &out));
     }
-    Ok((t2 - t1, t2 - t0))
+    Ok((Some(t2 - t1), t2 - t0))
+}
+
+/// `ctr run --rm` of one container (it runs `true`): its wall time.
+fn run_rm(t: &Target, cfg: &Config, image: &str, id: &str) -> Result<Duration, String> {
+    let d = t.daemon(cfg);
+    let flags = create_flags(t, cfg, 0, id);
+    let mut run: Vec<&str> = vec!["run", "--rm", "--null-io"];
+    run.extend(flags.iter().map(String::as_str));
+    run.extend([image, id, "true"]);
+    let t0 = Instant::now();
+    let out = d.ctr(&run);
+    let took = t0.elapsed();
+    if !out.success() {
+        return Err(ctr_error("run --rm", &out));
+    }
+    Ok(took)
 }
 
 /// What one round (N containers at once, one configuration) measured.
@@ -535,19 +881,47 @@ struct Round {
     /// Reads of the host mountinfo during the storm.
     mountinfo_reads: Vec<Duration>,
     memory: Memory,
-    /// Mount syscalls of each container's rootfs (shim + container), from
-    /// the shim's log line.
-    mount_syscalls: Vec<u32>,
-    /// The rootfs construction time of each container, in the shim (its
-    /// log line).
-    rootfs: Vec<Duration>,
+    /// What the idshift shim logged of each container's create.
+    shim: Vec<ShimReport>,
     leaks: Vec<String>,
 }
 
-/// Parses the shim's `created <id> (pid ..): userns .. ms, rootfs <r> ms
+/// The shim-side phases of one create, in ms, as the idshift shim logs
+/// them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Phases {
+    pub userns: f64,
+    pub rootfs: f64,
+    /// Logged by shims that time the cgroup apart (else in init).
+    pub cgroup: Option<f64>,
+    pub init: f64,
+    /// The whole shim-side create (`total N ms`), where the shim logs it.
+    pub total: Option<f64>,
+}
+
+/// One create's line of the shim's log.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ShimReport {
+    /// Mount syscalls of its rootfs: the shim's and the container's.
+    mount_syscalls: u32,
+    phases: Phases,
+}
+
+/// The number before " ms" after `key` in `text`.
+fn ms_after(text: &str, key: &str) -> Option<f64> {
+    let r = &text[text.find(key)? + key.len()..];
+    let (v, rest) = r.split_once(' ')?;
+    if !rest.starts_with("ms") {
+        return None;
+    }
+    v.parse().ok()
+}
+
+/// Parses the shim's `created <id> (pid ..): userns <u> ms, rootfs <r> ms
 /// (<s> strategy, <k> mount syscalls (...) in the shim, then 1 move_mount
-/// inside ...` log line into (k + 1, r).
-fn shim_report_of(log: &str, id: &str) -> Option<(u32, f64)> {
+/// inside ...)[, cgroup <c> ms], namespaces and init <i> ms[, host IDs
+/// ..][, total <t> ms]` log line.
+fn shim_report_of(log: &str, id: &str) -> Option<ShimReport> {
     let needle = format!("created {id} (pid");
     let line = log.lines().find(|l| l.contains(&needle))?;
     let rest = &line[line.find(&needle)?..];
@@ -557,9 +931,16 @@ fn shim_report_of(log: &str, id: &str) -> Option<(u32, f64)> {
         return None;
     }
     let inside = u32::from(rest.contains("then 1 move_mount inside"));
-    let r = rest.split(", rootfs ").nth(1)?;
-    let rootfs_ms: f64 = r.split_whitespace().next()?.parse().ok()?;
-    Some((k + inside, rootfs_ms))
+    Some(ShimReport {
+        mount_syscalls: k + inside,
+        phases: Phases {
+            userns: ms_after(rest, "): userns ")?,
+            rootfs: ms_after(rest, ", rootfs ")?,
+            cgroup: ms_after(rest, ", cgroup "),
+            init: ms_after(rest, ", namespaces and init ")?,
+            total: ms_after(rest, ", total "),
+        },
+    })
 }
 
 /// Kills and deletes the round's tasks and containers (also on unwind).
@@ -637,7 +1018,7 @@ impl Drop for RoundGuard<'_> {
 }
 
 /// Launches `n` containers of `cfg` at once and measures; cleans up.
-fn storm(t: &mut Target, cfg: Config, image: &str, n: usize, tag: &str) -> Result<Round, Error> {
+fn storm(t: &mut Target, cfg: &Config, image: &str, n: usize, tag: &str) -> Result<Round, Error> {
     let ids: Vec<String> = (0..n).map(|i| format!("{tag}-{i}")).collect();
     let id_set: BTreeSet<String> = ids.iter().cloned().collect();
     // Nothing before this round's storm is of interest in the log.
@@ -661,11 +1042,12 @@ fn storm(t: &mut Target, cfg: Config, image: &str, n: usize, tag: &str) -> Resul
     let launches: Vec<Launch> = std::thread::scope(|s| -> Result<Vec<Launch>, Error> {
         let handles: Vec<_> = ids
             .iter()
-            .map(|id| {
+            .enumerate()
+            .map(|(i, id)| {
                 let (barrier, finished) = (&barrier, &finished);
                 s.spawn(move || {
                     barrier.wait();
-                    let result = launch(t_ref, cfg, image, id, tag);
+                    let result = launch(t_ref, cfg, image, id, i, tag);
                     finished.fetch_add(1, Ordering::SeqCst);
                     Launch {
                         id: id.clone(),
@@ -698,7 +1080,7 @@ fn storm(t: &mut Target, cfg: Config, image: &str, n: usize, tag: &str) -> Resul
     round.mountinfo_running = running.ours;
     round.mountinfo_peak = round.mountinfo_peak.max(running.lines);
     round.mountinfo_peak_ours = round.mountinfo_peak_ours.max(running.ours);
-    round.memory = host::shim_memory(cfg.shim_binary(), &id_set);
+    round.memory = host::shim_memory(cfg.shim_binaries(), &id_set);
     round.launches = launches;
     let mut problems = guard.clean();
     drop(guard);
@@ -706,7 +1088,7 @@ fn storm(t: &mut Target, cfg: Config, image: &str, n: usize, tag: &str) -> Resul
     let deadline = Instant::now() + LEAK_TIMEOUT;
     loop {
         let mut leaks = t.daemon(cfg).leaks();
-        let shims = host::shim_memory(cfg.shim_binary(), &id_set).processes;
+        let shims = host::shim_memory(cfg.shim_binaries(), &id_set).processes;
         if shims > 0 {
             leaks.push(format!("{shims} shim processes of this round still run"));
         }
@@ -724,23 +1106,20 @@ fn storm(t: &mut Target, cfg: Config, image: &str, n: usize, tag: &str) -> Resul
         std::thread::sleep(Duration::from_millis(100));
     }
     round.leaks = problems;
-    if cfg.strategy().is_some() && t.daemon(cfg).log.is_some() {
+    if cfg.is_idshift() && t.daemon(cfg).log.is_some() {
         let log = t.daemon_mut(cfg).new_log();
-        for (k, r) in round
+        round.shim = round
             .launches
             .iter()
             .filter(|l| l.result.is_ok())
             .filter_map(|l| shim_report_of(&log, &l.id))
-        {
-            round.mount_syscalls.push(k);
-            round.rootfs.push(Duration::from_secs_f64(r / 1e3));
-        }
+            .collect();
     }
     Ok(round)
 }
 
 /// Percentiles of a sample, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Stats {
     pub samples: usize,
     pub p50_ms: f64,
@@ -768,11 +1147,63 @@ impl Stats {
     }
 }
 
+/// Percentiles of each logged phase over a cell's creates.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseStats {
+    pub samples: usize,
+    pub userns: Stats,
+    pub rootfs: Stats,
+    /// Where the shim logs the cgroup apart.
+    pub cgroup: Option<Stats>,
+    pub init: Stats,
+    /// The shim's `total` (where logged), else `None`.
+    pub total: Option<Stats>,
+    /// userns + rootfs + cgroup + init per create: the logged phases'
+    /// sum (what `total` adds to it is the rest of the create).
+    pub sum: Stats,
+}
+
+impl PhaseStats {
+    fn of(p: &[Phases]) -> Option<PhaseStats> {
+        if p.is_empty() {
+            return None;
+        }
+        let ms = |v: &dyn Fn(&Phases) -> Option<f64>| -> Option<Stats> {
+            let d: Vec<Duration> = p
+                .iter()
+                .filter_map(v)
+                .map(|x| Duration::from_secs_f64(x.max(0.0) / 1e3))
+                .collect();
+            (d.len() == p.len()).then(|| Stats::of(&d))
+        };
+        Some(PhaseStats {
+            samples: p.len(),
+            userns: ms(&|x| Some(x.userns))?,
+            rootfs: ms(&|x| Some(x.rootfs))?,
+            cgroup: ms(&|x| x.cgroup),
+            init: ms(&|x| Some(x.init))?,
+            total: ms(&|x| x.total),
+            sum: ms(&|x| Some(x.userns + x.rootfs + x.cgroup.unwrap_or(0.0) + x.init))?,
+        })
+    }
+
+    /// The whole shim-side create: `total` where logged, else the sum of
+    /// the phases; and whether it is the logged total.
+    pub fn create(&self) -> (&Stats, bool) {
+        match &self.total {
+            Some(t) => (t, true),
+            None => (&self.sum, false),
+        }
+    }
+}
+
 /// Everything measured for one configuration in one (L, N) cell, over its
 /// rounds.
 #[derive(Debug, Clone, Serialize)]
 pub struct Cell {
     pub config: Config,
+    /// The containerd it ran on (`ctr version`'s server version).
+    pub containerd: String,
     pub layers: usize,
     pub containers: usize,
     pub rounds: usize,
@@ -780,7 +1211,8 @@ pub struct Cell {
     pub succeeded: usize,
     /// Distinct errors and how many launches hit each.
     pub errors: BTreeMap<String, usize>,
-    /// Task create to task start returned.
+    /// Task create to task start returned (no samples for a peer: one
+    /// `ctr run`).
     pub task: Stats,
     /// Container create + task create + task start (`ctr run -d`).
     pub e2e: Stats,
@@ -790,6 +1222,9 @@ pub struct Cell {
     pub mount_syscalls_max: Option<u32>,
     /// How many containers' counts were found in the log.
     pub mount_syscalls_logged: usize,
+    /// The shim-side create phases the idshift shim logged (None: no
+    /// line logged, e.g. the runc shim's).
+    pub phases: Option<PhaseStats>,
     /// The rootfs construction in the shim (idshift only; from its log):
     /// where the mount-lock contention shows without `ctr`'s and
     /// containerd's share of the launch.
@@ -815,10 +1250,16 @@ pub struct Cell {
     pub wall_s: f64,
 }
 
-fn summarize(cfg: Config, layers: usize, n: usize, rounds: &[Round], wall: Duration) -> Cell {
+fn summarize(
+    cfg: &Config,
+    containerd: &str,
+    layers: usize,
+    n: usize,
+    rounds: &[Round],
+    wall: Duration,
+) -> Cell {
     let mut errors = BTreeMap::new();
-    let (mut task, mut e2e, mut reads, mut syscalls) = (vec![], vec![], vec![], vec![]);
-    let mut rootfs = vec![];
+    let (mut task, mut e2e, mut reads, mut shim) = (vec![], vec![], vec![], vec![]);
     let (mut added, mut peak, mut peak_ours, mut before) = (0f64, 0, 0, usize::MAX);
     let (mut procs, mut rss, mut pss, mut mem_rounds) = (0f64, 0f64, 0f64, 0usize);
     let mut leaks = Vec::new();
@@ -829,15 +1270,14 @@ fn summarize(cfg: Config, layers: usize, n: usize, rounds: &[Round], wall: Durat
         for l in &r.launches {
             match &l.result {
                 Ok((t, e)) => {
-                    task.push(*t);
+                    task.extend(*t);
                     e2e.push(*e);
                 }
                 Err(e) => *errors.entry(e.clone()).or_insert(0) += 1,
             }
         }
         reads.extend(r.mountinfo_reads.iter().copied());
-        syscalls.extend(r.mount_syscalls.iter().copied());
-        rootfs.extend(r.rootfs.iter().copied());
+        shim.extend(r.shim.iter().copied());
         peak = peak.max(r.mountinfo_peak);
         peak_ours = peak_ours.max(r.mountinfo_peak_ours);
         before = before.min(r.mountinfo_before);
@@ -852,19 +1292,27 @@ fn summarize(cfg: Config, layers: usize, n: usize, rounds: &[Round], wall: Durat
         leaks.extend(r.leaks.iter().cloned());
     }
     let m = mem_rounds.max(1) as f64;
+    let syscalls: Vec<u32> = shim.iter().map(|r| r.mount_syscalls).collect();
+    let phases: Vec<Phases> = shim.iter().map(|r| r.phases).collect();
+    let rootfs: Vec<Duration> = phases
+        .iter()
+        .map(|p| Duration::from_secs_f64(p.rootfs / 1e3))
+        .collect();
     Cell {
-        config: cfg,
+        config: cfg.clone(),
+        containerd: containerd.to_string(),
         layers,
         containers: n,
         rounds: rounds.len(),
         launched,
-        succeeded: task.len(),
+        succeeded: e2e.len(),
         errors,
         task: Stats::of(&task),
         e2e: Stats::of(&e2e),
         mount_syscalls_min: syscalls.iter().min().copied(),
         mount_syscalls_max: syscalls.iter().max().copied(),
         mount_syscalls_logged: syscalls.len(),
+        phases: PhaseStats::of(&phases),
         rootfs: Stats::of(&rootfs),
         mountinfo_before: if before == usize::MAX { 0 } else { before },
         mountinfo_peak: peak,
@@ -895,9 +1343,40 @@ pub struct Run {
     /// machine was, the storm included).
     pub loadavg_start: String,
     pub loadavg_end: String,
+    /// /proc/loadavg with the time (s since the start), sampled after a
+    /// round when a minute or more passed since the last sample.
+    pub loadavg_samples: Vec<(u64, String)>,
     pub options: Options,
+    /// Each configuration: its name, what it launches, its containerd.
+    pub configs: Vec<ConfigInfo>,
     pub cells: Vec<Cell>,
+    /// `ctr run --rm` of one container (`--run-rm`).
+    pub run_rm: Vec<RunRm>,
     pub goals: Vec<report::Goal>,
+}
+
+/// A configuration as the report lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigInfo {
+    pub name: String,
+    pub label: String,
+    pub containerd: String,
+    /// How each container is launched.
+    pub launch: String,
+}
+
+/// `ctr run --rm` of one container, `--run-rm` times, for one
+/// configuration at one L.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRm {
+    pub config: Config,
+    pub layers: usize,
+    pub launched: usize,
+    pub wall: Stats,
+    /// What the shim logged of these creates (idshift only).
+    pub phases: Option<PhaseStats>,
+    pub errors: BTreeMap<String, usize>,
+    pub leaks: Vec<String>,
 }
 
 struct Progress {
@@ -968,15 +1447,73 @@ pub(crate) fn loadavg() -> String {
         .unwrap_or_default()
 }
 
+/// `ctr run --rm` of one container of `cfg`, `k` times in turn with
+/// the others (the caller rotates), at L = `layers`: one sample.
+fn run_rm_once(
+    t: &mut Target,
+    cfg: &Config,
+    image: &str,
+    id: &str,
+) -> (Result<Duration, String>, Option<ShimReport>, Vec<String>) {
+    let _ = t.daemon_mut(cfg).new_log();
+    let t_ref: &Target = t;
+    let mut guard = RoundGuard {
+        d: t_ref.daemon(cfg),
+        ids: vec![id.to_string()],
+        done: false,
+    };
+    let result = run_rm(t_ref, cfg, image, id);
+    // A failed run may leave its container: removed (and reported) here.
+    let leftover = t_ref
+        .daemon(cfg)
+        .ctr(&["containers", "ls", "-q"])
+        .stdout
+        .lines()
+        .any(|l| l.trim() == id);
+    let mut problems = Vec::new();
+    if leftover {
+        problems.extend(guard.clean());
+        if result.is_ok() {
+            problems.push(format!("ctr run --rm left container {id}"));
+        }
+    }
+    guard.done = true;
+    drop(guard);
+    let shim = if result.is_ok() && cfg.is_idshift() && t.daemon(cfg).log.is_some() {
+        shim_report_of(&t.daemon_mut(cfg).new_log(), id)
+    } else {
+        None
+    };
+    (result, shim, problems)
+}
+
+/// The L the `--run-rm` samples are taken at: the one closest to 60.
+fn run_rm_layers(layers: &[usize]) -> Option<usize> {
+    layers
+        .iter()
+        .copied()
+        .min_by_key(|&l| ((l as i64 - 60).unsigned_abs(), l))
+}
+
 /// Runs the storm sweep; returns whether it was clean (every launch
 /// succeeded, nothing leaked).
 pub fn run(mut opts: Options, command: String) -> Result<bool, Error> {
-    if !opts.configs_given
-        && opts.configs.contains(&Config::Crun)
-        && (which("crun").is_none() || opts.address.is_some())
-    {
-        println!("note: crun is not installed or the containerd is not ours: the crun configuration is left out");
-        opts.configs.retain(|c| *c != Config::Crun);
+    if !opts.configs_given {
+        if opts.configs.iter().any(|c| c.kind == Kind::Crun)
+            && (which("crun").is_none() || opts.address.is_some())
+        {
+            println!("note: crun is not installed or the containerd is not ours: the crun configurations are left out");
+            opts.configs.retain(|c| c.kind != Kind::Crun);
+        }
+        if opts.configs.iter().any(|c| c.cd == Cd::V2) {
+            if let Err(e) = Flavour::V2.bin_dir() {
+                println!("note: the @2.x configurations are left out: {e}");
+                opts.configs.retain(|c| c.cd != Cd::V2);
+            } else if opts.address.is_some() {
+                println!("note: --address: the @2.x configurations (a private containerd 2.x) are left out");
+                opts.configs.retain(|c| c.cd != Cd::V2);
+            }
+        }
     }
     let pinned = match &opts.cpus {
         Some(list) => {
@@ -999,6 +1536,29 @@ pub fn run(mut opts: Options, command: String) -> Result<bool, Error> {
     for l in topology.header() {
         println!("{l}");
     }
+    let configs: Vec<ConfigInfo> = opts
+        .configs
+        .iter()
+        .map(|c| ConfigInfo {
+            name: c.name.clone(),
+            label: c.label(),
+            containerd: t.daemon(c).version.clone(),
+            launch: if c.is_peer() {
+                format!(
+                    "ctr run -d --null-io {} IMAGE ID sleep 100000",
+                    create_flags(&t, c, 0, "GROUP").join(" ")
+                )
+            } else {
+                format!(
+                    "ctr containers create {} IMAGE ID sleep 100000; ctr tasks start -d --null-io ID",
+                    create_flags(&t, c, 0, "GROUP").join(" ")
+                )
+            },
+        })
+        .collect();
+    for c in &configs {
+        println!("config {}: {} on {}", c.name, c.label, c.containerd);
+    }
     let mut ctr_times: Vec<Duration> = (0..9)
         .map(|_| {
             let t0 = Instant::now();
@@ -1012,19 +1572,23 @@ pub fn run(mut opts: Options, command: String) -> Result<bool, Error> {
         "ctr start-up + connect (`ctr version`, median of 9): {ctr_overhead_ms:.1} ms, included in every latency below"
     );
     println!(
-        "storm: layers {:?}, containers {:?}, configurations {}, at least {} samples per cell (rounds interleaved round-robin)",
+        "storm: layers {:?}, containers {:?}, configurations {}, at least {} samples per cell (rounds interleaved round-robin); ctr run --rm x{} at L={:?}",
         opts.layers,
         opts.containers,
         opts.configs.iter().map(|c| c.name()).collect::<Vec<_>>().join(","),
-        opts.min_samples
+        opts.min_samples,
+        opts.run_rm,
+        run_rm_layers(&opts.layers)
     );
+    let rm_at = run_rm_layers(&opts.layers).filter(|_| opts.run_rm > 0);
     let total: usize = opts.layers.len()
         * opts.configs.len()
         * opts
             .containers
             .iter()
             .map(|&n| n * opts.rounds(n))
-            .sum::<usize>();
+            .sum::<usize>()
+        + rm_at.map_or(0, |_| opts.run_rm * opts.configs.len());
     let mut progress = Progress {
         total,
         done: 0,
@@ -1040,20 +1604,33 @@ pub fn run(mut opts: Options, command: String) -> Result<bool, Error> {
         ctr_overhead_ms,
         loadavg_start: loadavg(),
         loadavg_end: String::new(),
+        loadavg_samples: vec![(0, loadavg())],
         options: opts.clone(),
+        configs,
         cells: Vec::new(),
+        run_rm: Vec::new(),
         goals: Vec::new(),
+    };
+    let sample_load = |run: &mut Run, start: Instant| {
+        let now = start.elapsed().as_secs();
+        if run
+            .loadavg_samples
+            .last()
+            .is_none_or(|(t, _)| now >= t + 60)
+        {
+            run.loadavg_samples.push((now, loadavg()));
+        }
     };
     let images_dir = tempfile::Builder::new()
         .prefix("idshift-bench-images-")
         .tempdir_in("/var/tmp")?;
+    let keys: BTreeSet<DaemonKey> = opts.configs.iter().map(DaemonKey::of).collect();
     let mut round_no = 0usize;
     'sweep: for &layers in &opts.layers {
         let image = format!("docker.io/library/idshift-bench:{layers}");
         progress.show(&format!("importing the {layers}-layer image"));
-        t.main.import(images_dir.path(), &image, layers)?;
-        if let Some(d) = &t.crun {
-            d.import(images_dir.path(), &image, layers)?;
+        for k in &keys {
+            t.daemon_of(*k).import(images_dir.path(), &image, layers)?;
         }
         for &n in &opts.containers {
             let rounds = opts.rounds(n);
@@ -1062,7 +1639,7 @@ pub fn run(mut opts: Options, command: String) -> Result<bool, Error> {
                 // Rotate the order so no configuration always goes first.
                 let k = opts.configs.len();
                 for j in 0..k {
-                    let cfg = opts.configs[(j + r + round_no) % k];
+                    let cfg = &opts.configs[(j + r + round_no) % k];
                     if INTERRUPTED.load(Ordering::SeqCst) {
                         break 'sweep;
                     }
@@ -1071,38 +1648,97 @@ pub fn run(mut opts: Options, command: String) -> Result<bool, Error> {
                         cfg.name(),
                         r + 1
                     ));
-                    let tag = format!("b{round_no}-{}", cfg.name());
+                    let tag = format!("b{round_no}-{}", cfg.name().replace('@', "-"));
                     let t0 = Instant::now();
                     let round = storm(&mut t, cfg, &image, n, &tag)?;
-                    let e = per_cfg.entry(cfg).or_default();
+                    let e = per_cfg.entry(cfg.clone()).or_default();
                     e.0.push(round);
                     e.1 += t0.elapsed();
                     progress.done += n;
+                    sample_load(&mut run, progress.start);
                 }
                 round_no += 1;
             }
             for cfg in &opts.configs {
                 if let Some((rounds, wall)) = per_cfg.get(cfg) {
-                    run.cells.push(summarize(*cfg, layers, n, rounds, *wall));
+                    let version = t.daemon(cfg).version.clone();
+                    run.cells
+                        .push(summarize(cfg, &version, layers, n, rounds, *wall));
                 }
             }
             run.duration_s = progress.start.elapsed().as_secs_f64();
-            run.goals = report::goals(&run.cells);
+            run.goals = report::goals(&run.cells, &run.run_rm);
             write_outputs(&run, &opts)?;
         }
-        let out = t.main.ctr(&["images", "rm", &image]);
-        if !out.success() {
-            eprintln!("idshift-bench: ctr images rm {image}: {out:?}");
+        if rm_at == Some(layers) {
+            let mut samples: BTreeMap<Config, (Vec<Duration>, Vec<Phases>, RunRm)> =
+                BTreeMap::new();
+            for r in 0..opts.run_rm {
+                let k = opts.configs.len();
+                for j in 0..k {
+                    let cfg = &opts.configs[(j + r) % k];
+                    if INTERRUPTED.load(Ordering::SeqCst) {
+                        break 'sweep;
+                    }
+                    progress.show(&format!(
+                        "L={layers} ctr run --rm {} {}/{}",
+                        cfg.name(),
+                        r + 1,
+                        opts.run_rm
+                    ));
+                    let id = format!("rm{r}-{}", cfg.name().replace('@', "-"));
+                    let (result, shim, problems) = run_rm_once(&mut t, cfg, &image, &id);
+                    let e = samples.entry(cfg.clone()).or_insert_with(|| {
+                        (
+                            Vec::new(),
+                            Vec::new(),
+                            RunRm {
+                                config: cfg.clone(),
+                                layers,
+                                launched: 0,
+                                wall: Stats::default(),
+                                phases: None,
+                                errors: BTreeMap::new(),
+                                leaks: Vec::new(),
+                            },
+                        )
+                    });
+                    e.2.launched += 1;
+                    match result {
+                        Ok(d) => e.0.push(d),
+                        Err(err) => *e.2.errors.entry(err).or_insert(0) += 1,
+                    }
+                    e.1.extend(shim.map(|s| s.phases));
+                    e.2.leaks.extend(problems);
+                    progress.done += 1;
+                }
+            }
+            for cfg in &opts.configs {
+                if let Some((walls, phases, mut rr)) = samples.remove(cfg) {
+                    rr.wall = Stats::of(&walls);
+                    rr.phases = PhaseStats::of(&phases);
+                    rr.leaks.extend(t.daemon(cfg).leaks());
+                    run.run_rm.push(rr);
+                }
+            }
+            sample_load(&mut run, progress.start);
+            run.goals = report::goals(&run.cells, &run.run_rm);
+            write_outputs(&run, &opts)?;
         }
-        if let Some(d) = &t.crun {
-            let _ = d.ctr(&["images", "rm", &image]);
+        for k in &keys {
+            let out = t.daemon_of(*k).ctr(&["images", "rm", &image]);
+            if !out.success() {
+                eprintln!("idshift-bench: ctr images rm {image}: {out:?}");
+            }
         }
     }
     progress.end();
     run.loadavg_end = loadavg();
+    run.loadavg_samples
+        .push((progress.start.elapsed().as_secs(), loadavg()));
     run.complete = !INTERRUPTED.load(Ordering::SeqCst);
     run.duration_s = progress.start.elapsed().as_secs_f64();
-    run.goals = report::goals(&run.cells);
+    run.goals = report::goals(&run.cells, &run.run_rm);
     report::print(&run);
     write_outputs(&run, &opts)?;
     if let Some(p) = &opts.json {
@@ -1115,10 +1751,56 @@ pub fn run(mut opts: Options, command: String) -> Result<bool, Error> {
     if !run.complete {
         return Err("interrupted: stopped after the round that was running, cleaned up".into());
     }
-    let clean = run.cells.iter().all(|c| {
-        c.leaks.is_empty() && (c.config.strategy().is_none() || c.succeeded == c.launched)
-    });
+    let clean = run
+        .cells
+        .iter()
+        .all(|c| c.leaks.is_empty() && (!c.config.is_idshift() || c.succeeded == c.launched))
+        && run
+            .run_rm
+            .iter()
+            .all(|r| r.leaks.is_empty() && (!r.config.is_idshift() || r.errors.is_empty()));
     Ok(clean)
+}
+
+/// A cell of `name` at (L, N) whose launches took `e2e_ms` (and half of
+/// that in their task, unless a peer), each create logged with `phases`.
+#[cfg(test)]
+pub(crate) fn test_cell(
+    name: &str,
+    layers: usize,
+    n: usize,
+    e2e_ms: &[u64],
+    phases: Option<Phases>,
+) -> Cell {
+    let cfg = Config::builtin(name).expect("a built-in configuration");
+    let launches = e2e_ms
+        .iter()
+        .enumerate()
+        .map(|(i, &ms)| Launch {
+            id: format!("c{i}"),
+            result: Ok((
+                (!cfg.is_peer()).then(|| Duration::from_millis(ms / 2)),
+                Duration::from_millis(ms),
+            )),
+        })
+        .collect();
+    let shim = phases
+        .map(|p| {
+            e2e_ms
+                .iter()
+                .map(|_| ShimReport {
+                    mount_syscalls: 5,
+                    phases: p,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let round = Round {
+        launches,
+        shim,
+        ..Round::default()
+    };
+    summarize(&cfg, "containerd test", layers, n, &[round], Duration::ZERO)
 }
 
 #[cfg(test)]
@@ -1126,12 +1808,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn mount_syscalls_from_the_shim_log() {
+    fn mount_syscalls_and_phases_from_the_shim_log() {
         let log = "time=x level=info msg=\"created b3-fd-1 (pid 4242): userns 1.8 ms, rootfs 2.2 ms (fd strategy, 4 mount syscalls (open_tree 1, mount_setattr 1, fsopen 1, fsmount 1, move_mount 0, mount 0, umount 0; fsconfig 53) in the shim, then 1 move_mount inside the container's own mount namespace), namespaces and init 21.8 ms\"\n\
-                   msg=\"created b3-fd-10 (pid 4243): userns 1.8 ms, rootfs 9 ms (per-layer strategy, 202 mount syscalls (...) in the shim, then 1 move_mount inside\"";
-        assert_eq!(shim_report_of(log, "b3-fd-1"), Some((5, 2.2)));
-        assert_eq!(shim_report_of(log, "b3-fd-10"), Some((203, 9.0)));
+                   msg=\"created b3-fd-10 (pid 4243): userns 1.8 ms, rootfs 9 ms (per-layer strategy, 202 mount syscalls (...) in the shim, then 1 move_mount inside the container's own mount namespace), cgroup 0.4 ms, namespaces and init 5.5 ms, host IDs 1-2, total 17.25 ms\"\n\
+                   msg=\"created b3-fd-11 (pid 4244): userns 1.8 ms, rootfs 9 ms (per-layer strategy, 202 mount syscalls (...) in the shim, then 1 move_mount inside\"";
+        let r = shim_report_of(log, "b3-fd-1").expect("b3-fd-1");
+        assert_eq!(r.mount_syscalls, 5);
+        assert_eq!(
+            r.phases,
+            Phases {
+                userns: 1.8,
+                rootfs: 2.2,
+                cgroup: None,
+                init: 21.8,
+                total: None
+            }
+        );
+        let r = shim_report_of(log, "b3-fd-10").expect("b3-fd-10");
+        assert_eq!(r.mount_syscalls, 203);
+        assert_eq!(
+            r.phases,
+            Phases {
+                userns: 1.8,
+                rootfs: 9.0,
+                cgroup: Some(0.4),
+                init: 5.5,
+                total: Some(17.25)
+            }
+        );
+        // A line without the init phase is not a create report.
+        assert_eq!(shim_report_of(log, "b3-fd-11"), None);
         assert_eq!(shim_report_of(log, "b3-fd-2"), None);
+        let p = PhaseStats::of(&[r.phases]).expect("phases");
+        assert_eq!(
+            p.create(),
+            (&Stats::of(&[Duration::from_micros(17250)]), true)
+        );
+        assert!((p.sum.p50_ms - 16.7).abs() < 1e-9, "{p:?}");
     }
 
     #[test]
@@ -1154,15 +1867,50 @@ mod tests {
             (o.layers.clone(), o.containers.clone()),
             (vec![1, 10], vec![1, 5])
         );
-        assert_eq!(o.configs, vec![Config::Fd, Config::Runc]);
+        let names: Vec<&str> = o.configs.iter().map(Config::name).collect();
+        assert_eq!(names, ["fd", "runc"]);
         assert_eq!(o.rounds(1), 3);
         assert_eq!(o.rounds(5), 1);
         let o = Options::parse(&args("--layers 2,3 --containers 4")).expect("parse");
         assert_eq!(
             (o.layers, o.containers, o.configs.len()),
-            (vec![2, 3], vec![4], 6)
+            (vec![2, 3], vec![4], 9)
         );
         assert!(Options::parse(&args("--configs nope")).is_err());
+        assert!(Options::parse(&args("--configs fd@1.7")).is_err());
+        assert!(Options::parse(&args("--configs fd,fd")).is_err());
         assert!(Options::parse(&args("--layers 0")).is_err());
+        // 2.x variants and the runc-userns peer.
+        let o = Options::parse(&args("--configs fd@2.x,runc-userns@2.x")).expect("parse");
+        assert_eq!(
+            (o.configs[0].kind.clone(), o.configs[0].cd),
+            (Kind::Fd, Cd::V2)
+        );
+        assert!(o.configs[1].is_peer() && o.configs[1].cd == Cd::V2);
+        assert!(!o.configs[1].is_idshift());
+        // Peers: alone, they come with fd and runc on their containerd.
+        let o = Options::parse(&[
+            "--peer".to_string(),
+            "mine@2.x=--runtime io.containerd.idshift.v2 --uidmap 0:{H}:65536".to_string(),
+        ])
+        .expect("parse");
+        let names: Vec<&str> = o.configs.iter().map(Config::name).collect();
+        assert_eq!(names, ["fd@2.x", "runc@2.x", "mine@2.x"]);
+        let mine = &o.configs[2];
+        assert!(mine.is_peer() && mine.is_idshift());
+        let Kind::Peer(flags) = &mine.kind else {
+            panic!("{mine:?}")
+        };
+        assert_eq!(flags.len(), 4);
+        for bad in ["x", "fd=--rm", "a b=--runtime x", "p=-d", "p@3=--runtime x"] {
+            assert!(
+                Options::parse(&["--peer".to_string(), bad.to_string()]).is_err(),
+                "{bad}"
+            );
+        }
+        assert_eq!(peer_host_ids(0), 268435456);
+        assert_eq!(peer_host_ids(2), 268435456 + 131072);
+        assert_eq!(run_rm_layers(&[1, 10, 50, 100]), Some(50));
+        assert_eq!(run_rm_layers(&[60, 100]), Some(60));
     }
 }

@@ -688,7 +688,7 @@ fn round(
     };
     let pids = task_pids(d);
     let id_set: BTreeSet<String> = ids.iter().cloned().collect();
-    let shims_running = crate::host::shim_memory(storm::IDSHIFT_SHIM, &id_set).processes;
+    let shims_running = crate::host::shim_memory(&[storm::IDSHIFT_SHIM], &id_set).processes;
     let fds_running = fd_count(ctx.containerd_pid).unwrap_or(0);
     let host_mounts_running = ctx.host_mounts().len();
     let mount_namespaces_running =
@@ -751,7 +751,7 @@ fn round(
         std::thread::sleep(Duration::from_millis(200));
     };
     leaks.extend(rest);
-    let shims_after = crate::host::shim_memory(storm::IDSHIFT_SHIM, &id_set).processes;
+    let shims_after = crate::host::shim_memory(&[storm::IDSHIFT_SHIM], &id_set).processes;
     if shims_after > 0 {
         leaks.push(format!(
             "{shims_after} idshift shims of the round still run"
