@@ -356,7 +356,7 @@ pub fn usage() -> &'static str {
      `ctr run -d --null-io FLAGS IMAGE ID sleep 100000` (flags split at spaces, no quoting);\n    \
      `{H}` in FLAGS becomes a host ID base of each container's own (268435456 + i*65536). E.g.\n    \
      --peer runc-userns2@2.x='--uidmap 0:{H}:65536 --gidmap 0:{H}:65536 --remap-labels'\n    \
-     --peer crun@2.x='--runc-binary /usr/bin/crun'   --peer mine='--runtime io.containerd.foo.v2'\n    \
+     --peer runc2@2.x='--runc-binary /usr/sbin/runc'   --peer mine='--runtime io.containerd.foo.v2'\n    \
      Peers have no task latency of their own (one ctr run): compare them on e2e\n  \
      --run-rm K: `ctr run --rm` of one container K times per configuration at the L closest to 60\n  \
      --address: use that containerd (the idshift shim must be on its PATH; crun and @2.x are then skipped)\n  \
