@@ -742,9 +742,9 @@ impl Containerd {
         for (pid, cmd) in crate::processes_matching(&self.needle()) {
             // containerd, and the nsenter it runs under in a pid namespace.
             let daemon = format!("{} --config", self.containerd_bin.display());
-            if !cmd.starts_with(&daemon)
-                && !(cmd.starts_with("nsenter -t ") && cmd.contains(&daemon))
-            {
+            let is_daemon = cmd.starts_with(&daemon)
+                || (cmd.starts_with("nsenter -t ") && cmd.contains(&daemon));
+            if !is_daemon {
                 leaks.push(format!("process {pid}: {cmd}"));
             }
         }
