@@ -4,7 +4,9 @@
 //! The hierarchies are found in /proc/self/mountinfo. `linux.cgroupsPath`
 //! is a cgroupfs path such as `/default/ctr1`, relative to the hierarchy
 //! roots, or systemd's `slice:prefix:name` (a transient scope, `systemd`).
-//! On v2 the device rules are an eBPF program (`devices`).
+//! On v2 the device rules are an eBPF program (`devices`). Statistics are
+//! read with cgroups-rs' controllers; what it does differently stays here
+//! (docs/DESIGN.md, "Cgroups: what is ours, what is a crate's").
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -439,87 +441,86 @@ fn parse_kv(text: &str) -> BTreeMap<&str, u64> {
 /// Nanoseconds per USER_HZ tick (USER_HZ is 100 in Linux's ABI).
 const NS_PER_TICK: u64 = 1_000_000_000 / 100;
 
-/// Statistics files read, by file name (v1 files in their controller's dir).
-type StatFiles = BTreeMap<&'static str, String>;
-
-const V1_STAT_FILES: [&str; 10] = [
-    "memory.usage_in_bytes",
-    "memory.limit_in_bytes",
-    "memory.max_usage_in_bytes",
-    "memory.stat",
-    "memory.oom_control",
-    "cpuacct.usage",
-    "cpuacct.stat",
-    "cpu.stat",
-    "pids.current",
-    "pids.max",
-];
-
-const V2_STAT_FILES: [&str; 8] = [
-    "memory.current",
-    "memory.max",
-    "memory.peak",
-    "memory.stat",
-    "memory.events",
-    "cpu.stat",
-    "pids.current",
-    "pids.max",
-];
-
-fn file_text<'a>(files: &'a StatFiles, name: &str) -> &'a str {
-    files.get(name).map(String::as_str).unwrap_or("")
+/// The directories the statistics are read from (`None`: a v1 controller
+/// that is not mounted). On v2 all are the cgroup's one directory.
+struct StatDirs {
+    v2: bool,
+    memory: Option<PathBuf>,
+    cpu: Option<PathBuf>,
+    cpuacct: Option<PathBuf>,
+    pids: Option<PathBuf>,
 }
 
-fn stats_v1(files: &StatFiles) -> Stats {
-    let f = |name| file_text(files, name);
-    let num = |name| parse_u64(f(name));
-    let mem = parse_kv(f("memory.stat"));
-    let oom = parse_kv(f("memory.oom_control"));
-    let acct = parse_kv(f("cpuacct.stat"));
-    let cpu = parse_kv(f("cpu.stat"));
+/// Reads the statistics with cgroups-rs' controllers (each counts a missing
+/// or unreadable file as 0); the `key value` texts the crate hands back raw
+/// (cpu.stat, cpuacct.stat, v2 memory.events) are parsed here.
+fn read_stats(d: &StatDirs) -> Stats {
+    use cgroups_rs::fs::{
+        cpu::CpuController, cpuacct::CpuAcctController, memory::MemController, pid::PidController,
+        MaxValue,
+    };
     let kv = |m: &BTreeMap<&str, u64>, k: &str| m.get(k).copied().unwrap_or(0);
-    let either =
-        |m: &BTreeMap<&str, u64>, a: &str, b: &str| m.get(a).or(m.get(b)).copied().unwrap_or(0);
-    Stats {
-        memory_usage: num("memory.usage_in_bytes"),
-        memory_limit: num("memory.limit_in_bytes"),
-        memory_max_usage: num("memory.max_usage_in_bytes"),
-        memory_cache: either(&mem, "total_cache", "cache"),
-        memory_rss: either(&mem, "total_rss", "rss"),
-        cpu_usage_ns: num("cpuacct.usage"),
-        cpu_user_ns: kv(&acct, "user").saturating_mul(NS_PER_TICK),
-        cpu_system_ns: kv(&acct, "system").saturating_mul(NS_PER_TICK),
-        cpu_throttled_periods: kv(&cpu, "nr_throttled"),
-        cpu_throttled_ns: kv(&cpu, "throttled_time"),
-        pids_current: num("pids.current"),
-        pids_limit: num("pids.max"),
-        oom_kills: kv(&oom, "oom_kill"),
+    let mut s = Stats::default();
+    if let Some(dir) = &d.memory {
+        let m = MemController::new(dir.clone(), dir.clone(), d.v2).memory_stat();
+        s.memory_usage = m.usage_in_bytes;
+        s.memory_max_usage = m.max_usage_in_bytes;
+        // v1: the kernel's value; v2: "max" is -1 (u64::MAX here). The
+        // crate also reads a v2 memory.max that does not exist as "max":
+        // keep 0 for it, as for every missing file (containerd does too).
+        s.memory_limit = if !d.v2 || dir.join("memory.max").exists() {
+            u64::try_from(m.limit_in_bytes).unwrap_or(u64::MAX)
+        } else {
+            0
+        };
+        let raw = &m.stat.raw;
+        let get = |k: &str| raw.get(k).copied();
+        if d.v2 {
+            s.memory_cache = get("file").unwrap_or(0);
+            s.memory_rss = get("anon").unwrap_or(0);
+            // memory.events: cgroups-rs has no reader for it.
+            let events = fs::read_to_string(dir.join("memory.events")).unwrap_or_default();
+            s.oom_kills = kv(&parse_kv(&events), "oom_kill");
+        } else {
+            // The hierarchical totals where the kernel has them.
+            s.memory_cache = get("total_cache").or(get("cache")).unwrap_or(0);
+            s.memory_rss = get("total_rss").or(get("rss")).unwrap_or(0);
+            s.oom_kills = m.oom_control.oom_kill;
+        }
     }
-}
-
-fn stats_v2(files: &StatFiles) -> Stats {
-    let f = |name| file_text(files, name);
-    let num = |name| parse_u64(f(name));
-    let mem = parse_kv(f("memory.stat"));
-    let events = parse_kv(f("memory.events"));
-    let cpu = parse_kv(f("cpu.stat"));
-    let kv = |m: &BTreeMap<&str, u64>, k: &str| m.get(k).copied().unwrap_or(0);
-    let us = |k: &str| kv(&cpu, k).saturating_mul(1000);
-    Stats {
-        memory_usage: num("memory.current"),
-        memory_limit: num("memory.max"),
-        memory_max_usage: num("memory.peak"),
-        memory_cache: kv(&mem, "file"),
-        memory_rss: kv(&mem, "anon"),
-        cpu_usage_ns: us("usage_usec"),
-        cpu_user_ns: us("user_usec"),
-        cpu_system_ns: us("system_usec"),
-        cpu_throttled_periods: kv(&cpu, "nr_throttled"),
-        cpu_throttled_ns: us("throttled_usec"),
-        pids_current: num("pids.current"),
-        pids_limit: num("pids.max"),
-        oom_kills: kv(&events, "oom_kill"),
+    if let Some(dir) = &d.cpu {
+        let text = CpuController::new(dir.clone(), dir.clone(), d.v2)
+            .cpu()
+            .stat;
+        let cpu = parse_kv(&text);
+        s.cpu_throttled_periods = kv(&cpu, "nr_throttled");
+        if d.v2 {
+            let us = |k: &str| kv(&cpu, k).saturating_mul(1000);
+            s.cpu_usage_ns = us("usage_usec");
+            s.cpu_user_ns = us("user_usec");
+            s.cpu_system_ns = us("system_usec");
+            s.cpu_throttled_ns = us("throttled_usec");
+        } else {
+            s.cpu_throttled_ns = kv(&cpu, "throttled_time");
+        }
     }
+    if let (false, Some(dir)) = (d.v2, &d.cpuacct) {
+        let a = CpuAcctController::new(dir.clone(), dir.clone()).cpuacct();
+        let ticks = parse_kv(&a.stat);
+        s.cpu_usage_ns = a.usage;
+        s.cpu_user_ns = kv(&ticks, "user").saturating_mul(NS_PER_TICK);
+        s.cpu_system_ns = kv(&ticks, "system").saturating_mul(NS_PER_TICK);
+    }
+    if let Some(dir) = &d.pids {
+        let p = PidController::new(dir.clone(), dir.clone(), d.v2);
+        s.pids_current = p.get_pid_current().unwrap_or(0);
+        s.pids_limit = match p.get_pid_max() {
+            Ok(MaxValue::Max) => u64::MAX,
+            Ok(MaxValue::Value(v)) => u64::try_from(v).unwrap_or(0),
+            Err(_) => 0,
+        };
+    }
+    s
 }
 
 // ---------------------------------------------------------------------------
@@ -1434,23 +1435,14 @@ impl Cgroup {
                 std::io::Error::from(ErrorKind::NotFound),
             ));
         }
-        let names: &[&'static str] = match self.h.version {
-            Version::V1 => &V1_STAT_FILES,
-            Version::V2 => &V2_STAT_FILES,
+        let dirs = StatDirs {
+            v2: self.h.version == Version::V2,
+            memory: self.controller_dir("memory")?,
+            cpu: self.controller_dir("cpu")?,
+            cpuacct: self.controller_dir("cpuacct")?,
+            pids: self.controller_dir("pids")?,
         };
-        let mut files = StatFiles::new();
-        for name in names {
-            let controller = name.split('.').next().unwrap_or_default();
-            if let Some(d) = self.controller_dir(controller)? {
-                if let Some(text) = read_opt(&d.join(name))? {
-                    files.insert(name, text);
-                }
-            }
-        }
-        Ok(match self.h.version {
-            Version::V1 => stats_v1(&files),
-            Version::V2 => stats_v2(&files),
-        })
+        Ok(read_stats(&dirs))
     }
 
     /// A watcher of OOM kills; `None` without a memory controller.
@@ -1812,8 +1804,25 @@ mod tests {
         assert!(bytes_or_max("x", -2).is_err());
     }
 
-    fn fixture(files: &[(&'static str, &str)]) -> StatFiles {
-        files.iter().map(|(k, v)| (*k, v.to_string())).collect()
+    /// A directory holding `files`, read as every controller's (cgroups-rs
+    /// reads plain files: a temporary directory stands for a cgroup).
+    fn fixture(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, text) in files {
+            fs::write(dir.path().join(name), text).expect("write fixture");
+        }
+        dir
+    }
+
+    fn stats_in(dir: &tempfile::TempDir, v2: bool) -> Stats {
+        let d = Some(dir.path().to_path_buf());
+        read_stats(&StatDirs {
+            v2,
+            memory: d.clone(),
+            cpu: d.clone(),
+            cpuacct: d.clone(),
+            pids: d,
+        })
     }
 
     #[test]
@@ -1839,7 +1848,7 @@ mod tests {
             ("pids.current", "2\n"),
             ("pids.max", "max\n"),
         ]);
-        let s = stats_v1(&files);
+        let s = stats_in(&files, false);
         assert_eq!(
             s,
             Stats {
@@ -1859,7 +1868,7 @@ mod tests {
             }
         );
         // Without total_*, the local values; missing files are 0.
-        let s = stats_v1(&fixture(&[("memory.stat", "cache 100\nrss 200\n")]));
+        let s = stats_in(&fixture(&[("memory.stat", "cache 100\nrss 200\n")]), false);
         assert_eq!(
             (s.memory_cache, s.memory_rss, s.pids_current),
             (100, 200, 0)
@@ -1886,7 +1895,7 @@ mod tests {
             ("pids.max", "10\n"),
         ]);
         assert_eq!(
-            stats_v2(&files),
+            stats_in(&files, true),
             Stats {
                 memory_usage: 1 << 20,
                 memory_limit: u64::MAX,
@@ -1903,7 +1912,8 @@ mod tests {
                 oom_kills: 1,
             }
         );
-        assert_eq!(stats_v2(&StatFiles::new()), Stats::default());
+        assert_eq!(stats_in(&fixture(&[]), true), Stats::default());
+        assert_eq!(stats_in(&fixture(&[]), false), Stats::default());
     }
 
     fn v1_host() -> Option<Hierarchy> {
