@@ -34,11 +34,8 @@ done
 echo "== building the binaries (release)"
 (cd "$repo" && $CARGO build -q --release -p shim -p idshift-bench --bins)
 
-accel="-accel tcg -cpu max"
-if [ -w /dev/kvm ] && timeout 20 qemu-system-x86_64 -accel kvm -cpu host -m 64 -nographic -no-reboot \
-        -kernel /dev/null >/dev/null 2>&1; then
-    accel="-accel kvm -cpu host"
-fi
+. "$here/common.sh"
+vm_accel
 echo "== qemu: $accel"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/idshift-vm-bench.XXXXXX")
@@ -65,33 +62,8 @@ for b in "$repo/target/release/containerd-shim-idshift-v2" "$repo/target/release
 done
 cp -L /lib64/ld-linux-x86-64.so.2 "$payload/lib64/"
 
-kdir=$("$here/fetch-kernel.sh" sid linux-image-cloud-amd64)
-ver=$(basename "$kdir")
-# The kernel matrix's initramfs (tests/vm/run.sh builds and caches it):
-# busybox, the virtio and overlay modules, tests/vm/initramfs-init.sh.
-initrd=$CACHE/initrd/$ver.cpio.gz
-if [ ! -f "$initrd" ] || [ "$here/initramfs-init.sh" -nt "$initrd" ]; then
-    root=$work/initrd
-    mkdir -p "$root/bin" "$root/modules" "$root/dev" "$root/proc"
-    cp /bin/busybox "$root/bin/busybox"
-    cp "$here/initramfs-init.sh" "$root/init"
-    chmod 755 "$root/init"
-    i=0
-    for m in virtio virtio_ring virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk overlay; do
-        f=$(find "$kdir/modules" -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" | head -1)
-        [ -n "$f" ] || continue
-        i=$((i + 1))
-        out=$root/modules/$i-$m.ko
-        case $f in
-            *.xz) xz -dc "$f" > "$out" ;;
-            *.zst) zstd -qdc "$f" > "$out" ;;
-            *) cp "$f" "$out" ;;
-        esac
-    done
-    mkdir -p "$CACHE/initrd"
-    (cd "$root" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) > "$initrd.tmp"
-    mv "$initrd.tmp" "$initrd"
-fi
+# Debian sid's kernel and the kernel matrix's initramfs (common.sh, cached).
+vm_kernel 7.2
 
 disk=$work/disk.img
 mke2fs -q -t ext4 -d "$payload" -L idshift "$disk" 3G >/dev/null

@@ -1,4 +1,4 @@
-# Sourced by tests/vm/run.sh and tests/vm/boot-systemd.sh (POSIX sh): what
+# Sourced by tests/vm/run.sh, tests/vm/boot-systemd.sh and tests/vm/bench.sh (POSIX sh): what
 # every VM of the kernel matrix needs.
 #   vm_accel            sets $accel: qemu's KVM flags when /dev/kvm works, TCG's otherwise
 #   vm_kernel K [WORK]  sets $kdir, $ver, $initrd for kernel K (6.1, 6.12 or 7.2):
