@@ -1085,6 +1085,8 @@ fn poststop_hooks_run_by_shim_delete_after_a_shim_crash() {
             found[0]
         };
         assert!(!marker.exists(), "{runtime}: poststop ran too early");
+        let sockets = c.shim_sockets();
+        assert!(!sockets.is_empty(), "{runtime}: no shim socket");
         sigkill(shim);
         wait_for(
             "containerd's cleanup to run the poststop hook",
@@ -1109,6 +1111,19 @@ fn poststop_hooks_run_by_shim_delete_after_a_shim_crash() {
         keys.sort();
         seen.push((keys, state["status"].clone(), state.get("pid").cloned()));
         remove(&c, &ns, id);
+        if runtime == IDSHIFT_RUNTIME {
+            // idshift's `shim delete` removes the dead shim's socket.
+            wait_for(
+                "idshift's shim delete to remove the dead socket",
+                &c,
+                Duration::from_secs(10),
+                || sockets.iter().all(|s| !s.exists()),
+            );
+        } else {
+            // The runc shim's does not: remove it, as its next start would.
+            let failed = c.remove_dead_sockets(&sockets);
+            assert!(failed.is_empty(), "removing runc's dead socket: {failed:?}");
+        }
     }
     eprintln!("poststop states (idshift, runc): {seen:?}");
     assert_eq!(seen[0].1, "stopped");

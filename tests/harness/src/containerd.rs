@@ -838,6 +838,22 @@ impl Containerd {
         }
     }
 
+    /// Removes those of `sockets` that nobody serves any more: the ttrpc
+    /// sockets of shims a test SIGKILLed whose `delete` does not remove them
+    /// (containerd's runc shim leaves its socket in /run/containerd/s after
+    /// a crash; take them with [`Containerd::shim_sockets`] before the kill).
+    /// Returns what could not be removed.
+    pub fn remove_dead_sockets(&self, sockets: &[PathBuf]) -> Vec<String> {
+        sockets
+            .iter()
+            .filter_map(|s| {
+                remove_dead_socket(s)
+                    .err()
+                    .map(|e| format!("{}: {e}", s.display()))
+            })
+            .collect()
+    }
+
     /// What the command line of a process of this instance contains: the
     /// base directory and a slash (containerd's `--config`, the shims'
     /// `-address`).
