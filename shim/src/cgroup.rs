@@ -2122,29 +2122,63 @@ mod tests {
         }
     }
 
+    /// A cgroup `<unique>/ctr` in a cgroup2 mount of the test's own (in a
+    /// temp dir). Dropped in field order: the cgroups removed, the mount
+    /// detached, the temp dir deleted.
+    struct OwnV2 {
+        _remove: Remove,
+        _remove_top: Remove,
+        _unmount: Unmount,
+        tmp: tempfile::TempDir,
+        root: PathBuf,
+        h: Hierarchy,
+        top: String,
+        path: String,
+        cg: Cgroup,
+        dir: PathBuf,
+    }
+
+    impl OwnV2 {
+        fn new(prefix: &str) -> Self {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            let root = tmp.path().join("cg2");
+            fs::create_dir(&root).expect("mkdir");
+            nix::mount::mount(
+                Some("none"),
+                &root,
+                Some("cgroup2"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            )
+            .expect("mount cgroup2");
+            let unmount = Unmount(root.clone());
+            let h = Hierarchy::v2_at(root.clone());
+            let top = unique(prefix);
+            let path = format!("{top}/ctr");
+            let remove_top = Remove(Cgroup::open(&h, &top));
+            let cg = Cgroup::create(&h, &path).expect("create");
+            let dir = root.join(path.trim_start_matches('/'));
+            OwnV2 {
+                _remove: Remove(cg.clone()),
+                _remove_top: remove_top,
+                _unmount: unmount,
+                tmp,
+                root,
+                h,
+                top,
+                path,
+                cg,
+                dir,
+            }
+        }
+    }
+
     /// cgroup v2 in a cgroup2 mount of the test's own. On this v1 host all
     /// controllers are bound to v1, so only the core files are there.
     #[test]
     fn v2_lifecycle_in_own_mount() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let root = tmp.path().join("cg2");
-        fs::create_dir(&root).expect("mkdir");
-        nix::mount::mount(
-            Some("none"),
-            &root,
-            Some("cgroup2"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .expect("mount cgroup2");
-        let _unmount = Unmount(root.clone());
-        let h = Hierarchy::v2_at(root.clone());
-        let top = unique("v2");
-        let path = format!("{top}/ctr");
-        let _remove_top = Remove(Cgroup::open(&h, &top));
-        let cg = Cgroup::create(&h, &path).expect("create");
-        let _remove = Remove(cg.clone());
-        let dir = root.join(path.trim_start_matches('/'));
+        let v2 = OwnV2::new("v2");
+        let (root, h, top, path, cg, dir) = (&v2.root, &v2.h, &v2.top, &v2.path, &v2.cg, &v2.dir);
         assert!(dir.is_dir());
         let available = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
 
@@ -2156,7 +2190,7 @@ mod tests {
         let mut want = vec![pa, pb];
         want.sort_unstable();
         assert_eq!(cg.pids().expect("pids"), want);
-        assert_eq!(Cgroup::open(&h, &path).pids().expect("pids"), want);
+        assert_eq!(Cgroup::open(h, path).pids().expect("pids"), want);
 
         cg.freeze().expect("freeze");
         assert!(cg.is_frozen().expect("frozen"));
@@ -2239,7 +2273,7 @@ mod tests {
         cg.delete().expect("delete");
         assert!(!dir.exists());
         cg.delete().expect("idempotent");
-        Cgroup::open(&h, &top).delete().expect("delete the parent");
+        Cgroup::open(h, top).delete().expect("delete the parent");
         assert!(!root.join(top.trim_start_matches('/')).exists());
     }
 
@@ -2287,25 +2321,8 @@ mod tests {
 
     #[test]
     fn v2_device_rules_are_enforced_by_ebpf() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let root = tmp.path().join("cg2");
-        fs::create_dir(&root).expect("mkdir");
-        nix::mount::mount(
-            Some("none"),
-            &root,
-            Some("cgroup2"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        )
-        .expect("mount cgroup2");
-        let _unmount = Unmount(root.clone());
-        let h = Hierarchy::v2_at(root.clone());
-        let top = unique("dev");
-        let path = format!("{top}/ctr");
-        let _remove_top = Remove(Cgroup::open(&h, &top));
-        let cg = Cgroup::create(&h, &path).expect("create");
-        let _remove = Remove(cg.clone());
-        let dir = root.join(path.trim_start_matches('/'));
+        let v2 = OwnV2::new("dev");
+        let (tmp, h, top, cg, dir) = (&v2.tmp, &v2.h, &v2.top, &v2.cg, &v2.dir);
 
         // Copies of /dev/null (1:3) and /dev/zero (1:5) made here.
         let nodes = tmp.path().join("dev");
@@ -2332,9 +2349,9 @@ mod tests {
             (null.as_path(), "w"),
             (zero.as_path(), "r"),
         ];
-        let before = opens_in(&cg, &tries);
+        let before = opens_in(cg, &tries);
         assert_eq!(before.matches(" ok").count(), 3, "{before}");
-        assert!(devices::attached(&dir).expect("query").is_empty());
+        assert!(devices::attached(dir).expect("query").is_empty());
 
         // Default deny, /dev/zero allowed.
         cg.apply(&Resources {
@@ -2345,8 +2362,8 @@ mod tests {
             ..Default::default()
         })
         .expect("device rules");
-        assert_eq!(devices::attached(&dir).expect("query").len(), 1);
-        let out = opens_in(&cg, &tries);
+        assert_eq!(devices::attached(dir).expect("query").len(), 1);
+        let out = opens_in(cg, &tries);
         let n = null.display();
         assert!(out.contains(&format!("{n} r denied")), "{out}");
         assert!(out.contains(&format!("{n} w denied")), "{out}");
@@ -2361,7 +2378,7 @@ mod tests {
         assert!(outside.success());
 
         // An Update replaces the program: now the null copy for reading only.
-        let first = devices::attached(&dir).expect("query");
+        let first = devices::attached(dir).expect("query");
         cg.apply(&Resources {
             devices: vec![
                 rule(false, 'a', None, None, "rwm"),
@@ -2370,10 +2387,10 @@ mod tests {
             ..Default::default()
         })
         .expect("new device rules");
-        let second = devices::attached(&dir).expect("query");
+        let second = devices::attached(dir).expect("query");
         assert_eq!(second.len(), 1);
         assert_ne!(first, second);
-        let out = opens_in(&cg, &tries);
+        let out = opens_in(cg, &tries);
         assert!(out.contains(&format!("{n} r ok")), "{out}");
         assert!(out.contains(&format!("{n} w denied")), "{out}");
         assert!(
@@ -2389,9 +2406,9 @@ mod tests {
             })
             .expect_err("bad rule");
         assert!(matches!(e, CgroupError::Invalid(_)), "{e}");
-        assert_eq!(devices::attached(&dir).expect("query"), second);
+        assert_eq!(devices::attached(dir).expect("query"), second);
 
         cg.delete().expect("delete");
-        Cgroup::open(&h, &top).delete().expect("delete the parent");
+        Cgroup::open(h, top).delete().expect("delete the parent");
     }
 }
