@@ -1,15 +1,22 @@
 //! Host ID ranges, one per owner (a container or pod id), that concurrent
-//! shims never share and that survive crashes and restarts.
+//! shims never share and that survive shim, containerd and idshift crashes
+//! and restarts.
 //!
 //! State is one JSON file, `<state_dir>/ranges.json`, read and replaced under
 //! an exclusive `flock` of `<state_dir>/ranges.lock` (released by the kernel if
-//! the holder dies). A new state is written to `ranges.json.tmp`, fsynced, and
-//! renamed over the old one, then the directory is fsynced: a crash at any
-//! instant leaves the old or the new state, never a torn one. When the
-//! file system is full, a state no longer than the current one (a release)
-//! is written over it in place instead (one small `write` under the lock;
-//! only a machine crash during it could tear it), so that ranges can still
-//! be released.
+//! the holder dies). A new state is written to `ranges.json.tmp` and renamed
+//! over the old one: a process that dies at any instant leaves the old or the
+//! new state, never a torn one. When the file system is full, a state no
+//! longer than the current one (a release) is written over it in place
+//! instead (one small `write` under the lock), so that ranges can still be
+//! released.
+//!
+//! Nothing is fsynced: the ranges belong to processes, and no process
+//! outlives the boot. The state records the boot it was written in
+//! (`/proc/sys/kernel/random/boot_id`); a state of an earlier boot, whatever
+//! a machine crash left of it (old, new, even torn), holds no live range and
+//! is read as empty. Only within one boot must it be exact, and there the page
+//! cache is the truth every process reads.
 //!
 //! The pool is cut into slots of `range_size` IDs; slot `i` is
 //! `pool_start + i * range_size`. Allocation takes the smallest released slot
@@ -132,6 +139,10 @@ struct State {
     /// Released slots below `next`.
     free: BTreeSet<u32>,
     owners: BTreeMap<String, Entry>,
+    /// The boot it was written in; none in a state of an idshift that did
+    /// not record it (taken as this boot's: its ranges may be live).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    boot_id: Option<String>,
 }
 
 impl State {
@@ -143,6 +154,7 @@ impl State {
             next: 0,
             free: BTreeSet::new(),
             owners: BTreeMap::new(),
+            boot_id: None,
         }
     }
 
@@ -197,6 +209,40 @@ pub struct Allocator {
     state_path: PathBuf,
     tmp_path: PathBuf,
     lock_path: PathBuf,
+    boot: Boot,
+}
+
+/// The boot this process runs in.
+#[derive(Clone, Debug)]
+struct Boot {
+    id: String,
+    /// When it started (`btime` of /proc/stat).
+    since: std::time::SystemTime,
+}
+
+impl Boot {
+    fn current() -> Result<Boot, AllocError> {
+        let id_path = Path::new("/proc/sys/kernel/random/boot_id");
+        let id = fs::read_to_string(id_path)
+            .map_err(io_err("reading", id_path))?
+            .trim()
+            .to_string();
+        let stat_path = Path::new("/proc/stat");
+        let stat = fs::read_to_string(stat_path).map_err(io_err("reading", stat_path))?;
+        let btime = stat
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .ok_or_else(|| AllocError::Io {
+                op: "reading the boot time (btime) from",
+                path: stat_path.to_path_buf(),
+                source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+            })?;
+        Ok(Boot {
+            id,
+            since: std::time::UNIX_EPOCH + std::time::Duration::from_secs(btime),
+        })
+    }
 }
 
 /// Holds the exclusive lock until dropped (or the process dies).
@@ -242,6 +288,7 @@ impl Allocator {
             state_path: cfg.state_dir.join("ranges.json"),
             tmp_path: cfg.state_dir.join("ranges.json.tmp"),
             lock_path: cfg.state_dir.join("ranges.lock"),
+            boot: Boot::current()?,
             cfg,
         })
     }
@@ -354,7 +401,14 @@ impl Allocator {
             path: self.state_path.clone(),
             reason,
         };
-        let mut st: State = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+        let mut st: State = match serde_json::from_str::<State>(&text) {
+            Ok(st) => st,
+            Err(_) if self.written_before_boot() => return Ok(self.earlier_boot("unreadable")),
+            Err(e) => return Err(corrupt(e.to_string())),
+        };
+        if st.boot_id.as_ref().is_some_and(|b| *b != self.boot.id) {
+            return Ok(self.earlier_boot(&format!("{} ranges", st.owners.len())));
+        }
         st.check().map_err(corrupt)?;
         let same_layout =
             st.pool_start == self.cfg.pool_start && st.range_size == self.cfg.range_size;
@@ -384,8 +438,28 @@ impl Allocator {
         Ok(st)
     }
 
+    /// Whether the state file was last written before this boot began.
+    fn written_before_boot(&self) -> bool {
+        fs::metadata(&self.state_path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < self.boot.since)
+    }
+
+    /// The state that replaces one of an earlier boot: empty.
+    fn earlier_boot(&self, what: &str) -> State {
+        log::info!(
+            "{}: state of an earlier boot ({what}): no range of it is live, starting empty",
+            self.state_path.display()
+        );
+        State::empty(&self.cfg, self.capacity)
+    }
+
     fn store(&self, st: &State) -> Result<(), AllocError> {
-        let text = serde_json::to_vec_pretty(st).map_err(|e| AllocError::Corrupt {
+        let st = State {
+            boot_id: Some(self.boot.id.clone()),
+            ..st.clone()
+        };
+        let text = serde_json::to_vec_pretty(&st).map_err(|e| AllocError::Corrupt {
             path: self.state_path.clone(),
             reason: format!("cannot serialise: {e}"),
         })?;
@@ -416,19 +490,16 @@ impl Allocator {
             .map_err(io_err("creating", &self.tmp_path))?;
         // A failed write (ENOSPC) leaves the old state in place and no
         // partial temporary file taking space.
-        if let Err(e) = f.write_all(text).and_then(|_| f.sync_all()) {
+        if let Err(e) = f.write_all(text) {
             drop(f);
             let _ = fs::remove_file(&self.tmp_path);
             return Err(io_err("writing", &self.tmp_path)(e));
         }
         drop(f);
-        if let Err(e) = fs::rename(&self.tmp_path, &self.state_path) {
+        fs::rename(&self.tmp_path, &self.state_path).map_err(|e| {
             let _ = fs::remove_file(&self.tmp_path);
-            return Err(io_err("renaming into place", &self.state_path)(e));
-        }
-        File::open(&self.cfg.state_dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io_err("syncing", &self.cfg.state_dir))
+            io_err("renaming into place", &self.state_path)(e)
+        })
     }
 
     /// On a full file system, a state no longer than the current one (a
@@ -436,7 +507,8 @@ impl Allocator {
     /// whitespace (valid JSON) to the old length: the file's blocks exist
     /// already, so a release still succeeds when nothing can be allocated.
     /// One `write` of a few hundred bytes under the lock; only a crash of
-    /// the machine in the middle of it could tear it.
+    /// the machine in the middle of it could tear it, and a state of an
+    /// earlier boot is read as empty.
     fn store_in_place(&self, text: &[u8]) -> std::io::Result<()> {
         let mut f = OpenOptions::new()
             .write(true)
@@ -451,8 +523,7 @@ impl Allocator {
         if let Some(last) = padded.last_mut().filter(|_| old_len > text.len()) {
             *last = b'\n';
         }
-        f.write_all(&padded)?;
-        f.sync_all()
+        f.write_all(&padded)
     }
 }
 
@@ -687,6 +758,42 @@ mod tests {
             assert!(matches!(e, AllocError::Corrupt { .. }), "{e}");
             assert!(e.to_string().contains(what), "{e}");
             assert!(e.to_string().contains("ranges.json"), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_state_of_an_earlier_boot_holds_no_range() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let a = Allocator::open(cfg(d.path(), 3)).expect("open");
+        let path = d.path().join("ranges.json");
+        let r = a.allocate("live").expect("live");
+        // This boot's state keeps its ranges, and records the boot.
+        let text = fs::read_to_string(&path).expect("state");
+        assert!(text.contains(&a.boot.id), "{text}");
+        assert_eq!(a.lookup("live").expect("lookup"), Some(r));
+        // A state without a boot (an earlier idshift's) is taken as this boot's.
+        let mut st: State = serde_json::from_str(&text).expect("json");
+        st.boot_id = None;
+        fs::write(&path, serde_json::to_vec(&st).expect("json")).expect("write");
+        assert_eq!(a.lookup("live").expect("lookup"), Some(r));
+        // Another boot's, even one breaking the invariants, holds nothing.
+        st.boot_id = Some("another-boot".into());
+        st.free.insert(r.base);
+        fs::write(&path, serde_json::to_vec(&st).expect("json")).expect("write");
+        assert_eq!(a.lookup("live").expect("lookup"), None);
+        assert_eq!(a.allocate("new").expect("new"), r);
+        // A torn file is an earlier boot's if written before this boot began,
+        // and corrupt if written since.
+        for (text, when) in [("", a.boot.since), ("{\"pool_st", a.boot.since)] {
+            fs::write(&path, text).expect("write");
+            let f = File::options().write(true).open(&path).expect("open");
+            f.set_modified(when - std::time::Duration::from_secs(5))
+                .expect("mtime");
+            drop(f);
+            assert_eq!(a.live().expect("earlier boot"), vec![]);
+            fs::write(&path, text).expect("write");
+            let e = a.live().expect_err("torn in this boot");
+            assert!(matches!(e, AllocError::Corrupt { .. }), "{e}");
         }
     }
 
