@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 mod devices;
 mod systemd;
+mod warm;
+
+pub use warm::start_grace_period;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {

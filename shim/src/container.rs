@@ -752,6 +752,10 @@ impl Container {
         let mut spec = std::mem::take(&mut req.spec);
         refuse_unsupported(&spec)?;
         validate_spec(&spec)?;
+        // The container's cgroup is joined last, but the kernel's wait for
+        // it can start now (cgroup/warm.rs).
+        let h = Hierarchy::detect().map_err(|e| e.to_string())?;
+        crate::cgroup::start_grace_period(&h);
         let features = rootfs::probe_cached(&cfg.state_dir, &cfg.run_dir.join("probe.json"))
             .map_err(|e| format!("probing the kernel: {e}"))?;
         let mut strategy = features.resolve(cfg.strategy).map_err(|e| e.to_string())?;
@@ -1001,7 +1005,6 @@ impl Container {
             .and_then(|l| l.cgroups_path().clone())
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| format!("/idshift/{}/{}", req.namespace, req.id));
-        let h = Hierarchy::detect().map_err(|e| e.to_string())?;
         persisted.cgroup = Some(cg_path.clone());
         write_persisted(&run_dir, &persisted)?;
         undo.cgroup = Some(Cgroup::open(&h, &cg_path));
