@@ -197,6 +197,12 @@ fn serve() -> ExitCode {
             eprintln!("{NAME}: {e}");
             return ExitCode::FAILURE;
         }
+        // The first Create comes in a few ms: the wait of its cgroup move
+        // can start now (cgroup/warm.rs).
+        match cgroup::Hierarchy::detect() {
+            Ok(h) => cgroup::start_grace_period(&h),
+            Err(e) => log::debug!("no head start for the cgroup move: {e}"),
+        }
     }
     let config = containerd_shim::Config {
         no_setup_logger: true,
