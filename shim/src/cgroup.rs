@@ -1013,6 +1013,22 @@ impl Cgroup {
         Ok(())
     }
 
+    /// On v1 cgroupfs, the `tasks` files through which a single-threaded
+    /// process moves itself into the cgroup (writing "0" to each): the
+    /// kernel moves the writer itself without its global lock and the RCU
+    /// grace period that lock waits for (`warm.rs`), about 0.1 ms a
+    /// hierarchy instead of 9-13 ms for the first. `None` on v2 (a thread
+    /// cannot leave its domain that way) and for a systemd scope (systemd
+    /// moves it): there the shim moves it ([`add_process`](Self::add_process)).
+    pub fn self_join_files(&self) -> Result<Option<Vec<PathBuf>>> {
+        if self.unit.is_some() || self.h.version != Version::V1 {
+            return Ok(None);
+        }
+        Ok(Some(
+            self.dirs()?.into_iter().map(|d| d.join("tasks")).collect(),
+        ))
+    }
+
     /// The processes in the cgroup (not its descendants), sorted; none if the
     /// cgroup does not exist.
     pub fn pids(&self) -> Result<Vec<i32>> {

@@ -30,6 +30,9 @@ pub enum ToInit {
         #[serde(default)]
         seccomp: Option<Box<LinuxSeccomp>>,
     },
+    /// Before the set-up: move yourself into the cgroup by writing "0" to
+    /// each of these v1 `tasks` files (`Cgroup::self_join_files`).
+    JoinCgroup { tasks: Vec<std::path::PathBuf> },
     /// Exec the workload now.
     Start,
     /// The shim ran the prestart and createRuntime hooks.

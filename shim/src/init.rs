@@ -54,7 +54,15 @@ pub fn main() -> ! {
     // learns the exec succeeded.
     let _ = rustix::io::fcntl_setfd(&sock, rustix::io::FdFlags::CLOEXEC);
     let mut ch = Channel::from_stream(sock);
-    let msg = ch.recv::<ToInit>();
+    let mut msg = ch.recv::<ToInit>();
+    if let Ok(Some((ToInit::JoinCgroup { tasks }, _))) = &msg {
+        if let Err(e) = join_cgroup(tasks) {
+            let _ = ch.send(&FromInit::Error(e), &[]);
+            std::process::exit(1);
+        }
+        mark("cgroup joined (moved itself)");
+        msg = ch.recv::<ToInit>();
+    }
     mark("set-up message read");
     let result = match msg {
         Ok(Some((ToInit::Container(c), fds))) => container(&mut ch, *c, fds),
@@ -67,6 +75,7 @@ pub fn main() -> ! {
             _,
         ))) => exec(&mut ch, pid, *process, seccomp.as_deref()),
         Ok(Some((ToInit::Start | ToInit::HooksDone, _))) => Err("Start before set-up".into()),
+        Ok(Some((ToInit::JoinCgroup { .. }, _))) => Err("a second cgroup to join".into()),
         Ok(None) => std::process::exit(1),
         Err(e) => Err(format!("reading the set-up message: {e}")),
     };
@@ -75,6 +84,25 @@ pub fn main() -> ! {
         std::process::exit(1);
     }
     std::process::exit(0)
+}
+
+/// Moves this (single-threaded) process into a v1 cgroup: "0" written to
+/// each hierarchy's `tasks` file moves the writer itself (`cgroup.rs`,
+/// `Cgroup::self_join_files`).
+fn join_cgroup(tasks: &[std::path::PathBuf]) -> Result<()> {
+    for f in tasks {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(f)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, b"0"))
+            .map_err(|e| {
+                format!(
+                    "moving the container's process into its cgroup: writing 0 to {}: {e}",
+                    f.display()
+                )
+            })?;
+    }
+    Ok(())
 }
 
 /// This process's pid (in the host's pid namespace: the init sets its

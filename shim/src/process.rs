@@ -78,18 +78,27 @@ pub fn spawn_blocking(
     marks.push(("(shim) fork and exec".into(), crate::sys::monotonic_ns()));
     drop(child_end);
     if let Some(cg) = cgroup {
-        let pid = i32::try_from(helper.id()).map_err(|e| format!("helper pid: {e}"))?;
-        if let Err(e) = cg.add_process(pid) {
-            // The helper waits for its set-up message: dropping the channel
-            // makes it exit.
-            return Err(format!(
+        let in_cgroup = |e: String| {
+            format!(
                 "moving the container's process into cgroup {}: {e}",
                 cg.path()
-            ));
+            )
+        };
+        // The helper waits for its set-up message: dropping the channel
+        // makes it exit.
+        match cg.self_join_files().map_err(|e| in_cgroup(e.to_string()))? {
+            // It moves itself first thing, and says so if it cannot.
+            Some(tasks) => ch
+                .send(&ToInit::JoinCgroup { tasks }, &[])
+                .map_err(|e| in_cgroup(format!("sending the cgroup: {e}")))?,
+            None => {
+                let pid = i32::try_from(helper.id()).map_err(|e| format!("helper pid: {e}"))?;
+                cg.add_process(pid).map_err(|e| in_cgroup(e.to_string()))?;
+                marks.push(("(shim) cgroup joined".into(), crate::sys::monotonic_ns()));
+            }
         }
     }
     drop(helper);
-    marks.push(("(shim) cgroup joined".into(), crate::sys::monotonic_ns()));
     ch.send(msg, fds)
         .map_err(|e| format!("sending the set-up: {e}"))?;
     marks.push((
@@ -131,7 +140,7 @@ pub fn spawn_blocking(
     let process = match msg {
         ToInit::Container(c) => c.spec.process().as_ref(),
         ToInit::Exec { process, .. } => Some(process.as_ref()),
-        ToInit::Start | ToInit::HooksDone => None,
+        ToInit::JoinCgroup { .. } | ToInit::Start | ToInit::HooksDone => None,
     };
     if let Some(p) = process {
         apply_oom_score_adj(pid, p)?;

@@ -8,41 +8,37 @@
 //! of the last one do not wait. (`favordynmods`, a cgroup mount option of
 //! the host's, removes the wait; CLONE_INTO_CGROUP avoids the lock on v2.)
 //!
-//! So a Create starts that wait at once, on a thread of its own, with a move
-//! that changes nothing (the shim's own pid written into the cgroup it is
-//! already in), while the user namespace and the rootfs are built. The
-//! init's moves into the container's cgroups then find the grace period
-//! passed, or wait only for what is left of it.
+//! On v1 the container's process moves itself (`Cgroup::self_join_files`),
+//! which takes no such lock. On v2 the shim moves it; so there, as the
+//! serving shim starts and as a Create starts, that wait is started at once,
+//! on a thread of its own, with a move that changes nothing (the shim's own
+//! pid written into the cgroup it is already in), while the user namespace
+//! and the rootfs are built. The shim's move of the process then finds the
+//! grace period passed, or waits only for what is left of it. (The waiting
+//! move holds `cgroup_mutex`, so on v1 it would hold up the creation of
+//! the container's cgroup instead.)
 
 use super::{Hierarchy, Version};
 use std::path::{Path, PathBuf};
 
-/// The `cgroup.procs` of the shim's own cgroup in one hierarchy of `h`
-/// (the v2 one if there is one, else the first v1 one), read from the
-/// shim's `/proc/self/cgroup` text.
+/// The `cgroup.procs` of the shim's own cgroup in the v2 hierarchy, from
+/// the shim's `/proc/self/cgroup` text (its `0::PATH` line).
 fn own_procs_file(h: &Hierarchy, proc_self_cgroup: &str) -> Option<PathBuf> {
-    let line_of = |want: &dyn Fn(&str) -> bool| {
-        proc_self_cgroup.lines().find_map(|l| {
-            let mut parts = l.splitn(3, ':');
-            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-            want(controllers).then(|| path.trim_start_matches('/').to_string())
-        })
-    };
-    let (mount, rel) = match (&h.v2, h.version) {
-        (Some(root), _) => (root.clone(), line_of(&|c| c.is_empty())?),
-        (None, Version::V1) => {
-            let (name, mount) = h.v1.iter().next()?;
-            let rel = line_of(&|c| c.split(',').any(|x| x == name))?;
-            (mount.clone(), rel)
-        }
-        (None, Version::V2) => return None,
-    };
-    Some(mount.join(rel).join("cgroup.procs"))
+    let root = h.v2.as_ref()?;
+    let rel = proc_self_cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))?
+        .trim_start_matches('/');
+    Some(root.join(rel).join("cgroup.procs"))
 }
 
-/// Starts the grace period, on a thread that ends with it. Best effort:
-/// a failure only loses the head start, and is logged at debug level.
+/// On v2, starts the grace period, on a thread that ends with it. Best
+/// effort: a failure only loses the head start, and is logged at debug
+/// level.
 pub fn start_grace_period(h: &Hierarchy) {
+    if h.version == Version::V1 {
+        return;
+    }
     let text = match std::fs::read_to_string("/proc/self/cgroup") {
         Ok(t) => t,
         Err(e) => {
@@ -79,37 +75,26 @@ mod tests {
 
     #[test]
     fn the_shims_own_cgroup_is_found() {
-        let text = "9:name=systemd:/\n4:memory:/a/b\n1:cpu,cpuacct:/c\n0::/d/e\n";
-        let mut v1 = BTreeMap::new();
-        v1.insert("cpu".to_string(), PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
-        v1.insert("memory".to_string(), PathBuf::from("/sys/fs/cgroup/memory"));
-        let hybrid = Hierarchy {
-            version: Version::V1,
-            v1: v1.clone(),
-            v2: Some(PathBuf::from("/sys/fs/cgroup/unified")),
-        };
-        assert_eq!(
-            own_procs_file(&hybrid, text),
-            Some(PathBuf::from("/sys/fs/cgroup/unified/d/e/cgroup.procs"))
-        );
-        let legacy = Hierarchy {
-            version: Version::V1,
-            v1,
-            v2: None,
-        };
-        assert_eq!(
-            own_procs_file(&legacy, text),
-            Some(PathBuf::from("/sys/fs/cgroup/cpu,cpuacct/c/cgroup.procs"))
-        );
-        let v2 = Hierarchy {
+        let v2 = |root: &str| Hierarchy {
             version: Version::V2,
             v1: BTreeMap::new(),
-            v2: Some(PathBuf::from("/sys/fs/cgroup")),
+            v2: Some(PathBuf::from(root)),
         };
+        let text = "9:name=systemd:/\n4:memory:/a/b\n0::/d/e\n";
         assert_eq!(
-            own_procs_file(&v2, "0::/\n"),
+            own_procs_file(&v2("/sys/fs/cgroup"), text),
+            Some(PathBuf::from("/sys/fs/cgroup/d/e/cgroup.procs"))
+        );
+        assert_eq!(
+            own_procs_file(&v2("/sys/fs/cgroup"), "0::/\n"),
             Some(PathBuf::from("/sys/fs/cgroup/cgroup.procs"))
         );
-        assert_eq!(own_procs_file(&legacy, "0::/x\n"), None);
+        assert_eq!(own_procs_file(&v2("/x"), "4:memory:/a\n"), None);
+        let legacy = Hierarchy {
+            version: Version::V1,
+            v1: BTreeMap::new(),
+            v2: None,
+        };
+        assert_eq!(own_procs_file(&legacy, text), None);
     }
 }
