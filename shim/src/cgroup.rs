@@ -4,9 +4,11 @@
 //! The hierarchies are found in /proc/self/mountinfo. `linux.cgroupsPath`
 //! is a cgroupfs path such as `/default/ctr1`, relative to the hierarchy
 //! roots, or systemd's `slice:prefix:name` (a transient scope, `systemd`).
-//! On v2 the device rules are an eBPF program (`devices`). Statistics are
-//! read with cgroups-rs' controllers; what it does differently stays here
-//! (docs/DESIGN.md, "Cgroups: what is ours, what is a crate's").
+//! Resource limits are written by youki's libcgroups (its v1 and v2
+//! managers take the spec's `LinuxResources`); on v2 the device rules are
+//! our eBPF program (`devices`). Statistics are read with cgroups-rs'
+//! controllers. What the crates leave out or do otherwise than runc stays
+//! here (docs/DESIGN.md, "Cgroups: what is ours, what is a crate's").
 
 use std::collections::BTreeMap;
 use std::fs;
