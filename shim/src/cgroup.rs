@@ -4,9 +4,11 @@
 //! The hierarchies are found in /proc/self/mountinfo. `linux.cgroupsPath`
 //! is a cgroupfs path such as `/default/ctr1`, relative to the hierarchy
 //! roots, or systemd's `slice:prefix:name` (a transient scope, `systemd`).
-//! On v2 the device rules are an eBPF program (`devices`). Statistics are
-//! read with cgroups-rs' controllers; what it does differently stays here
-//! (docs/DESIGN.md, "Cgroups: what is ours, what is a crate's").
+//! Resource limits are written by youki's libcgroups (its v1 and v2
+//! managers take the spec's `LinuxResources`); on v2 the device rules are
+//! our eBPF program (`devices`). Statistics are read with cgroups-rs'
+//! controllers. What the crates leave out or do otherwise than runc stays
+//! here (docs/DESIGN.md, "Cgroups: what is ours, what is a crate's").
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -14,6 +16,9 @@ use std::io::{ErrorKind, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use libcgroups::common::{CgroupManager, ControllerOpt};
+use oci_spec::runtime::LinuxResources;
 
 mod devices;
 mod systemd;
@@ -35,6 +40,16 @@ pub enum CgroupError {
     Unsupported(String),
     #[error("systemd cgroup driver: {0}")]
     Systemd(String),
+    /// A field of `linux.resources` idshift does not apply (the message
+    /// names it).
+    #[error("{0}")]
+    Refused(String),
+    /// libcgroups failed to apply resources (its error names the file).
+    #[error("applying resources to cgroup {path}: {source}")]
+    Apply {
+        path: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 type Result<T> = std::result::Result<T, CgroupError>;
@@ -185,104 +200,9 @@ impl Hierarchy {
     }
 }
 
-/// Resources to apply; `None` leaves a value alone (and so do a zero
-/// `cpu_shares`, `cpu_period` or `blkio_weight`, as in runc).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Resources {
-    /// Bytes; -1 is unlimited.
-    pub memory_limit: Option<i64>,
-    /// OCI's memory+swap total in bytes; -1 is unlimited.
-    pub memory_swap: Option<i64>,
-    pub memory_reservation: Option<i64>,
-    pub cpu_shares: Option<u64>,
-    /// Microseconds per period; <= 0 is unlimited.
-    pub cpu_quota: Option<i64>,
-    pub cpu_period: Option<u64>,
-    pub cpuset_cpus: Option<String>,
-    pub cpuset_mems: Option<String>,
-    /// <= 0 is unlimited.
-    pub pids_limit: Option<i64>,
-    /// 10..=1000.
-    pub blkio_weight: Option<u16>,
-    /// hugetlb limits: page size (`2MB`, `1GB`) and bytes.
-    pub hugetlb: Vec<(String, u64)>,
-    /// The device allow-list, in order (`linux.resources.devices`).
-    pub devices: Vec<DeviceRule>,
-    /// `memory.swappiness` (0..=100; cgroup v1 only).
-    pub memory_swappiness: Option<u64>,
-    /// `memory.disableOOMKiller` true (cgroup v1's `memory.oom_control`).
-    pub disable_oom_killer: bool,
-    /// `cpu.idle` (0 or 1).
-    pub cpu_idle: Option<i64>,
-    /// `cpu.burst`, microseconds.
-    pub cpu_burst: Option<u64>,
-    /// `cpu.realtimeRuntime`/`realtimePeriod`, microseconds (cgroup v1 only).
-    pub cpu_rt_runtime: Option<i64>,
-    pub cpu_rt_period: Option<u64>,
-    /// `blockIO.weightDevice`: major, minor, weight (10..=1000).
-    pub blkio_weight_device: Vec<(i64, i64, u16)>,
-    /// `blockIO.throttle*Device`.
-    pub blkio_throttle: Vec<Throttle>,
-    /// `rdma`: device, hca_handle, hca_object limits.
-    pub rdma: Vec<(String, Option<u32>, Option<u32>)>,
-    /// `network.classID` (cgroup v1's net_cls only).
-    pub net_class_id: Option<u32>,
-    /// `network.priorities` (cgroup v1's net_prio only): interface, priority.
-    pub net_priorities: Vec<(String, u32)>,
-    /// `unified`: cgroup v2 files and values, written as given (v2 only).
-    pub unified: Vec<(String, String)>,
-}
-
-/// What a `blockIO.throttle*Device` entry limits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ThrottleKind {
-    ReadBps,
-    WriteBps,
-    ReadIops,
-    WriteIops,
-}
-
-/// One `blockIO.throttle*Device` entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Throttle {
-    pub kind: ThrottleKind,
-    pub major: i64,
-    pub minor: i64,
-    /// 0 removes the limit.
-    pub rate: u64,
-}
-
-impl Throttle {
-    /// v1's file (`blkio.throttle.read_bps_device`) and line.
-    fn v1(&self) -> (&'static str, String) {
-        let file = match self.kind {
-            ThrottleKind::ReadBps => "blkio.throttle.read_bps_device",
-            ThrottleKind::WriteBps => "blkio.throttle.write_bps_device",
-            ThrottleKind::ReadIops => "blkio.throttle.read_iops_device",
-            ThrottleKind::WriteIops => "blkio.throttle.write_iops_device",
-        };
-        (file, format!("{}:{} {}", self.major, self.minor, self.rate))
-    }
-
-    /// v2's `io.max` line (`8:0 rbps=1048576`; 0 is `max`).
-    fn v2(&self) -> String {
-        let key = match self.kind {
-            ThrottleKind::ReadBps => "rbps",
-            ThrottleKind::WriteBps => "wbps",
-            ThrottleKind::ReadIops => "riops",
-            ThrottleKind::WriteIops => "wiops",
-        };
-        let rate = if self.rate == 0 {
-            "max".to_string()
-        } else {
-            self.rate.to_string()
-        };
-        format!("{}:{} {key}={rate}", self.major, self.minor)
-    }
-}
-
 /// A `unified` key must name a file of the container's own cgroup
-/// directory (`memory.high`), never a path.
+/// directory (`memory.high`), never a path (libcgroups joins it to the
+/// cgroup's directory as given).
 fn check_unified_key(key: &str) -> Result<()> {
     let ok = !key.is_empty()
         && !key.contains('/')
@@ -294,13 +214,13 @@ fn check_unified_key(key: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(CgroupError::Invalid(format!(
+        Err(CgroupError::Refused(format!(
             "linux.resources.unified key {key:?} is not a cgroup file the container may set"
         )))
     }
 }
 
-/// One `linux.resources.devices` rule.
+/// One device rule of the v2 eBPF program (`devices`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeviceRule {
     pub allow: bool,
@@ -312,40 +232,205 @@ pub struct DeviceRule {
     pub access: String,
 }
 
-impl DeviceRule {
-    /// The rule as cgroup v1's devices.allow/deny take it: `c 1:3 rwm`.
-    pub fn v1_text(&self) -> Result<String> {
-        if !matches!(self.kind, 'a' | 'c' | 'b') {
-            return Err(CgroupError::Invalid(format!(
-                "device rule type {:?} is not a, c or b",
-                self.kind
-            )));
-        }
-        if self.access.is_empty() || !self.access.chars().all(|c| "rwm".contains(c)) {
-            return Err(CgroupError::Invalid(format!(
-                "device rule access {:?} is not made of r, w and m",
-                self.access
-            )));
-        }
-        let num = |n: Option<i64>| match n {
-            None | Some(-1) => Ok("*".to_string()),
-            Some(n) if n >= 0 => Ok(n.to_string()),
-            Some(n) => Err(CgroupError::Invalid(format!(
-                "device number {n} is negative"
-            ))),
-        };
-        Ok(if self.kind == 'a' {
-            "a".to_string()
-        } else {
-            format!(
-                "{} {}:{} {}",
-                self.kind,
-                num(self.major)?,
-                num(self.minor)?,
-                self.access
-            )
-        })
+/// runc's AllowedDevices, appended after a spec's own device rules so that
+/// the devices every container has (bound on its /dev, the pty ones, tun)
+/// stay usable and any node can be made. libcgroups' v1 devices controller
+/// appends the same list on every apply; this copy is for v2, whose eBPF
+/// program is ours.
+const ALLOWED_DEVICES: [(char, Option<i64>, Option<i64>, &str); 12] = [
+    ('c', None, None, "m"),
+    ('b', None, None, "m"),
+    ('c', Some(1), Some(3), "rwm"),
+    ('c', Some(1), Some(5), "rwm"),
+    ('c', Some(1), Some(7), "rwm"),
+    ('c', Some(5), Some(0), "rwm"),
+    ('c', Some(1), Some(9), "rwm"),
+    ('c', Some(1), Some(8), "rwm"),
+    ('c', Some(5), Some(1), "rwm"),
+    ('c', Some(136), None, "rwm"),
+    ('c', Some(5), Some(2), "rwm"),
+    ('c', Some(10), Some(200), "rwm"),
+];
+
+/// The spec's device rules (a missing type is `a`, missing access `rwm`,
+/// as in runc), then `ALLOWED_DEVICES`; none if the spec has none.
+fn device_rules(res: &LinuxResources) -> Vec<DeviceRule> {
+    let spec = res.devices().as_deref().unwrap_or_default();
+    if spec.is_empty() {
+        return Vec::new();
     }
+    let mut rules: Vec<DeviceRule> = spec
+        .iter()
+        .map(|d| DeviceRule {
+            allow: d.allow(),
+            kind: d
+                .typ()
+                .map(|t| t.as_str().chars().next().unwrap_or('a'))
+                .unwrap_or('a'),
+            major: d.major(),
+            minor: d.minor(),
+            access: d.access().clone().unwrap_or_else(|| "rwm".into()),
+        })
+        .collect();
+    rules.extend(
+        ALLOWED_DEVICES
+            .iter()
+            .map(|&(kind, major, minor, access)| DeviceRule {
+                allow: true,
+                kind,
+                major,
+                minor,
+                access: access.into(),
+            }),
+    );
+    rules
+}
+
+/// Checks `linux.resources` before anything is applied, whatever the cgroup
+/// version: refuses, naming the field, what idshift does not apply (kernel
+/// memory, leaf weights, ...) and what libcgroups would write unchecked
+/// (file names made from page sizes, rdma devices and unified keys; device
+/// rules the kernel would take differently).
+pub fn check(res: &LinuxResources) -> Result<()> {
+    let refuse = |field: &str, why: &str| {
+        Err(CgroupError::Refused(format!(
+            "linux.resources.{field} is not supported: {why}"
+        )))
+    };
+    if let Some(m) = res.memory() {
+        if m.kernel().is_some() {
+            return refuse(
+                "memory.kernel",
+                "kernel memory limits are deprecated and gone from recent kernels",
+            );
+        }
+        if m.kernel_tcp().is_some() {
+            return refuse(
+                "memory.kernelTCP",
+                "kernel TCP memory limits are not applied by idshift",
+            );
+        }
+        if m.use_hierarchy() == Some(false) {
+            return refuse(
+                "memory.useHierarchy",
+                "memory accounting is always hierarchical",
+            );
+        }
+        if m.check_before_update() == Some(true) {
+            return refuse("memory.checkBeforeUpdate", "not implemented by idshift");
+        }
+        if let Some(v) = m.swappiness().filter(|v| *v > 100) {
+            return Err(CgroupError::Refused(format!(
+                "linux.resources.memory.swappiness {v} is not between 0 and 100"
+            )));
+        }
+    }
+    if let Some(b) = res.block_io() {
+        let leaf = b.leaf_weight().is_some()
+            || b.weight_device()
+                .iter()
+                .flatten()
+                .any(|d| d.leaf_weight().is_some());
+        if leaf {
+            return refuse(
+                "blockIO.leafWeight",
+                "leaf weights are gone from the kernel (CFQ)",
+            );
+        }
+    }
+    for h in res.hugepage_limits().iter().flatten() {
+        let size = h.page_size();
+        if size.is_empty() || !size.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(CgroupError::Refused(format!(
+                "linux.resources.hugepageLimits: page size {size:?} is not a size such as 2MB"
+            )));
+        }
+    }
+    for dev in res.rdma().iter().flatten().map(|(d, _)| d) {
+        if dev.is_empty() || dev.contains(char::is_whitespace) {
+            return Err(CgroupError::Refused(format!(
+                "linux.resources.rdma device {dev:?} is not a device name"
+            )));
+        }
+    }
+    for key in res.unified().iter().flatten().map(|(k, _)| k) {
+        check_unified_key(key)?;
+    }
+    for (i, d) in res.devices().iter().flatten().enumerate() {
+        let kind = d.typ().map(|t| t.as_str().to_string());
+        let kind = kind.as_deref().unwrap_or("a");
+        if !matches!(kind, "a" | "c" | "b") {
+            return Err(CgroupError::Refused(format!(
+                "linux.resources.devices[{i}]: type {kind:?} is not a, c or b"
+            )));
+        }
+        if let Some(a) = d.access() {
+            if a.is_empty() || !a.chars().all(|c| "rwm".contains(c)) {
+                return Err(CgroupError::Refused(format!(
+                    "linux.resources.devices[{i}]: access {a:?} is not made of r, w and m"
+                )));
+            }
+        }
+        for n in [d.major(), d.minor()].into_iter().flatten() {
+            if n < -1 || n > i64::from(u32::MAX) {
+                return Err(CgroupError::Refused(format!(
+                    "linux.resources.devices[{i}]: {n} is not a device number"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The fields of one cgroup version only, set in `res` for the other.
+fn check_version(res: &LinuxResources, version: Version) -> Result<()> {
+    match version {
+        Version::V1 => {
+            if res.unified().as_ref().is_some_and(|u| !u.is_empty()) {
+                return Err(CgroupError::Unsupported(
+                    "linux.resources.unified needs a cgroup v2 host (this one is v1)".into(),
+                ));
+            }
+        }
+        Version::V2 => {
+            let m = res.memory().as_ref();
+            let c = res.cpu().as_ref();
+            let n = res.network().as_ref();
+            let v1_only = [
+                (
+                    "memory.swappiness",
+                    m.and_then(|m| m.swappiness()).is_some(),
+                ),
+                (
+                    "memory.disableOOMKiller",
+                    m.and_then(|m| m.disable_oom_killer()) == Some(true),
+                ),
+                (
+                    "cpu.realtimeRuntime",
+                    c.and_then(|c| c.realtime_runtime()).is_some_and(|v| v != 0),
+                ),
+                (
+                    "cpu.realtimePeriod",
+                    c.and_then(|c| c.realtime_period()).is_some_and(|v| v != 0),
+                ),
+                ("network.classID", n.and_then(|n| n.class_id()).is_some()),
+                (
+                    "network.priorities",
+                    n.and_then(|n| n.priorities().as_ref())
+                        .is_some_and(|p| !p.is_empty()),
+                ),
+            ];
+            if let Some((field, _)) = v1_only.iter().find(|(_, set)| *set) {
+                return Err(CgroupError::Unsupported(format!(
+                    "linux.resources.{field} has no cgroup v2 equivalent (set it through linux.resources.unified)"
+                )));
+            }
+            // runc's refusals that libcgroups lacks (it writes a swap limit
+            // without a memory limit as given).
+            swap_v2(m.and_then(|m| m.limit()), m.and_then(|m| m.swap()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Statistics of a cgroup; missing files count as 0, "max" as `u64::MAX`.
@@ -373,12 +458,6 @@ pub struct Stats {
 /// (1..=10000): `1 + ((shares - 2) * 9999) / 262142`.
 fn shares_to_weight(shares: u64) -> u64 {
     1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142
-}
-
-/// runc's conversion of a blkio weight (10..=1000) to io.weight
-/// (1..=10000): `1 + (w - 10) * 9999 / 990`.
-fn blkio_to_io_weight(w: u16) -> u64 {
-    1 + (u64::from(w.clamp(10, 1000)) - 10) * 9999 / 990
 }
 
 /// The value for memory.swap.max from OCI's memory limit and memory+swap
@@ -410,15 +489,6 @@ fn swap_v2(memory: Option<i64>, swap: Option<i64>) -> Result<Option<String>> {
         )));
     }
     Ok(Some((s - m).to_string()))
-}
-
-/// A memory limit for cgroup v2 files: -1 is "max".
-fn bytes_or_max(what: &str, v: i64) -> Result<String> {
-    match v {
-        -1 => Ok("max".into()),
-        v if v >= 0 => Ok(v.to_string()),
-        v => Err(CgroupError::Invalid(format!("invalid {what} {v}"))),
-    }
 }
 
 /// One number; "max" is `u64::MAX`, anything unparsable 0.
@@ -1040,9 +1110,13 @@ impl Cgroup {
         Ok(pids)
     }
 
-    /// Applies the resources that are set.
-    pub fn apply(&self, r: &Resources) -> Result<()> {
-        self.apply_all(r).map_err(|e| match e {
+    /// Applies `linux.resources` (at create, or an Update's): [`check`]s
+    /// them, refuses the fields of the other cgroup version, then has
+    /// libcgroups write the files (a systemd scope gets its properties
+    /// first), and applies what it leaves out or does differently from runc
+    /// 1.1 (docs/DESIGN.md, "Cgroups: what is ours, what is a crate's").
+    pub fn apply(&self, res: &LinuxResources) -> Result<()> {
+        self.apply_all(res).map_err(|e| match e {
             CgroupError::Invalid(m) => {
                 CgroupError::Invalid(format!("applying resources to cgroup {}: {m}", self.path))
             }
@@ -1050,67 +1124,104 @@ impl Cgroup {
         })
     }
 
-    fn apply_all(&self, r: &Resources) -> Result<()> {
+    fn apply_all(&self, res: &LinuxResources) -> Result<()> {
+        check(res)?;
+        check_version(res, self.h.version)?;
+        let rel = self.rel()?;
         if let Some(unit) = &self.unit {
             // systemd's own record of the limits first (else a daemon-reload
             // would put back its own), then the files, as runc does.
-            systemd::set(unit, r, self.h.version == Version::V2)?;
+            systemd::set(unit, res, self.h.version == Version::V2)?;
         }
+        let cpu = res.cpu().as_ref();
+        let disable_oom_killer =
+            res.memory().as_ref().and_then(|m| m.disable_oom_killer()) == Some(true);
         match self.h.version {
-            Version::V1 => self.apply_v1(r)?,
-            Version::V2 => self.apply_v2(r)?,
-        }
-        if let Some(v) = &r.cpuset_cpus {
-            self.set("cpuset", "cpuset.cpus", v)?;
-        }
-        if let Some(v) = &r.cpuset_mems {
-            self.set("cpuset", "cpuset.mems", v)?;
-        }
-        for (size, limit) in &r.hugetlb {
-            if size.is_empty() || !size.chars().all(|c| c.is_ascii_alphanumeric()) {
-                return Err(CgroupError::Invalid(format!(
-                    "hugetlb page size {size:?} is not a size such as 2MB"
-                )));
-            }
-            let name = match self.h.version {
-                Version::V1 => format!("hugetlb.{size}.limit_in_bytes"),
-                Version::V2 => format!("hugetlb.{size}.max"),
-            };
-            self.set("hugetlb", &name, &limit.to_string())?;
-        }
-        if !r.devices.is_empty() {
-            match self.h.version {
-                Version::V1 => {
-                    for rule in &r.devices {
-                        let file = if rule.allow {
-                            "devices.allow"
+            Version::V1 => {
+                // libcgroups writes the realtime runtime before the period:
+                // the period first, so that the runtime fits in it (runc).
+                if let Some(p) = cpu.and_then(|c| c.realtime_period()).filter(|p| *p != 0) {
+                    self.set("cpu", "cpu.rt_period_us", &p.to_string())?;
+                }
+                let manager = libcgroups::v1::Manager::new(rel).map_err(|e| self.crate_err(e))?;
+                manager
+                    .apply(&ControllerOpt {
+                        resources: res,
+                        disable_oom_killer,
+                        oom_score_adj: None,
+                        freezer_state: None,
+                    })
+                    .map_err(|e| self.crate_err(e))?;
+                // Left out by libcgroups' v1 controllers: per-device weights,
+                // and a burst without another cpu field.
+                for d in res
+                    .block_io()
+                    .iter()
+                    .flat_map(|b| b.weight_device().iter().flatten())
+                {
+                    if let Some(w) = d.weight() {
+                        let f = self.file("blkio", "blkio.weight_device")?;
+                        let f = if f.exists() {
+                            f
                         } else {
-                            "devices.deny"
+                            f.with_file_name("blkio.bfq.weight_device")
                         };
-                        self.set("devices", file, &rule.v1_text()?)?;
+                        write(&f, &format!("{}:{} {w}", d.major(), d.minor()))?;
                     }
                 }
-                Version::V2 => {
-                    let dir = self.v2_root()?.join(self.rel()?);
-                    devices::apply(&dir, &r.devices)?;
+                if let Some(c) = cpu {
+                    let others = c.shares().is_some()
+                        || c.period().is_some()
+                        || c.quota().is_some()
+                        || c.realtime_period().is_some()
+                        || c.realtime_runtime().is_some()
+                        || c.idle().is_some();
+                    if let (Some(b), false) = (c.burst(), others) {
+                        self.set("cpu", "cpu.cfs_burst_us", &b.to_string())?;
+                    }
+                }
+            }
+            Version::V2 => {
+                let root = self.v2_root()?.to_path_buf();
+                // cpu.weight with runc 1.1's linear conversion of the shares
+                // (libcgroups has crun's newer curve; systemd's CPUWeight is
+                // the linear one too): the shares are not handed to it.
+                let shares = cpu.and_then(|c| c.shares()).filter(|s| *s != 0);
+                let mut without_shares;
+                let mut resources = res;
+                if let (Some(c), Some(_)) = (cpu, shares) {
+                    without_shares = res.clone();
+                    without_shares.set_cpu(Some(c.clone().set_shares(None).clone()));
+                    resources = &without_shares;
+                }
+                let manager = libcgroups::v2::manager::Manager::new(root, rel.to_path_buf())
+                    .map_err(|e| self.crate_err(e))?;
+                manager
+                    .apply(&ControllerOpt {
+                        resources,
+                        disable_oom_killer,
+                        oom_score_adj: None,
+                        freezer_state: None,
+                    })
+                    .map_err(|e| self.crate_err(e))?;
+                if let Some(s) = shares {
+                    self.set("cpu", "cpu.weight", &shares_to_weight(s).to_string())?;
+                }
+                let rules = device_rules(res);
+                if !rules.is_empty() {
+                    devices::apply(&self.v2_root()?.join(rel), &rules)?;
                 }
             }
         }
-        if let Some(v) = r.pids_limit {
-            let max = if v <= 0 { "max".into() } else { v.to_string() };
-            self.set("pids", "pids.max", &max)?;
-        }
-        if let Some(v) = r.cpu_idle {
-            self.set("cpu", "cpu.idle", &v.to_string())?;
-        }
-        for (dev, handles, objects) in &r.rdma {
-            if dev.is_empty() || dev.contains(char::is_whitespace) {
-                return Err(CgroupError::Invalid(format!(
-                    "linux.resources.rdma device {dev:?} is not a device name"
-                )));
-            }
+        // No rdma controller in libcgroups.
+        let mut rdma: Vec<_> = res.rdma().iter().flatten().collect();
+        rdma.sort_by(|a, b| a.0.cmp(b.0));
+        for (dev, limit) in rdma {
             let mut line = dev.clone();
-            for (k, v) in [("hca_handle", handles), ("hca_object", objects)] {
+            for (k, v) in [
+                ("hca_handle", limit.hca_handles()),
+                ("hca_object", limit.hca_objects()),
+            ] {
                 if let Some(v) = v {
                     line.push_str(&format!(" {k}={v}"));
                 }
@@ -1120,231 +1231,12 @@ impl Cgroup {
         Ok(())
     }
 
-    fn apply_v1(&self, r: &Resources) -> Result<()> {
-        // Memory unlimited and swap unset: swap unlimited too (as runc does),
-        // or memsw would stay below the limit.
-        let swap = r
-            .memory_swap
-            .or(r.memory_limit.filter(|l| *l == -1).map(|_| -1));
-        if r.memory_limit.is_some() || swap.is_some() {
-            let limit_f = self.file("memory", "memory.limit_in_bytes")?;
-            let memsw_f = limit_f.with_file_name("memory.memsw.limit_in_bytes");
-            let swap = match swap {
-                Some(s) if !memsw_f.exists() => {
-                    log::debug!(
-                        "{} does not exist (no swap accounting): memory+swap {s} not applied",
-                        memsw_f.display()
-                    );
-                    None
-                }
-                s => s,
-            };
-            match (r.memory_limit, swap) {
-                (Some(l), Some(s)) => {
-                    // memsw must stay >= limit at every step.
-                    let current = parse_u64(&read(&limit_f)?);
-                    if s == -1 || u64::try_from(s).is_ok_and(|s| s >= current) {
-                        write(&memsw_f, &s.to_string())?;
-                        write(&limit_f, &l.to_string())?;
-                    } else {
-                        write(&limit_f, &l.to_string())?;
-                        write(&memsw_f, &s.to_string())?;
-                    }
-                }
-                (Some(l), None) => write(&limit_f, &l.to_string())?,
-                (None, Some(s)) => write(&memsw_f, &s.to_string())?,
-                (None, None) => {}
-            }
+    /// A libcgroups error, with this cgroup's path.
+    fn crate_err(&self, e: impl std::error::Error + Send + Sync + 'static) -> CgroupError {
+        CgroupError::Apply {
+            path: self.path.clone(),
+            source: Box::new(e),
         }
-        if let Some(v) = r.memory_reservation {
-            self.set("memory", "memory.soft_limit_in_bytes", &v.to_string())?;
-        }
-        if let Some(v) = r.cpu_shares.filter(|v| *v != 0) {
-            self.set("cpu", "cpu.shares", &v.to_string())?;
-        }
-        let period = r.cpu_period.filter(|p| *p != 0);
-        let mut period_pending = false;
-        if let Some(p) = period {
-            // A shorter period can be refused until the quota shrinks: then
-            // write it again after the quota (as runc does).
-            match self.set("cpu", "cpu.cfs_period_us", &p.to_string()) {
-                Ok(()) => {}
-                Err(CgroupError::Io { ref source, .. })
-                    if source.raw_os_error() == Some(libc::EINVAL) && r.cpu_quota.is_some() =>
-                {
-                    period_pending = true;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        if let Some(q) = r.cpu_quota {
-            let q = if q <= 0 {
-                "-1".to_string()
-            } else {
-                q.to_string()
-            };
-            self.set("cpu", "cpu.cfs_quota_us", &q)?;
-            if let (true, Some(p)) = (period_pending, period) {
-                self.set("cpu", "cpu.cfs_period_us", &p.to_string())?;
-            }
-        }
-        if let Some(w) = r.blkio_weight.filter(|w| *w != 0) {
-            let weight = self.file("blkio", "blkio.weight")?;
-            let file = ["blkio.weight", "blkio.bfq.weight"]
-                .iter()
-                .map(|n| weight.with_file_name(n))
-                .find(|f| f.exists());
-            match file {
-                Some(f) => write(&f, &w.to_string())?,
-                None => log::warn!(
-                    "{}: neither blkio.weight nor blkio.bfq.weight exists (no CFQ/BFQ): blkio weight {w} not applied",
-                    weight.parent().unwrap_or(&weight).display()
-                ),
-            }
-        }
-        for (major, minor, w) in &r.blkio_weight_device {
-            let f = self.file("blkio", "blkio.weight_device")?;
-            let f = if f.exists() {
-                f
-            } else {
-                f.with_file_name("blkio.bfq.weight_device")
-            };
-            write(&f, &format!("{major}:{minor} {w}"))?;
-        }
-        for t in &r.blkio_throttle {
-            let (file, line) = t.v1();
-            self.set("blkio", file, &line)?;
-        }
-        if let Some(v) = r.memory_swappiness {
-            self.set("memory", "memory.swappiness", &v.to_string())?;
-        }
-        if r.disable_oom_killer {
-            self.set("memory", "memory.oom_control", "1")?;
-        }
-        if let Some(v) = r.cpu_burst {
-            self.set("cpu", "cpu.cfs_burst_us", &v.to_string())?;
-        }
-        // The period first: the runtime must fit in it.
-        if let Some(v) = r.cpu_rt_period.filter(|v| *v != 0) {
-            self.set("cpu", "cpu.rt_period_us", &v.to_string())?;
-        }
-        if let Some(v) = r.cpu_rt_runtime.filter(|v| *v != 0) {
-            self.set("cpu", "cpu.rt_runtime_us", &v.to_string())?;
-        }
-        if let Some(v) = r.net_class_id {
-            self.set("net_cls", "net_cls.classid", &v.to_string())?;
-        }
-        for (iface, prio) in &r.net_priorities {
-            self.set("net_prio", "net_prio.ifpriomap", &format!("{iface} {prio}"))?;
-        }
-        if !r.unified.is_empty() {
-            return Err(CgroupError::Unsupported(
-                "linux.resources.unified needs a cgroup v2 host (this one is v1)".into(),
-            ));
-        }
-        Ok(())
-    }
-
-    fn apply_v2(&self, r: &Resources) -> Result<()> {
-        if let Some(l) = r.memory_limit {
-            self.set("memory", "memory.max", &bytes_or_max("memory limit", l)?)?;
-        }
-        if let Some(s) = swap_v2(r.memory_limit, r.memory_swap)? {
-            match self.set("memory", "memory.swap.max", &s) {
-                // Without swap, "no swap" and "unlimited swap" both hold.
-                Err(CgroupError::Unsupported(_)) if s == "max" || s == "0" => {}
-                other => other?,
-            }
-        }
-        if let Some(v) = r.memory_reservation {
-            self.set(
-                "memory",
-                "memory.low",
-                &bytes_or_max("memory reservation", v)?,
-            )?;
-        }
-        if let Some(v) = r.cpu_shares.filter(|v| *v != 0) {
-            self.set("cpu", "cpu.weight", &shares_to_weight(v).to_string())?;
-        }
-        let period = r.cpu_period.filter(|p| *p != 0);
-        if r.cpu_quota.is_some() || period.is_some() {
-            let quota = match r.cpu_quota {
-                Some(q) if q > 0 => q.to_string(),
-                Some(_) => "max".to_string(),
-                // Only the period changes: keep the quota.
-                None => {
-                    let f = self.file("cpu", "cpu.max")?;
-                    read_opt(&f)?
-                        .and_then(|t| t.split_whitespace().next().map(str::to_string))
-                        .unwrap_or_else(|| "max".into())
-                }
-            };
-            let value = match period {
-                Some(p) => format!("{quota} {p}"),
-                None => quota,
-            };
-            self.set("cpu", "cpu.max", &value)?;
-        }
-        if let Some(w) = r.blkio_weight.filter(|w| *w != 0) {
-            let weight = self.file("io", "io.weight")?;
-            let bfq = weight.with_file_name("io.bfq.weight");
-            if !weight.exists() && bfq.exists() {
-                // BFQ takes the blkio range itself.
-                write(&bfq, &w.to_string())?;
-            } else {
-                write(&weight, &blkio_to_io_weight(w).to_string())?;
-            }
-        }
-        for (major, minor, w) in &r.blkio_weight_device {
-            let weight = self.file("io", "io.weight")?;
-            let bfq = weight.with_file_name("io.bfq.weight");
-            if !weight.exists() && bfq.exists() {
-                write(&bfq, &format!("{major}:{minor} {w}"))?;
-            } else {
-                write(
-                    &weight,
-                    &format!("{major}:{minor} {}", blkio_to_io_weight(*w)),
-                )?;
-            }
-        }
-        for t in &r.blkio_throttle {
-            self.set("io", "io.max", &t.v2())?;
-        }
-        if let Some(v) = r.cpu_burst {
-            self.set("cpu", "cpu.max.burst", &v.to_string())?;
-        }
-        let v1_only = [
-            ("memory.swappiness", r.memory_swappiness.is_some()),
-            ("memory.disableOOMKiller", r.disable_oom_killer),
-            (
-                "cpu.realtimeRuntime",
-                r.cpu_rt_runtime.is_some_and(|v| v != 0),
-            ),
-            (
-                "cpu.realtimePeriod",
-                r.cpu_rt_period.is_some_and(|v| v != 0),
-            ),
-            ("network.classID", r.net_class_id.is_some()),
-            ("network.priorities", !r.net_priorities.is_empty()),
-        ];
-        if let Some((field, _)) = v1_only.iter().find(|(_, set)| *set) {
-            return Err(CgroupError::Unsupported(format!(
-                "linux.resources.{field} has no cgroup v2 equivalent (set it through linux.resources.unified)"
-            )));
-        }
-        for (key, value) in &r.unified {
-            check_unified_key(key)?;
-            let dir = self.v2_root()?.join(self.rel()?);
-            let f = dir.join(key);
-            if !f.exists() {
-                return Err(CgroupError::Unsupported(format!(
-                    "linux.resources.unified: {} does not exist (controller not enabled, or no such file)",
-                    f.display()
-                )));
-            }
-            write(&f, value)?;
-        }
-        Ok(())
     }
 
     fn freezer_state(&self) -> Result<Freezer> {
@@ -1764,34 +1656,132 @@ mod tests {
         Hierarchy::detect().expect("detect");
     }
 
+    /// `linux.resources` from JSON, as the spec and Update give them.
+    fn res(j: serde_json::Value) -> LinuxResources {
+        serde_json::from_value(j).expect("resources")
+    }
+
     #[test]
-    fn device_rules_as_v1_text() {
-        let rule = |allow, kind, major, minor, access: &str| DeviceRule {
-            allow,
-            kind,
-            major,
-            minor,
-            access: access.into(),
-        };
+    fn check_names_what_it_refuses() {
+        check(&res(serde_json::json!({
+            "memory": {"swappiness": 10, "disableOOMKiller": true},
+            "blockIO": {"throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 5}],
+                        "weightDevice": [{"major": 8, "minor": 0, "weight": 100}]},
+            "rdma": {"mlx5_0": {"hcaHandles": 3}},
+            "unified": {"memory.high": "1000000"},
+            "hugepageLimits": [{"pageSize": "2MB", "limit": 0}],
+            "devices": [{"allow": false, "access": "rwm"},
+                        {"allow": true, "type": "c", "major": 1, "minor": 3}],
+        })))
+        .expect("accepted");
+        for (j, want) in [
+            (
+                serde_json::json!({"memory": {"kernel": 1}}),
+                "memory.kernel",
+            ),
+            (
+                serde_json::json!({"memory": {"kernelTCP": 1}}),
+                "memory.kernelTCP",
+            ),
+            (
+                serde_json::json!({"memory": {"swappiness": 101}}),
+                "swappiness 101",
+            ),
+            (
+                serde_json::json!({"blockIO": {"leafWeight": 10}}),
+                "blockIO.leafWeight",
+            ),
+            (
+                serde_json::json!({"blockIO": {"weightDevice": [{"major": 8, "minor": 0, "leafWeight": 10}]}}),
+                "blockIO.leafWeight",
+            ),
+            (
+                serde_json::json!({"hugepageLimits": [{"pageSize": "2MB/../x", "limit": 1}]}),
+                "page size \"2MB/../x\"",
+            ),
+            (
+                serde_json::json!({"rdma": {"mlx5 0": {"hcaHandles": 3}}}),
+                "rdma device",
+            ),
+            (
+                serde_json::json!({"unified": {"../memory.max": "1"}}),
+                "not a cgroup file",
+            ),
+            (
+                serde_json::json!({"devices": [{"allow": true, "type": "u", "access": "r"}]}),
+                "devices[0]: type \"u\"",
+            ),
+            (
+                serde_json::json!({"devices": [{"allow": true, "type": "c", "access": "rwx"}]}),
+                "devices[0]: access \"rwx\"",
+            ),
+            (
+                serde_json::json!({"devices": [{"allow": true, "type": "c", "major": -5, "access": "r"}]}),
+                "devices[0]: -5",
+            ),
+        ] {
+            let e = check(&res(j)).expect_err(want);
+            assert!(matches!(e, CgroupError::Refused(_)), "{e:?}");
+            assert!(e.to_string().contains(want), "{want}: {e}");
+        }
+    }
+
+    #[test]
+    fn version_only_fields_are_refused_on_the_other() {
+        let unified = res(serde_json::json!({"unified": {"memory.high": "1"}}));
+        check_version(&unified, Version::V2).expect("unified on v2");
+        let e = check_version(&unified, Version::V1).expect_err("unified on v1");
+        assert!(e.to_string().contains("linux.resources.unified"), "{e}");
+        for (j, want) in [
+            (
+                serde_json::json!({"memory": {"swappiness": 1}}),
+                "memory.swappiness",
+            ),
+            (
+                serde_json::json!({"memory": {"disableOOMKiller": true}}),
+                "memory.disableOOMKiller",
+            ),
+            (
+                serde_json::json!({"cpu": {"realtimeRuntime": 5}}),
+                "cpu.realtimeRuntime",
+            ),
+            (
+                serde_json::json!({"network": {"classID": 5}}),
+                "network.classID",
+            ),
+            (
+                serde_json::json!({"memory": {"swap": 300}}),
+                "needs a memory limit",
+            ),
+            (
+                serde_json::json!({"memory": {"limit": -1, "swap": 300}}),
+                "needs a memory limit",
+            ),
+        ] {
+            let r = res(j);
+            check_version(&r, Version::V1).expect("v1 has it");
+            let e = check_version(&r, Version::V2).expect_err(want);
+            assert!(e.to_string().contains(want), "{want}: {e}");
+        }
+    }
+
+    #[test]
+    fn v2_device_rules_end_with_runcs_allowed_devices() {
+        assert!(device_rules(&res(serde_json::json!({}))).is_empty());
+        let rules = device_rules(&res(serde_json::json!({"devices": [
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "b", "major": 8, "minor": 0},
+        ]})));
+        assert_eq!(rules.len(), 2 + ALLOWED_DEVICES.len());
         assert_eq!(
-            rule(false, 'a', None, None, "rwm").v1_text().expect("all"),
-            "a"
+            (rules[0].kind, rules[0].allow, rules[0].access.as_str()),
+            ('a', false, "rwm")
         );
         assert_eq!(
-            rule(true, 'c', Some(1), Some(3), "rwm")
-                .v1_text()
-                .expect("null"),
-            "c 1:3 rwm"
+            (rules[1].kind, rules[1].major, rules[1].access.as_str()),
+            ('b', Some(8), "rwm")
         );
-        assert_eq!(
-            rule(true, 'c', Some(136), None, "rw")
-                .v1_text()
-                .expect("pts"),
-            "c 136:* rw"
-        );
-        assert!(rule(true, 'x', None, None, "r").v1_text().is_err());
-        assert!(rule(true, 'c', Some(1), Some(3), "rwx").v1_text().is_err());
-        assert!(rule(true, 'c', Some(-5), Some(3), "r").v1_text().is_err());
+        assert!(rules[2..].iter().all(|r| r.allow));
     }
 
     #[test]
@@ -1801,9 +1791,6 @@ mod tests {
         assert_eq!(shares_to_weight(262_144), 10_000);
         assert_eq!(shares_to_weight(1), 1);
         assert_eq!(shares_to_weight(1 << 20), 10_000);
-        assert_eq!(blkio_to_io_weight(10), 1);
-        assert_eq!(blkio_to_io_weight(500), 4950);
-        assert_eq!(blkio_to_io_weight(1000), 10_000);
         let swap = |m, s| swap_v2(m, s).expect("valid");
         assert_eq!(swap(Some(100), Some(300)).as_deref(), Some("200"));
         assert_eq!(swap(Some(100), Some(100)).as_deref(), Some("0"));
@@ -1819,8 +1806,6 @@ mod tests {
             swap_v2(Some(100), Some(50)),
             Err(CgroupError::Invalid(_))
         ));
-        assert_eq!(bytes_or_max("x", -1).expect("max"), "max");
-        assert!(bytes_or_max("x", -2).is_err());
     }
 
     /// A directory holding `files`, read as every controller's (cgroups-rs
@@ -1979,16 +1964,12 @@ mod tests {
             "{self_cgroup}"
         );
 
-        let r = Resources {
-            memory_limit: Some(64 << 20),
-            pids_limit: Some(10),
-            cpu_shares: Some(512),
-            cpu_quota: Some(50_000),
-            cpu_period: Some(100_000),
-            blkio_weight: Some(500),
-            cpuset_cpus: Some("0".into()),
-            ..Default::default()
-        };
+        let r = res(serde_json::json!({
+            "memory": {"limit": 64 << 20},
+            "pids": {"limit": 10},
+            "cpu": {"shares": 512, "quota": 50_000, "period": 100_000, "cpus": "0"},
+            "blockIO": {"weight": 500},
+        }));
         cg.apply(&r).expect("apply");
         let file = |c: &str, n: &str| read_trim(&v1_file(&h, c, &path, n));
         assert_eq!(
@@ -2007,43 +1988,59 @@ mod tests {
                 (256 << 20, 512 << 20),
                 (32 << 20, 32 << 20),
             ] {
-                cg.apply(&Resources {
-                    memory_limit: Some(l),
-                    memory_swap: Some(s),
-                    ..Default::default()
-                })
-                .unwrap_or_else(|e| panic!("limit {l} swap {s}: {e}"));
+                cg.apply(&res(serde_json::json!({"memory": {"limit": l, "swap": s}})))
+                    .unwrap_or_else(|e| panic!("limit {l} swap {s}: {e}"));
                 assert_eq!(file("memory", "memory.limit_in_bytes"), l.to_string());
                 assert_eq!(file("memory", "memory.memsw.limit_in_bytes"), s.to_string());
             }
         }
         // Unlimited quota; then only the period changes.
-        cg.apply(&Resources {
-            cpu_quota: Some(-1),
-            ..Default::default()
-        })
-        .expect("quota -1");
+        cg.apply(&res(serde_json::json!({"cpu": {"quota": -1}})))
+            .expect("quota -1");
         assert_eq!(file("cpu", "cpu.cfs_quota_us"), "-1");
-        cg.apply(&Resources {
-            pids_limit: Some(0),
-            ..Default::default()
-        })
-        .expect("pids 0");
+        cg.apply(&res(serde_json::json!({"pids": {"limit": 0}})))
+            .expect("pids 0");
         assert_eq!(file("pids", "pids.max"), "max");
         // A limit above the current memory+swap one needs a swap limit too
         // (the kernel refuses memory > memory+swap, as with runc).
-        let grow = |swap| {
-            cg.apply(&Resources {
-                pids_limit: Some(10),
-                memory_limit: Some(64 << 20),
-                memory_swap: swap,
-                ..Default::default()
-            })
+        let grow = |swap: Option<i64>| {
+            let mut memory = serde_json::json!({"limit": 64 << 20});
+            if let Some(s) = swap {
+                memory["swap"] = s.into();
+            }
+            cg.apply(&res(
+                serde_json::json!({"pids": {"limit": 10}, "memory": memory}),
+            ))
         };
         if v1_file(&h, "memory", &path, "memory.memsw.limit_in_bytes").exists() {
-            assert!(matches!(grow(None), Err(CgroupError::Io { .. })));
+            let e = grow(None).expect_err("memory above memory+swap");
+            assert!(matches!(e, CgroupError::Apply { .. }), "{e:?}");
+            assert!(e.to_string().contains("memory.limit_in_bytes"), "{e}");
         }
         grow(Some(-1)).expect("apply again");
+        // What libcgroups' v1 cpu controller leaves out: a burst alone.
+        if v1_file(&h, "cpu", &path, "cpu.cfs_burst_us").exists() {
+            cg.apply(&res(serde_json::json!({"cpu": {"burst": 1000}})))
+                .expect("burst");
+            assert_eq!(file("cpu", "cpu.cfs_burst_us"), "1000");
+        }
+        // The devices every container has (runc's list) are allowed after
+        // a spec's deny-all.
+        cg.apply(&res(
+            serde_json::json!({"devices": [{"allow": false, "access": "rwm"}]}),
+        ))
+        .expect("devices");
+        let list = file("devices", "devices.list");
+        for rule in [
+            "c *:* m",
+            "b *:* m",
+            "c 1:3 rwm",
+            "c 136:* rwm",
+            "c 10:200 rwm",
+        ] {
+            assert!(list.lines().any(|l| l == rule), "{rule} not in {list}");
+        }
+        assert!(!list.lines().any(|l| l.starts_with("a ")), "{list}");
 
         cg.freeze().expect("freeze");
         assert!(cg.is_frozen().expect("state"));
@@ -2087,11 +2084,9 @@ mod tests {
         let path = unique("oom");
         let cg = Cgroup::create(&h, &path).expect("create");
         let _remove = Remove(cg.clone());
-        cg.apply(&Resources {
-            memory_limit: Some(16 << 20),
-            memory_swap: Some(16 << 20),
-            ..Default::default()
-        })
+        cg.apply(&res(
+            serde_json::json!({"memory": {"limit": 16 << 20, "swap": 16 << 20}}),
+        ))
         .expect("apply");
         let mut watch = cg
             .oom_watch()
@@ -2219,50 +2214,38 @@ mod tests {
 
         if !available.split_whitespace().any(|c| c == "memory") {
             let e = cg
-                .apply(&Resources {
-                    memory_limit: Some(64 << 20),
-                    ..Default::default()
-                })
+                .apply(&res(serde_json::json!({"memory": {"limit": 64 << 20}})))
                 .expect_err("no memory controller in this v2 hierarchy");
-            assert!(matches!(e, CgroupError::Unsupported(_)), "{e}");
+            assert!(matches!(e, CgroupError::Apply { .. }), "{e:?}");
             assert!(e.to_string().contains("memory.max"), "{e}");
         }
         if !available.split_whitespace().any(|c| c == "pids") {
             let e = cg
-                .apply(&Resources {
-                    pids_limit: Some(10),
-                    ..Default::default()
-                })
+                .apply(&res(serde_json::json!({"pids": {"limit": 10}})))
                 .expect_err("no pids controller in this v2 hierarchy");
             assert!(e.to_string().contains("pids.max"), "{e}");
         }
-        cg.apply(&Resources::default()).expect("nothing to apply");
+        cg.apply(&LinuxResources::default())
+            .expect("nothing to apply");
         // unified: a file of the container's own cgroup, written as given.
-        cg.apply(&Resources {
-            unified: vec![("cgroup.max.descendants".into(), "5".into())],
-            ..Default::default()
-        })
+        cg.apply(&res(
+            serde_json::json!({"unified": {"cgroup.max.descendants": "5"}}),
+        ))
         .expect("unified");
         assert_eq!(read_trim(&dir.join("cgroup.max.descendants")), "5");
         for (key, want) in [
             ("../cgroup.max.descendants", "not a cgroup file"),
             ("cgroup.procs", "not a cgroup file"),
-            ("nosuch.file", "does not exist"),
+            ("nosuch.file", "nosuch.file"),
         ] {
             let e = cg
-                .apply(&Resources {
-                    unified: vec![(key.into(), "1".into())],
-                    ..Default::default()
-                })
+                .apply(&res(serde_json::json!({"unified": {key: "1"}})))
                 .expect_err(key);
             assert!(e.to_string().contains(want), "{key}: {e}");
         }
         // v1-only fields are refused on v2, naming the field.
         let e = cg
-            .apply(&Resources {
-                memory_swappiness: Some(10),
-                ..Default::default()
-            })
+            .apply(&res(serde_json::json!({"memory": {"swappiness": 10}})))
             .expect_err("swappiness on v2");
         assert!(e.to_string().contains("memory.swappiness"), "{e}");
         let s = cg.stats().expect("stats");
@@ -2343,26 +2326,20 @@ mod tests {
         let v2 = OwnV2::new("dev");
         let (tmp, h, top, cg, dir) = (&v2.tmp, &v2.h, &v2.top, &v2.cg, &v2.dir);
 
-        // Copies of /dev/null (1:3) and /dev/zero (1:5) made here.
+        // Copies of /dev/kmsg (1:11) and /dev/fuse (10:229) made here:
+        // devices outside runc's always-allowed list.
         let nodes = tmp.path().join("dev");
         fs::create_dir(&nodes).expect("mkdir dev");
-        let (null, zero) = (nodes.join("null"), nodes.join("zero"));
-        for (node, minor) in [(&null, 3), (&zero, 5)] {
+        let (null, zero) = (nodes.join("kmsg"), nodes.join("fuse"));
+        for (node, major, minor) in [(&null, 1, 11), (&zero, 10, 229)] {
             nix::sys::stat::mknod(
                 node,
                 nix::sys::stat::SFlag::S_IFCHR,
                 nix::sys::stat::Mode::from_bits_truncate(0o666),
-                nix::sys::stat::makedev(1, minor),
+                nix::sys::stat::makedev(major, minor),
             )
             .expect("mknod");
         }
-        let rule = |allow, kind, major, minor, access: &str| DeviceRule {
-            allow,
-            kind,
-            major,
-            minor,
-            access: access.into(),
-        };
         let tries = [
             (null.as_path(), "r"),
             (null.as_path(), "w"),
@@ -2372,14 +2349,11 @@ mod tests {
         assert_eq!(before.matches(" ok").count(), 3, "{before}");
         assert!(devices::attached(dir).expect("query").is_empty());
 
-        // Default deny, /dev/zero allowed.
-        cg.apply(&Resources {
-            devices: vec![
-                rule(false, 'a', None, None, "rwm"),
-                rule(true, 'c', Some(1), Some(5), "rwm"),
-            ],
-            ..Default::default()
-        })
+        // Default deny, the fuse copy allowed.
+        cg.apply(&res(serde_json::json!({"devices": [
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rwm"},
+        ]})))
         .expect("device rules");
         assert_eq!(devices::attached(dir).expect("query").len(), 1);
         let out = opens_in(cg, &tries);
@@ -2396,15 +2370,12 @@ mod tests {
             .expect("sh");
         assert!(outside.success());
 
-        // An Update replaces the program: now the null copy for reading only.
+        // An Update replaces the program: now the kmsg copy for reading only.
         let first = devices::attached(dir).expect("query");
-        cg.apply(&Resources {
-            devices: vec![
-                rule(false, 'a', None, None, "rwm"),
-                rule(true, 'c', Some(1), Some(3), "r"),
-            ],
-            ..Default::default()
-        })
+        cg.apply(&res(serde_json::json!({"devices": [
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 1, "minor": 11, "access": "r"},
+        ]})))
         .expect("new device rules");
         let second = devices::attached(dir).expect("query");
         assert_eq!(second.len(), 1);
@@ -2419,12 +2390,11 @@ mod tests {
 
         // A bad rule is refused before anything is replaced.
         let e = cg
-            .apply(&Resources {
-                devices: vec![rule(true, 'x', None, None, "r")],
-                ..Default::default()
-            })
+            .apply(&res(serde_json::json!({"devices": [
+                {"allow": true, "type": "c", "access": "rx"},
+            ]})))
             .expect_err("bad rule");
-        assert!(matches!(e, CgroupError::Invalid(_)), "{e}");
+        assert!(matches!(e, CgroupError::Refused(_)), "{e}");
         assert_eq!(devices::attached(dir).expect("query"), second);
 
         cg.delete().expect("delete");

@@ -2,7 +2,7 @@
 //! rootfs, its cgroup, its first process, and undoing all of it. State that
 //! `shim delete` needs after a crash is kept in `<run_dir>/<ns>/<id>/state.json`.
 
-use crate::cgroup::{Cgroup, Hierarchy, Resources};
+use crate::cgroup::{Cgroup, Hierarchy};
 use crate::channel::{ContainerInit, ToInit};
 use crate::config::{Config, HostAccess, PodUsernsMode, UsernsMode};
 use crate::process::{self, Process};
@@ -581,168 +581,6 @@ pub fn validate_spec(spec: &Spec) -> Result<(), String> {
     Ok(())
 }
 
-/// The spec's `linux.resources` (see [`resources_of`]).
-pub fn resources_of_spec(spec: &Spec) -> Result<Resources, String> {
-    match spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
-        Some(res) => resources_of(res),
-        None => Ok(Resources::default()),
-    }
-}
-
-/// `linux.resources` (at create, or an Update's) as the cgroup applies
-/// them. Fields no cgroup version can apply are refused here, naming them;
-/// fields only one version has are refused by the cgroup on the other.
-pub fn resources_of(res: &oci_spec::runtime::LinuxResources) -> Result<Resources, String> {
-    use crate::cgroup::{Throttle, ThrottleKind};
-    let mut r = Resources::default();
-    let refuse = |field: &str, why: &str| -> Result<Resources, String> {
-        Err(format!("linux.resources.{field} is not supported: {why}"))
-    };
-    if let Some(m) = res.memory() {
-        r.memory_limit = m.limit();
-        r.memory_swap = m.swap();
-        r.memory_reservation = m.reservation();
-        if m.kernel().is_some() {
-            return refuse(
-                "memory.kernel",
-                "kernel memory limits are deprecated and gone from recent kernels",
-            );
-        }
-        if m.kernel_tcp().is_some() {
-            return refuse(
-                "memory.kernelTCP",
-                "kernel TCP memory limits are not applied by idshift",
-            );
-        }
-        if m.use_hierarchy() == Some(false) {
-            return refuse(
-                "memory.useHierarchy",
-                "memory accounting is always hierarchical",
-            );
-        }
-        if m.check_before_update() == Some(true) {
-            return refuse("memory.checkBeforeUpdate", "not implemented by idshift");
-        }
-        if let Some(v) = m.swappiness() {
-            if v > 100 {
-                return Err(format!(
-                    "linux.resources.memory.swappiness {v} is not between 0 and 100"
-                ));
-            }
-            r.memory_swappiness = Some(v);
-        }
-        r.disable_oom_killer = m.disable_oom_killer() == Some(true);
-    }
-    if let Some(c) = res.cpu() {
-        r.cpu_shares = c.shares();
-        r.cpu_quota = c.quota();
-        r.cpu_period = c.period();
-        r.cpuset_cpus = c.cpus().clone();
-        r.cpuset_mems = c.mems().clone();
-        r.cpu_idle = c.idle();
-        r.cpu_burst = c.burst();
-        r.cpu_rt_runtime = c.realtime_runtime();
-        r.cpu_rt_period = c.realtime_period();
-    }
-    if let Some(p) = res.pids() {
-        r.pids_limit = Some(p.limit());
-    }
-    if let Some(b) = res.block_io() {
-        r.blkio_weight = b.weight();
-        if b.leaf_weight().is_some() {
-            return refuse(
-                "blockIO.leafWeight",
-                "leaf weights are gone from the kernel (CFQ)",
-            );
-        }
-        for d in b.weight_device().iter().flatten() {
-            if d.leaf_weight().is_some() {
-                return refuse(
-                    "blockIO.weightDevice[].leafWeight",
-                    "leaf weights are gone from the kernel (CFQ)",
-                );
-            }
-            if let Some(w) = d.weight() {
-                r.blkio_weight_device.push((d.major(), d.minor(), w));
-            }
-        }
-        for (kind, list) in [
-            (ThrottleKind::ReadBps, b.throttle_read_bps_device()),
-            (ThrottleKind::WriteBps, b.throttle_write_bps_device()),
-            (ThrottleKind::ReadIops, b.throttle_read_iops_device()),
-            (ThrottleKind::WriteIops, b.throttle_write_iops_device()),
-        ] {
-            for d in list.iter().flatten() {
-                r.blkio_throttle.push(Throttle {
-                    kind,
-                    major: d.major(),
-                    minor: d.minor(),
-                    rate: d.rate(),
-                });
-            }
-        }
-    }
-    if let Some(n) = res.network() {
-        r.net_class_id = n.class_id();
-        for p in n.priorities().iter().flatten() {
-            r.net_priorities.push((p.name().clone(), p.priority()));
-        }
-    }
-    let mut rdma: Vec<_> = res.rdma().iter().flatten().collect();
-    rdma.sort_by(|a, b| a.0.cmp(b.0));
-    for (dev, l) in rdma {
-        r.rdma.push((dev.clone(), l.hca_handles(), l.hca_objects()));
-    }
-    let mut unified: Vec<(String, String)> = res
-        .unified()
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    unified.sort();
-    r.unified = unified;
-    for h in res.hugepage_limits().iter().flatten() {
-        r.hugetlb
-            .push((h.page_size().clone(), h.limit().max(0) as u64));
-    }
-    for d in res.devices().iter().flatten() {
-        r.devices.push(crate::cgroup::DeviceRule {
-            allow: d.allow(),
-            kind: d
-                .typ()
-                .map(|t| t.as_str().chars().next().unwrap_or('a'))
-                .unwrap_or('a'),
-            major: d.major(),
-            minor: d.minor(),
-            access: d.access().clone().unwrap_or_else(|| "rwm".into()),
-        });
-    }
-    if !r.devices.is_empty() {
-        // As runc does: after the spec's rules, the devices every container
-        // has (those bound on its /dev, the pty ones and tun) stay usable.
-        for (kind, major, minor) in [
-            ('c', 1, Some(3)),
-            ('c', 1, Some(5)),
-            ('c', 1, Some(7)),
-            ('c', 1, Some(8)),
-            ('c', 1, Some(9)),
-            ('c', 5, Some(0)),
-            ('c', 5, Some(2)),
-            ('c', 136, None),
-            ('c', 10, Some(200)),
-        ] {
-            r.devices.push(crate::cgroup::DeviceRule {
-                allow: true,
-                kind,
-                major: Some(major),
-                minor,
-                access: "rwm".into(),
-            });
-        }
-    }
-    Ok(r)
-}
-
 impl Container {
     /// Creates the container and its first process, waiting for Start.
     /// Blocking: run it on a blocking thread (within the runtime).
@@ -1009,7 +847,12 @@ impl Container {
         write_persisted(&run_dir, &persisted)?;
         undo.cgroup = Some(Cgroup::open(&h, &cg_path));
         let cgroup = Cgroup::create(&h, &cg_path).map_err(|e| e.to_string())?;
-        let resources = resources_of_spec(&spec)?;
+        // linux.resources as given: the cgroup checks and applies them.
+        let resources = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().clone())
+            .unwrap_or_default();
         // A systemd scope exists once the first process is in it.
         if !cgroup.is_systemd() {
             cgroup.apply(&resources).map_err(|e| e.to_string())?;
@@ -1537,51 +1380,6 @@ mod tests {
         h["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}]);
         let e = refuse_unsupported(&spec_from(h).expect("spec")).expect_err("no uts");
         assert!(e.contains("hostname but has no UTS namespace"), "{e}");
-    }
-
-    #[test]
-    fn resources_name_what_they_refuse() {
-        let res = |j: serde_json::Value| -> Result<Resources, String> {
-            resources_of(&serde_json::from_value(j).expect("resources"))
-        };
-        let r = res(serde_json::json!({
-            "memory": {"swappiness": 10, "disableOOMKiller": true},
-            "blockIO": {"throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 5}],
-                        "weightDevice": [{"major": 8, "minor": 0, "weight": 100}]},
-            "rdma": {"mlx5_0": {"hcaHandles": 3}},
-            "unified": {"memory.high": "1000000"},
-        }))
-        .expect("resources");
-        assert_eq!(r.memory_swappiness, Some(10));
-        assert!(r.disable_oom_killer);
-        assert_eq!(r.blkio_throttle.len(), 1);
-        assert_eq!(r.blkio_weight_device, [(8, 0, 100)]);
-        assert_eq!(r.rdma, [("mlx5_0".to_string(), Some(3), None)]);
-        assert_eq!(
-            r.unified,
-            [("memory.high".to_string(), "1000000".to_string())]
-        );
-        for (j, want) in [
-            (
-                serde_json::json!({"memory": {"kernel": 1}}),
-                "memory.kernel",
-            ),
-            (
-                serde_json::json!({"memory": {"kernelTCP": 1}}),
-                "memory.kernelTCP",
-            ),
-            (
-                serde_json::json!({"memory": {"swappiness": 101}}),
-                "swappiness 101",
-            ),
-            (
-                serde_json::json!({"blockIO": {"leafWeight": 10}}),
-                "blockIO.leafWeight",
-            ),
-        ] {
-            let e = res(j).expect_err(want);
-            assert!(e.contains(want), "{e}");
-        }
     }
 
     #[test]

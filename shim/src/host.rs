@@ -103,12 +103,12 @@ impl lifecycle::Container for Container {
     }
 
     fn update(&self, res: &oci_spec::runtime::LinuxResources) -> Result<(), Fault> {
-        let resources = crate::container::resources_of(res).map_err(Fault::Invalid)?;
+        crate::cgroup::check(res).map_err(|e| Fault::Invalid(e.to_string()))?;
         let cg = self
             .cgroup
             .as_ref()
             .ok_or_else(|| Fault::Precondition("the container has no cgroup".into()))?;
-        cg.apply(&resources)
+        cg.apply(res)
             .map_err(|e| Fault::Precondition(e.to_string()))
     }
 

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use cgroups_rs::systemd::props::PropertiesBuilder;
 use cgroups_rs::systemd::{self as sd, Property, SystemdClient};
 
-use super::{shares_to_weight, swap_v2, CgroupError, Resources, Result};
+use oci_spec::runtime::LinuxResources;
+
+use super::{shares_to_weight, swap_v2, CgroupError, Result};
 
 /// A systemd cgroupsPath, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -121,19 +123,22 @@ pub fn start(unit: &Unit, pid: i32, cgroups_path: &str) -> Result<()> {
 /// The unit properties for `r` that systemd knows (runc's set): memory
 /// limit, CPU weight/shares, quota and period, tasks, and on v2 the memory
 /// low/swap limits and cpuset. The rest only goes to the cgroup files.
-pub fn properties(r: &Resources, v2: bool) -> Result<Vec<Property<'static>>> {
+pub fn properties(r: &LinuxResources, v2: bool) -> Result<Vec<Property<'static>>> {
     let mut p: Vec<Property<'static>> = Vec::new();
     let infinity = u64::MAX;
     let bytes = |v: i64| if v < 0 { infinity } else { v as u64 };
-    if let Some(l) = r.memory_limit {
+    let m = r.memory().as_ref();
+    let cpu = r.cpu().as_ref();
+    let memory_limit = m.and_then(|m| m.limit());
+    if let Some(l) = memory_limit {
         let name = if v2 { sd::MEMORY_MAX } else { sd::MEMORY_LIMIT };
         p.push((name, bytes(l).into()));
     }
     if v2 {
-        if let Some(l) = r.memory_reservation {
+        if let Some(l) = m.and_then(|m| m.reservation()) {
             p.push((sd::MEMORY_LOW, bytes(l).into()));
         }
-        if let Some(s) = swap_v2(r.memory_limit, r.memory_swap)? {
+        if let Some(s) = swap_v2(memory_limit, m.and_then(|m| m.swap()))? {
             let v = if s == "max" {
                 infinity
             } else {
@@ -142,18 +147,18 @@ pub fn properties(r: &Resources, v2: bool) -> Result<Vec<Property<'static>>> {
             p.push((sd::MEMORY_SWAP_MAX, v.into()));
         }
     }
-    if let Some(s) = r.cpu_shares.filter(|s| *s != 0) {
+    if let Some(s) = cpu.and_then(|c| c.shares()).filter(|s| *s != 0) {
         if v2 {
             p.push((sd::CPU_WEIGHT, shares_to_weight(s).into()));
         } else {
             p.push((sd::CPU_SHARES, s.into()));
         }
     }
-    let period = r.cpu_period.filter(|p| *p != 0);
+    let period = cpu.and_then(|c| c.period()).filter(|p| *p != 0);
     if let Some(period) = period {
         p.push((sd::CPU_QUOTA_PERIOD_US, period.into()));
     }
-    if let Some(q) = r.cpu_quota {
+    if let Some(q) = cpu.and_then(|c| c.quota()) {
         // As runc: quota per second of CPU time, rounded up to 10 ms.
         let per_sec = if q > 0 {
             let period = period.unwrap_or(100_000);
@@ -164,18 +169,24 @@ pub fn properties(r: &Resources, v2: bool) -> Result<Vec<Property<'static>>> {
         };
         p.push((sd::CPU_QUOTA_PER_SEC_US, per_sec.into()));
     }
-    if let Some(v) = r.pids_limit {
+    if let Some(v) = r.pids().as_ref().map(|p| p.limit()) {
         let v = if v <= 0 { infinity } else { v as u64 };
         p.push((sd::TASKS_MAX, v.into()));
     }
     if v2 {
-        if let Some(c) = r.cpuset_cpus.as_deref().filter(|c| !c.is_empty()) {
+        if let Some(c) = cpu
+            .and_then(|c| c.cpus().as_deref())
+            .filter(|c| !c.is_empty())
+        {
             let (name, mask) = sd::cpuset::cpus(c).map_err(|_| {
                 CgroupError::Invalid(format!("cpuset cpus {c:?} is not a CPU list"))
             })?;
             p.push((name, mask.into()));
         }
-        if let Some(m) = r.cpuset_mems.as_deref().filter(|m| !m.is_empty()) {
+        if let Some(m) = cpu
+            .and_then(|c| c.mems().as_deref())
+            .filter(|m| !m.is_empty())
+        {
             let (name, mask) = sd::cpuset::mems(m).map_err(|_| {
                 CgroupError::Invalid(format!("cpuset mems {m:?} is not a node list"))
             })?;
@@ -186,7 +197,7 @@ pub fn properties(r: &Resources, v2: bool) -> Result<Vec<Property<'static>>> {
 }
 
 /// SetUnitProperties of `r`'s properties on the running unit.
-pub fn set(unit: &Unit, r: &Resources, v2: bool) -> Result<()> {
+pub fn set(unit: &Unit, r: &LinuxResources, v2: bool) -> Result<()> {
     let props = properties(r, v2)?;
     if props.is_empty() {
         return Ok(());
@@ -259,16 +270,14 @@ mod tests {
 
     #[test]
     fn properties_follow_runc() {
-        let r = Resources {
-            memory_limit: Some(64 << 20),
-            memory_swap: Some(128 << 20),
-            cpu_shares: Some(1024),
-            cpu_quota: Some(50_000),
-            cpu_period: Some(100_000),
-            pids_limit: Some(42),
-            cpuset_cpus: Some("0-1".into()),
-            ..Default::default()
+        let res = |j: serde_json::Value| -> LinuxResources {
+            serde_json::from_value(j).expect("resources")
         };
+        let r = res(serde_json::json!({
+            "memory": {"limit": 64 << 20, "swap": 128 << 20},
+            "cpu": {"shares": 1024, "quota": 50_000, "period": 100_000, "cpus": "0-1"},
+            "pids": {"limit": 42},
+        }));
         let v2 = properties(&r, true).expect("v2");
         assert_eq!(u64_of(&v2, "MemoryMax"), Some(64 << 20));
         assert_eq!(u64_of(&v2, "MemorySwapMax"), Some(64 << 20));
@@ -283,17 +292,16 @@ mod tests {
         assert!(find(&v1, "MemoryMax").is_none());
         assert!(find(&v1, "AllowedCPUs").is_none());
         // Unlimited is systemd's infinity; a quota rounds up to 10 ms.
-        let r = Resources {
-            memory_limit: Some(-1),
-            cpu_quota: Some(12_345),
-            pids_limit: Some(0),
-            ..Default::default()
-        };
+        let r = res(serde_json::json!({
+            "memory": {"limit": -1},
+            "cpu": {"quota": 12_345},
+            "pids": {"limit": 0},
+        }));
         let p = properties(&r, true).expect("unlimited");
         assert_eq!(u64_of(&p, "MemoryMax"), Some(u64::MAX));
         assert_eq!(u64_of(&p, "CPUQuotaPerSecUSec"), Some(130_000));
         assert_eq!(u64_of(&p, "TasksMax"), Some(u64::MAX));
-        assert!(properties(&Resources::default(), true)
+        assert!(properties(&LinuxResources::default(), true)
             .expect("nothing")
             .is_empty());
     }
