@@ -1052,13 +1052,6 @@ impl Cgroup {
         &self.path
     }
 
-    /// Whether the cgroup is a systemd scope (cgroupsPath
-    /// `slice:prefix:name`): it exists once its first process is added, so
-    /// resources are applied after that.
-    pub fn is_systemd(&self) -> bool {
-        self.unit.is_some()
-    }
-
     /// Moves a process into the cgroup (cgroup.procs of every directory).
     /// A systemd scope not started yet is started with it (then, on v1, the
     /// directories systemd did not make are made).
@@ -1596,7 +1589,7 @@ mod tests {
             assert!(m.contains("systemd is not the init system"), "{m}");
             // Undoing such a refused Create finds nothing to remove.
             let cg = Cgroup::open(&h, "system.slice:idshift:c1");
-            assert!(cg.is_systemd());
+            assert!(cg.unit.is_some());
             cg.delete().expect("nothing to remove");
         }
         let cg = Cgroup::open(&h, "/default/c1");

@@ -847,16 +847,15 @@ impl Container {
         write_persisted(&run_dir, &persisted)?;
         undo.cgroup = Some(Cgroup::open(&h, &cg_path));
         let cgroup = Cgroup::create(&h, &cg_path).map_err(|e| e.to_string())?;
-        // linux.resources as given: the cgroup checks and applies them.
+        // linux.resources as given: the cgroup checks and applies them,
+        // while the init sets itself up (a systemd scope exists only once
+        // the init is in it).
         let resources = spec
             .linux()
             .as_ref()
             .and_then(|l| l.resources().clone())
             .unwrap_or_default();
-        // A systemd scope exists once the first process is in it.
-        if !cgroup.is_systemd() {
-            cgroup.apply(&resources).map_err(|e| e.to_string())?;
-        }
+        let apply_resources = || cgroup.apply(&resources).map_err(|e| e.to_string());
         report.cgroup_ms = ms(t);
 
         // 4. The first process, set up and waiting for Start.
@@ -899,15 +898,13 @@ impl Container {
             process::Setup {
                 cgroup: Some(&cgroup),
                 run_hooks: &runtime_hooks,
+                meanwhile: Some(&apply_resources),
             },
         )?;
         undo.pid = Some(init.pid);
         // The init is in the cgroup already (killed with it); its pid too.
         persisted.pid = init.pid;
         write_persisted(&run_dir, &persisted)?;
-        if cgroup.is_systemd() {
-            cgroup.apply(&resources).map_err(|e| e.to_string())?;
-        }
         drop(built);
         drop(idmapped_fds);
         // A sandbox's user namespace (or the host's IDs) is kept for the

@@ -50,6 +50,11 @@ pub struct Setup<'a> {
     /// The prestart and createRuntime hooks, given the process's pid, run
     /// when a container's init asks (its mounts made, before pivot_root).
     pub run_hooks: &'a dyn Fn(i32) -> Result<(), String>,
+    /// Work of the shim's done while the process sets itself up, once it
+    /// is in its cgroup (or told to move itself there) and before it is
+    /// ready: a container's resource limits, in place before anything of the
+    /// workload runs.
+    pub meanwhile: Option<&'a dyn Fn() -> Result<(), String>>,
 }
 
 pub fn spawn_blocking(
@@ -59,7 +64,11 @@ pub fn spawn_blocking(
     io: ProcessIo,
     setup: Setup<'_>,
 ) -> Result<(Process, Option<OwnedFd>), String> {
-    let Setup { cgroup, run_hooks } = setup;
+    let Setup {
+        cgroup,
+        run_hooks,
+        meanwhile,
+    } = setup;
     let mut marks = vec![("start".to_string(), crate::sys::monotonic_ns())];
     let (mut ch, child_end) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
     let exe = std::env::current_exe().map_err(|e| format!("finding the shim binary: {e}"))?;
@@ -105,6 +114,11 @@ pub fn spawn_blocking(
         "(shim) set-up message sent".into(),
         crate::sys::monotonic_ns(),
     ));
+    if let Some(work) = meanwhile {
+        // On an error, dropping `ch` makes the process exit.
+        work()?;
+        marks.push(("(shim) meanwhile done".into(), crate::sys::monotonic_ns()));
+    }
     let died = |what: &str| format!("the container's init died before it was {what}");
     let pid = match ch.recv::<FromInit>() {
         Ok(Some((FromInit::Pid(p), _))) => p,
