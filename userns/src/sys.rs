@@ -77,81 +77,87 @@ where
     }
 }
 
-/// A child process that sits in a new user namespace until dropped. Dropping
-/// it kills and reaps it (by its pid only: never another child).
+/// A child that made a user namespace and exited, not yet reaped: its
+/// credentials, and so the namespace, live until then, so the parent can
+/// still write the maps through its `/proc` entries and open its `ns/user`.
+/// Dropping it reaps it (by its pid only: never another child).
+///
+/// It is cloned with `CLONE_VM | CLONE_VFORK`: it runs on a small stack of
+/// its own in the parent's memory (no page tables copied, no copy-on-write
+/// afterwards) while the parent waits, and it exits before the parent goes
+/// on. It exits with no signal to the parent (a "clone" child), so a
+/// reaper's `waitpid(-1)` (without `__WALL`) never takes it first.
 pub(crate) struct NsChild {
     pid: libc::pid_t,
-    release: Option<OwnedFd>,
+}
+
+/// What the child reads and writes, in the parent's memory.
+struct ChildArgs {
+    owner: Option<(u32, u32)>,
+    errno: i32,
+}
+
+/// The child: only raw syscalls, on its own stack, touching nothing of the
+/// parent's but its `ChildArgs`.
+extern "C" fn ns_child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildArgs` the parent passed to `clone`, alive
+    // and untouched by the parent until this child has exited (CLONE_VFORK).
+    let args = unsafe { &mut *arg.cast::<ChildArgs>() };
+    // Raw syscalls: this process's own credentials only (glibc's wrappers
+    // would synchronise the threads of the parent, whose memory this is).
+    let keep = libc::c_long::from(-1i32);
+    let fail = |args: &mut ChildArgs| {
+        args.errno = std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL);
+        1
+    };
+    if let Some((uid, gid)) = args.owner {
+        // SAFETY: setresgid/setresuid change only this task's credentials.
+        let set = unsafe {
+            libc::syscall(libc::SYS_setresgid, keep, libc::c_long::from(gid), keep) == 0
+                && libc::syscall(libc::SYS_setresuid, keep, libc::c_long::from(uid), keep) == 0
+        };
+        if !set {
+            return fail(args);
+        }
+    }
+    // SAFETY: unshare affects only this task.
+    if unsafe { libc::unshare(libc::CLONE_NEWUSER) } != 0 {
+        return fail(args);
+    }
+    0
 }
 
 impl NsChild {
-    /// Forks a child that unshares a user namespace and then blocks. Returns
-    /// once the namespace exists. With `owner` (uid, gid), the child takes
-    /// those as its effective IDs first: the namespace's owner is its
-    /// creator's euid, and per-user kernel limits are counted against it.
+    /// Clones a child that takes `owner` (uid, gid) as its effective IDs
+    /// (the namespace's owner is its creator's euid, and per-user kernel
+    /// limits are counted against it), unshares a user namespace and
+    /// exits. Returns once it has exited.
     pub(crate) fn spawn(owner: Option<(u32, u32)>) -> io::Result<NsChild> {
-        use rustix::pipe::{pipe_with, PipeFlags};
-        let (ready_rd, ready_wr) = pipe_with(PipeFlags::CLOEXEC)?;
-        let (release_rd, release_wr) = pipe_with(PipeFlags::CLOEXEC)?;
-        let release_wr_raw = release_wr.as_raw_fd();
-        // SAFETY: the child only issues async-signal-safe raw syscalls
-        // (close, setresgid, setresuid, unshare, write, read, _exit) on fds it inherited, so it cannot
-        // block on a lock held by another thread of the parent at fork time.
-        let pid = unsafe { libc::fork() };
+        const STACK: usize = 64 * 1024;
+        let mut stack = vec![0u8; STACK];
+        // The stack grows down from its 16-byte aligned top.
+        let top = stack.as_mut_ptr().wrapping_add(STACK);
+        let top = top.wrapping_sub(top as usize % 16);
+        let mut args = ChildArgs { owner, errno: 0 };
+        // SAFETY: the child runs `ns_child` on `stack`, which outlives it
+        // (CLONE_VFORK: this call returns once the child has exited), and
+        // touches only `args`. No exit signal: see the type's comment.
+        let pid = unsafe {
+            libc::clone(
+                ns_child,
+                top.cast(),
+                libc::CLONE_VM | libc::CLONE_VFORK,
+                std::ptr::addr_of_mut!(args).cast(),
+            )
+        };
         if pid < 0 {
             return Err(io::Error::last_os_error());
         }
-        if pid == 0 {
-            // SAFETY: see above; the buffers are on this (copied) stack.
-            unsafe {
-                libc::close(release_wr_raw);
-                let mut err: i32 = 0;
-                if let Some((uid, gid)) = owner {
-                    // Raw syscalls: this process's own credentials only
-                    // (glibc's wrappers would synchronise threads).
-                    let keep = libc::c_long::from(-1i32);
-                    if libc::syscall(libc::SYS_setresgid, keep, libc::c_long::from(gid), keep) != 0
-                        || libc::syscall(libc::SYS_setresuid, keep, libc::c_long::from(uid), keep)
-                            != 0
-                    {
-                        err = *libc::__errno_location();
-                    }
-                }
-                if err == 0 && libc::unshare(libc::CLONE_NEWUSER) != 0 {
-                    err = *libc::__errno_location();
-                }
-                let bytes = err.to_ne_bytes();
-                libc::write(ready_wr.as_raw_fd(), bytes.as_ptr().cast(), bytes.len());
-                let mut b = [0u8; 1];
-                // Blocks until the parent closes (or dies with) the write end.
-                while libc::read(release_rd.as_raw_fd(), b.as_mut_ptr().cast(), 1) < 0
-                    && *libc::__errno_location() == libc::EINTR
-                {}
-                libc::_exit(0);
-            }
-        }
-        drop(ready_wr);
-        drop(release_rd);
-        let child = NsChild {
-            pid,
-            release: Some(release_wr),
-        };
-        let mut buf = [0u8; 4];
-        let mut got = 0;
-        while got < buf.len() {
-            match rustix::io::read(&ready_rd, &mut buf[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if got != buf.len() {
-            return Err(io::Error::other(
-                "the user namespace helper process died before reporting",
-            ));
-        }
-        match i32::from_ne_bytes(buf) {
+        let child = NsChild { pid };
+        drop(stack);
+        match args.errno {
             0 => Ok(child),
             errno => Err(io::Error::from_raw_os_error(errno)),
         }
@@ -164,13 +170,9 @@ impl NsChild {
 
 impl Drop for NsChild {
     fn drop(&mut self) {
-        // Closing the write end lets the child exit; SIGKILL covers a child
-        // that is not yet reading.
-        self.release.take();
-        // SAFETY: signals and reaps our own child by its pid; a null status
+        // SAFETY: reaps our own (exited) child by its pid; a null status
         // pointer is allowed. ECHILD (reaped elsewhere) is harmless.
         unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
             while libc::waitpid(self.pid, std::ptr::null_mut(), libc::__WALL) < 0
                 && *libc::__errno_location() == libc::EINTR
             {}
