@@ -71,8 +71,8 @@ pub struct UserNamespace {
 
 impl UserNamespace {
     /// Creates a user namespace with these uid and gid maps (validated first).
-    /// A short-lived child process unshares it, we write its maps and keep an
-    /// fd of it; the child is then killed and reaped, on every path.
+    /// A child process unshares it and exits; we write its maps and keep an
+    /// fd of it, then reap the child, on every path (`sys::NsChild`).
     pub fn create(uid_maps: &[IdMap], gid_maps: &[IdMap]) -> Result<Self, NsError> {
         Self::create_as(uid_maps, gid_maps, None)
     }
