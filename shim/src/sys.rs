@@ -210,7 +210,19 @@ pub fn bpf_load_device_program(insns: &[u64], name: &str) -> io::Result<OwnedFd>
     for (i, b) in name.bytes().take(15).enumerate() {
         attr.0[48 + i] = b;
     }
-    match bpf(BPF_PROG_LOAD, &mut attr) {
+    // The verifier gives up with EAGAIN when a signal is pending for the
+    // thread (a SIGCHLD of the shim's children, say): tried again, as
+    // libbpf does.
+    let mut result = bpf(BPF_PROG_LOAD, &mut attr);
+    for _ in 1..5 {
+        match &result {
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                result = bpf(BPF_PROG_LOAD, &mut attr);
+            }
+            _ => break,
+        }
+    }
+    match result {
         Ok(fd) => own_new_fd(fd),
         Err(e) => {
             let end = log.iter().position(|b| *b == 0).unwrap_or(0);
