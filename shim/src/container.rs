@@ -855,6 +855,9 @@ impl Container {
             .as_ref()
             .and_then(|l| l.resources().clone())
             .unwrap_or_default();
+        // What the spec asks that is refused is refused now, before any
+        // process exists (`apply` checks it again: it also serves Update).
+        crate::cgroup::check(&resources).map_err(|e| e.to_string())?;
         let apply_resources = || cgroup.apply(&resources).map_err(|e| e.to_string());
         report.cgroup_ms = ms(t);
 
