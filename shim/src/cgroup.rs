@@ -1103,13 +1103,37 @@ impl Cgroup {
         Ok(pids)
     }
 
-    /// Applies `linux.resources` (at create, or an Update's): [`check`]s
-    /// them, refuses the fields of the other cgroup version, then has
-    /// libcgroups write the files (a systemd scope gets its properties
-    /// first), and applies what it leaves out or does differently from runc
-    /// 1.1 (docs/DESIGN.md, "Cgroups: what is ours, what is a crate's").
+    /// Applies `linux.resources` (an Update's): [`check`]s them, refuses
+    /// the fields of the other cgroup version, applies the device rules
+    /// ([`apply_devices`](Self::apply_devices)), then the rest
+    /// ([`apply_except_devices`](Self::apply_except_devices)).
     pub fn apply(&self, res: &LinuxResources) -> Result<()> {
-        self.apply_all(res).map_err(|e| match e {
+        self.apply_devices(res)?;
+        self.apply_except_devices(res)
+    }
+
+    /// Applies the device rules alone, with the fewest writes on v1 (an
+    /// unchanged rule set writes nothing; `devices.rs`): at create before
+    /// any process is in the cgroup, so that none sees the moment a v1
+    /// cgroup going from allowing every device to allowing some refuses
+    /// them all. A cgroup with processes is frozen over that moment (as
+    /// runc's systemd driver does).
+    pub fn apply_devices(&self, res: &LinuxResources) -> Result<()> {
+        self.named(self.apply_devices_unnamed(res))
+    }
+
+    /// Applies everything but the device rules: has libcgroups write the
+    /// files (a systemd scope gets its properties first), and applies what
+    /// it leaves out or does differently from runc 1.1 (docs/DESIGN.md,
+    /// "Cgroups: what is ours, what is a crate's"). At create, while the
+    /// init sets itself up.
+    pub fn apply_except_devices(&self, res: &LinuxResources) -> Result<()> {
+        self.named(self.apply_except_devices_unnamed(res))
+    }
+
+    /// An invalid value's error, naming this cgroup.
+    fn named(&self, r: Result<()>) -> Result<()> {
+        r.map_err(|e| match e {
             CgroupError::Invalid(m) => {
                 CgroupError::Invalid(format!("applying resources to cgroup {}: {m}", self.path))
             }
@@ -1117,9 +1141,48 @@ impl Cgroup {
         })
     }
 
-    fn apply_all(&self, res: &LinuxResources) -> Result<()> {
+    fn apply_devices_unnamed(&self, res: &LinuxResources) -> Result<()> {
         check(res)?;
         check_version(res, self.h.version)?;
+        let rules = device_rules(res);
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let dir = self.controller_dir("devices")?.ok_or_else(|| {
+            CgroupError::Unsupported(
+                "linux.resources.devices: the cgroup v1 devices controller is not mounted".into(),
+            )
+        })?;
+        if self.h.version == Version::V2 {
+            return devices::apply(&dir, &rules);
+        }
+        let writes = devices::v1_writes(&read(&dir.join("devices.list"))?, &rules)?;
+        let freeze = writes.first().is_some_and(devices::V1Write::denies_all)
+            && !self.pids()?.is_empty()
+            && !self.is_frozen()?;
+        if freeze {
+            self.freeze()?;
+        }
+        let written = writes
+            .iter()
+            .try_for_each(|w| write(&dir.join(w.file()), &w.line));
+        let thawed = if freeze { self.thaw() } else { Ok(()) };
+        written.and(thawed)
+    }
+
+    fn apply_except_devices_unnamed(&self, res: &LinuxResources) -> Result<()> {
+        check(res)?;
+        check_version(res, self.h.version)?;
+        // libcgroups' v1 devices controller writes a spec's rules one by one
+        // (devices.rs says why not), and runc's always-allowed ones after
+        // them, which the rules applied already allow: it gets none.
+        let mut without_devices;
+        let mut res = res;
+        if res.devices().is_some() {
+            without_devices = res.clone();
+            without_devices.set_devices(None);
+            res = &without_devices;
+        }
         let rel = self.rel()?;
         if let Some(unit) = &self.unit {
             // systemd's own record of the limits first (else a daemon-reload
@@ -1199,10 +1262,6 @@ impl Cgroup {
                     .map_err(|e| self.crate_err(e))?;
                 if let Some(s) = shares {
                     self.set("cpu", "cpu.weight", &shares_to_weight(s).to_string())?;
-                }
-                let rules = device_rules(res);
-                if !rules.is_empty() {
-                    devices::apply(&self.v2_root()?.join(rel), &rules)?;
                 }
             }
         }
@@ -2064,6 +2123,80 @@ mod tests {
         assert!(cg.stats().is_err(), "stats of a deleted cgroup");
         cg.kill_all(libc::SIGKILL)
             .expect("kill_all of a deleted cgroup");
+    }
+
+    /// v1 device rules change without a moment refusing what both rule sets
+    /// allow: a process in the cgroup opening /dev/null without a stop sees
+    /// no EPERM, whether the default changes (the cgroup is frozen over it)
+    /// or not (only what differs is written; the same rules, nothing). The
+    /// kernel's devices.list then says what `devices::v1_writes` expects.
+    #[test]
+    fn v1_device_rules_change_without_refusing_what_stays() {
+        let Some(h) = v1_host() else { return };
+        if !h.v1.contains_key("devices") || !h.v1.contains_key("freezer") {
+            return;
+        }
+        let path = unique("v1dev");
+        let cg = Cgroup::create(&h, &path).expect("create");
+        let _remove = Remove(cg.clone());
+        // Exits 3 at the first open of /dev/null that fails.
+        let mut opener = Reap(
+            Command::new("sh")
+                .args([
+                    "-c",
+                    "while true </dev/null; do :; done 2>/dev/null; exit 3",
+                ])
+                .spawn()
+                .expect("spawn sh"),
+        );
+        cg.add_process(opener.0.id() as i32).expect("add");
+        let list = || read_trim(&v1_file(&h, "devices", &path, "devices.list"));
+        let alive = |opener: &mut Reap, what: &str| {
+            assert_eq!(
+                opener.0.try_wait().expect("try_wait"),
+                None,
+                "{what}: the process opening /dev/null saw it refused"
+            );
+        };
+        let a = res(serde_json::json!({"devices": [
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 136, "access": "rw"},
+            {"allow": true, "type": "b", "major": 8, "minor": 0, "access": "r"},
+        ]}));
+        let b = res(serde_json::json!({"devices": [
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "b", "major": 8, "minor": 16, "access": "rw"},
+        ]}));
+        let rules_of = |r: &LinuxResources| device_rules(r);
+        // Allowing every device to allowing some: frozen over the change.
+        cg.apply_devices(&a).expect("apply a");
+        assert!(!cg.is_frozen().expect("state"), "thawed after the change");
+        let got = list();
+        assert!(!got.lines().any(|l| l.starts_with("a ")), "{got}");
+        assert!(got.lines().any(|l| l == "b 8:0 r"), "{got}");
+        assert!(got.lines().any(|l| l == "c 1:3 rwm"), "{got}");
+        assert_eq!(devices::v1_writes(&got, &rules_of(&a)).expect("writes"), []);
+        // An Update with the same rules, again and again.
+        for _ in 0..50 {
+            cg.apply(&a).expect("apply a again");
+        }
+        assert_eq!(list(), got);
+        alive(&mut opener, "the same rules");
+        // Other rules allowing some devices: only what differs.
+        for _ in 0..20 {
+            cg.apply_devices(&b).expect("apply b");
+            cg.apply_devices(&a).expect("apply a");
+        }
+        cg.apply_devices(&b).expect("apply b");
+        let got = list();
+        assert!(got.lines().any(|l| l == "b 8:16 rw"), "{got}");
+        assert!(!got.lines().any(|l| l == "b 8:0 r"), "{got}");
+        assert_eq!(devices::v1_writes(&got, &rules_of(&b)).expect("writes"), []);
+        alive(&mut opener, "other rules");
+        // The opener does see a refusal.
+        fs::write(v1_file(&h, "devices", &path, "devices.deny"), "c 1:3 r").expect("deny");
+        let status = opener.0.wait().expect("wait");
+        assert_eq!(status.code(), Some(3), "{status:?}");
     }
 
     /// OOM kills are seen through cgroup.event_control (skipped on v2 hosts).

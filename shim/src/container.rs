@@ -858,7 +858,12 @@ impl Container {
         // What the spec asks that is refused is refused now, before any
         // process exists (`apply` checks it again: it also serves Update).
         crate::cgroup::check(&resources).map_err(|e| e.to_string())?;
-        let apply_resources = || cgroup.apply(&resources).map_err(|e| e.to_string());
+        let apply_devices = || cgroup.apply_devices(&resources).map_err(|e| e.to_string());
+        let apply_resources = || {
+            cgroup
+                .apply_except_devices(&resources)
+                .map_err(|e| e.to_string())
+        };
         report.cgroup_ms = ms(t);
 
         // 4. The first process, set up and waiting for Start.
@@ -901,6 +906,7 @@ impl Container {
             process::Setup {
                 cgroup: Some(&cgroup),
                 run_hooks: &runtime_hooks,
+                before_join: Some(&apply_devices),
                 meanwhile: Some(&apply_resources),
             },
         )?;

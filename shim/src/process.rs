@@ -50,6 +50,10 @@ pub struct Setup<'a> {
     /// The prestart and createRuntime hooks, given the process's pid, run
     /// when a container's init asks (its mounts made, before pivot_root).
     pub run_hooks: &'a dyn Fn(i32) -> Result<(), String>,
+    /// Work of the shim's done once the process is forked (while it loads)
+    /// and before it joins its cgroup: a container's device rules, which a
+    /// v1 cgroup applies with a moment refusing every device.
+    pub before_join: Option<&'a dyn Fn() -> Result<(), String>>,
     /// Work of the shim's done while the process sets itself up, once it
     /// is in its cgroup (or told to move itself there) and before it is
     /// ready: a container's resource limits, in place before anything of the
@@ -67,6 +71,7 @@ pub fn spawn_blocking(
     let Setup {
         cgroup,
         run_hooks,
+        before_join,
         meanwhile,
     } = setup;
     let mut marks = vec![("start".to_string(), crate::sys::monotonic_ns())];
@@ -86,6 +91,11 @@ pub fn spawn_blocking(
     let helper = spawn_reaped(&mut cmd).map_err(|e| format!("starting the container init: {e}"))?;
     marks.push(("(shim) fork and exec".into(), crate::sys::monotonic_ns()));
     drop(child_end);
+    if let Some(work) = before_join {
+        // On an error, dropping `ch` makes the helper exit.
+        work()?;
+        marks.push(("(shim) before join done".into(), crate::sys::monotonic_ns()));
+    }
     if let Some(cg) = cgroup {
         let in_cgroup = |e: String| {
             format!(

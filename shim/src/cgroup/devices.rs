@@ -1,12 +1,20 @@
-//! cgroup v2 device rules: `linux.resources.devices` as an eBPF program of
-//! type BPF_PROG_TYPE_CGROUP_DEVICE attached to the container's cgroup (v2
-//! has no devices.allow/deny files; runc, crun and youki do the same).
+//! Device rules (`linux.resources.devices`), both cgroup versions.
 //!
 //! The rules are first reduced as cgroup v1 applies them in order (an `a`
 //! rule sets the default and forgets the exceptions; a rule against the
 //! default adds an exception; a rule agreeing with it removes the same
-//! exception's access), so one spec means the same on v1 and v2. The program
-//! then matches the exceptions and returns the opposite of the default.
+//! exception's access), so one spec means the same on v1 and v2.
+//!
+//! v2 has no devices.allow/deny files: the reduced rules become an eBPF
+//! program of type BPF_PROG_TYPE_CGROUP_DEVICE attached to the container's
+//! cgroup (runc, crun and youki do the same), which matches the exceptions
+//! and returns the opposite of the default.
+//!
+//! v1 gets the fewest writes that take the cgroup from what its devices.list
+//! says to the reduced rules (runc's emulator does the same): written one by
+//! one as a spec says them, `deny a` first, a cgroup refuses every device
+//! for a moment, and a process in it opening /dev/ptmx or /dev/null then
+//! fails with EPERM. An Update with the same rules writes nothing.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -125,6 +133,142 @@ fn reduce(rules: &[DeviceRule]) -> Result<Reduced> {
         }
     }
     Ok(r)
+}
+
+/// One write to a v1 devices cgroup: the line, to `devices.allow` or
+/// `devices.deny`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct V1Write {
+    pub allow: bool,
+    pub line: String,
+}
+
+impl V1Write {
+    pub(super) fn file(&self) -> &'static str {
+        if self.allow {
+            "devices.allow"
+        } else {
+            "devices.deny"
+        }
+    }
+
+    /// Whether this write refuses every device until the next ones.
+    pub(super) fn denies_all(&self) -> bool {
+        !self.allow && self.line == "a"
+    }
+}
+
+fn v1_line(e: &Exception) -> String {
+    let kind = if e.kind == DEV_BLOCK { 'b' } else { 'c' };
+    let num = |n: Option<u32>| n.map_or_else(|| "*".to_string(), |n| n.to_string());
+    let mut access = String::new();
+    for (bit, c) in [(ACC_READ, 'r'), (ACC_WRITE, 'w'), (ACC_MKNOD, 'm')] {
+        if e.access & bit != 0 {
+            access.push(c);
+        }
+    }
+    format!("{kind} {}:{} {access}", num(e.major), num(e.minor))
+}
+
+/// What a v1 devices.list says: `None` for a cgroup allowing every device
+/// (the kernel then lists only `a *:* rwm`, not the devices it denies), else
+/// the devices it allows.
+fn parse_v1_list(list: &str) -> Result<Option<Vec<Exception>>> {
+    let bad =
+        |line: &str| CgroupError::Invalid(format!("devices.list line {line:?} is not understood"));
+    let mut allowed = Vec::new();
+    for line in list.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let mut parts = line.split_whitespace();
+        let (Some(kind), Some(numbers), Some(access), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad(line));
+        };
+        let kind = match kind {
+            "a" => return Ok(None),
+            "c" => DEV_CHAR,
+            "b" => DEV_BLOCK,
+            _ => return Err(bad(line)),
+        };
+        let (major, minor) = numbers.split_once(':').ok_or_else(|| bad(line))?;
+        let num = |n: &str| -> Result<Option<u32>> {
+            if n == "*" {
+                Ok(None)
+            } else {
+                n.parse().map(Some).map_err(|_| bad(line))
+            }
+        };
+        allowed.push(Exception {
+            kind,
+            major: num(major)?,
+            minor: num(minor)?,
+            access: access_bits(access).map_err(|_| bad(line))?,
+        });
+    }
+    Ok(Some(allowed))
+}
+
+/// The writes that take a v1 devices cgroup listing `list` to `rules`. A
+/// cgroup allowing only some devices that is to stay so gets only what
+/// differs, allowed before denied, so that no access both allow is refused
+/// for a moment. Otherwise the default changes, or the cgroup allows every
+/// device and its denied ones are unknown: an `a` rule comes first (`deny a`
+/// refuses every device until the rules after it), then the exceptions.
+pub(super) fn v1_writes(list: &str, rules: &[DeviceRule]) -> Result<Vec<V1Write>> {
+    let target = reduce(rules)?;
+    let write = |allow: bool, e: &Exception| V1Write {
+        allow,
+        line: v1_line(e),
+    };
+    let same =
+        |a: &Exception, b: &Exception| a.kind == b.kind && a.major == b.major && a.minor == b.minor;
+    match parse_v1_list(list)? {
+        Some(current) if !target.default_allow => {
+            let mut writes = Vec::new();
+            for t in &target.exceptions {
+                let have = current.iter().find(|c| same(c, t)).map_or(0, |c| c.access);
+                if t.access & !have != 0 {
+                    writes.push(write(
+                        true,
+                        &Exception {
+                            access: t.access & !have,
+                            ..t.clone()
+                        },
+                    ));
+                }
+            }
+            for c in &current {
+                let keep = target
+                    .exceptions
+                    .iter()
+                    .find(|t| same(c, t))
+                    .map_or(0, |t| t.access);
+                if c.access & !keep != 0 {
+                    writes.push(write(
+                        false,
+                        &Exception {
+                            access: c.access & !keep,
+                            ..c.clone()
+                        },
+                    ));
+                }
+            }
+            Ok(writes)
+        }
+        _ => {
+            let mut writes = vec![V1Write {
+                allow: target.default_allow,
+                line: "a".into(),
+            }];
+            writes.extend(
+                target
+                    .exceptions
+                    .iter()
+                    .map(|e| write(!target.default_allow, e)),
+            );
+            Ok(writes)
+        }
+    }
 }
 
 // eBPF instruction encoding (linux/bpf_common.h, linux/bpf.h).
@@ -441,5 +585,84 @@ mod tests {
         assert_eq!(run(&p, DEV_BLOCK, ACC_READ | ACC_WRITE, 8, 0), 0);
         assert_eq!(run(&p, DEV_BLOCK, ACC_READ, 8, 0), 1);
         assert_eq!(run(&p, DEV_CHAR, ACC_WRITE, 8, 0), 1);
+    }
+
+    fn lines(writes: &[V1Write]) -> Vec<String> {
+        writes
+            .iter()
+            .map(|w| format!("{} {}", w.file(), w.line))
+            .collect()
+    }
+
+    #[test]
+    fn v1_writes_are_the_fewest() {
+        let spec = [
+            rule(false, 'a', None, None, "rwm"),
+            rule(true, 'c', Some(1), Some(3), "rwm"),
+            rule(true, 'c', None, None, "m"),
+            rule(true, 'c', Some(136), None, "rw"),
+        ];
+        // A new cgroup allows every device: `deny a` first, then the rest.
+        let w = v1_writes("a *:* rwm\n", &spec).expect("writes");
+        assert!(w[0].denies_all());
+        assert_eq!(
+            lines(&w),
+            [
+                "devices.deny a",
+                "devices.allow c 1:3 rwm",
+                "devices.allow c *:* m",
+                "devices.allow c 136:* rw",
+            ]
+        );
+        // What the kernel lists then: the same rules again write nothing.
+        let applied = "c 1:3 rwm\nc *:* m\nc 136:* rw\n";
+        assert_eq!(v1_writes(applied, &spec).expect("writes"), []);
+        // Other rules: what is added first, then what is taken away, each
+        // by the access bits that differ; never `a`.
+        let other = [
+            rule(false, 'a', None, None, "rwm"),
+            rule(true, 'c', Some(1), Some(3), "r"),
+            rule(true, 'c', Some(136), None, "rwm"),
+            rule(true, 'b', Some(8), Some(0), "rw"),
+        ];
+        assert_eq!(
+            lines(&v1_writes(applied, &other).expect("writes")),
+            [
+                "devices.allow c 136:* m",
+                "devices.allow b 8:0 rw",
+                "devices.deny c 1:3 wm",
+                "devices.deny c *:* m",
+            ]
+        );
+        // Everything denied (an empty list) to some devices allowed.
+        assert_eq!(
+            lines(&v1_writes("", &other[..2]).expect("writes")),
+            ["devices.allow c 1:3 r"]
+        );
+        // A default that allows: its denied devices are not listed, so
+        // `allow a` first, then the devices denied.
+        let deny_one = [rule(false, 'b', Some(8), Some(0), "w")];
+        for list in ["a *:* rwm", applied] {
+            let w = v1_writes(list, &deny_one).expect("writes");
+            assert!(!w[0].denies_all());
+            assert_eq!(lines(&w), ["devices.allow a", "devices.deny b 8:0 w"]);
+        }
+    }
+
+    #[test]
+    fn a_v1_list_not_understood_is_named() {
+        for list in [
+            "x 1:3 rwm",
+            "c 1:3",
+            "c 13 rwm",
+            "c 1:3 rwx",
+            "c 1:y r",
+            "c 1:3 r extra",
+        ] {
+            let e = v1_writes(list, &[rule(false, 'a', None, None, "rwm")])
+                .expect_err(list)
+                .to_string();
+            assert!(e.contains(&format!("{list:?}")), "{e}");
+        }
     }
 }
