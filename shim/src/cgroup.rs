@@ -1114,7 +1114,7 @@ impl Cgroup {
 
     /// Applies the device rules alone, with the fewest writes on v1 (an
     /// unchanged rule set writes nothing; `devices.rs`): at create before
-    /// any process is in the cgroup, so that none sees the moment a v1
+    /// any process runs in the cgroup, so that none sees the moment a v1
     /// cgroup going from allowing every device to allowing some refuses
     /// them all. A cgroup with processes is frozen over that moment (as
     /// runc's systemd driver does).

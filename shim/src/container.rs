@@ -906,7 +906,7 @@ impl Container {
             process::Setup {
                 cgroup: Some(&cgroup),
                 run_hooks: &runtime_hooks,
-                before_join: Some(&apply_devices),
+                before_setup: Some(&apply_devices),
                 meanwhile: Some(&apply_resources),
             },
         )?;

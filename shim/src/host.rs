@@ -193,7 +193,7 @@ impl lifecycle::Container for Container {
                 process::Setup {
                     cgroup: cgroup.as_ref(),
                     run_hooks: &|_| Ok(()),
-                    before_join: None,
+                    before_setup: None,
                     meanwhile: None,
                 },
             )?;

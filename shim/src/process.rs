@@ -50,10 +50,13 @@ pub struct Setup<'a> {
     /// The prestart and createRuntime hooks, given the process's pid, run
     /// when a container's init asks (its mounts made, before pivot_root).
     pub run_hooks: &'a dyn Fn(i32) -> Result<(), String>,
-    /// Work of the shim's done once the process is forked (while it loads)
-    /// and before it joins its cgroup: a container's device rules, which a
-    /// v1 cgroup applies with a moment refusing every device.
-    pub before_join: Option<&'a dyn Fn() -> Result<(), String>>,
+    /// Work of the shim's done once the process is forked and before it
+    /// does anything in its cgroup: a container's device rules, which a v1
+    /// cgroup applies with a moment refusing every device. A process that
+    /// moves itself (v1) is told to only after it (the work overlaps its
+    /// loading); one the shim moves (v2, a systemd scope, which exists only
+    /// from then on) waits for its set-up message, sent after it.
+    pub before_setup: Option<&'a dyn Fn() -> Result<(), String>>,
     /// Work of the shim's done while the process sets itself up, once it
     /// is in its cgroup (or told to move itself there) and before it is
     /// ready: a container's resource limits, in place before anything of the
@@ -71,7 +74,7 @@ pub fn spawn_blocking(
     let Setup {
         cgroup,
         run_hooks,
-        before_join,
+        before_setup,
         meanwhile,
     } = setup;
     let mut marks = vec![("start".to_string(), crate::sys::monotonic_ns())];
@@ -91,11 +94,16 @@ pub fn spawn_blocking(
     let helper = spawn_reaped(&mut cmd).map_err(|e| format!("starting the container init: {e}"))?;
     marks.push(("(shim) fork and exec".into(), crate::sys::monotonic_ns()));
     drop(child_end);
-    if let Some(work) = before_join {
-        // On an error, dropping `ch` makes the helper exit.
-        work()?;
-        marks.push(("(shim) before join done".into(), crate::sys::monotonic_ns()));
-    }
+    // Once, where the process does not run in the cgroup yet. On an error,
+    // dropping `ch` makes the helper exit.
+    let mut before_setup = before_setup;
+    let mut run_before_setup = |marks: &mut Vec<(String, u64)>| -> Result<(), String> {
+        if let Some(work) = before_setup.take() {
+            work()?;
+            marks.push(("(shim) before set-up".into(), crate::sys::monotonic_ns()));
+        }
+        Ok(())
+    };
     if let Some(cg) = cgroup {
         let in_cgroup = |e: String| {
             format!(
@@ -107,9 +115,11 @@ pub fn spawn_blocking(
         // makes it exit.
         match cg.self_join_files().map_err(|e| in_cgroup(e.to_string()))? {
             // It moves itself first thing, and says so if it cannot.
-            Some(tasks) => ch
-                .send(&ToInit::JoinCgroup { tasks }, &[])
-                .map_err(|e| in_cgroup(format!("sending the cgroup: {e}")))?,
+            Some(tasks) => {
+                run_before_setup(&mut marks)?;
+                ch.send(&ToInit::JoinCgroup { tasks }, &[])
+                    .map_err(|e| in_cgroup(format!("sending the cgroup: {e}")))?
+            }
             None => {
                 let pid = i32::try_from(helper.id()).map_err(|e| format!("helper pid: {e}"))?;
                 cg.add_process(pid).map_err(|e| in_cgroup(e.to_string()))?;
@@ -117,6 +127,7 @@ pub fn spawn_blocking(
             }
         }
     }
+    run_before_setup(&mut marks)?;
     drop(helper);
     ch.send(msg, fds)
         .map_err(|e| format!("sending the set-up: {e}"))?;
