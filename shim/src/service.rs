@@ -25,7 +25,7 @@ use containerd_shim_protos::api::{self, Empty, Status};
 use containerd_shim_protos::events::task as ev;
 use containerd_shim_protos::protobuf::well_known_types::any::Any;
 use containerd_shim_protos::protobuf::well_known_types::timestamp::Timestamp;
-use containerd_shim_protos::protobuf::{MessageDyn, MessageField};
+use containerd_shim_protos::protobuf::{MessageField, MessageFull};
 use containerd_shim_protos::shim_async::Task;
 use containerd_shim_protos::topics;
 use containerd_shim_protos::ttrpc::{self, r#async::TtrpcContext, Code};
@@ -51,12 +51,31 @@ fn ts(t: SystemTime) -> MessageField<Timestamp> {
 }
 
 /// Where the task events go: containerd (its publisher), or a test's record.
+/// Each comes as containerd's `Any` ([`event_any`]).
 #[async_trait]
 pub trait Events: Send + Sync + 'static {
-    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>);
+    async fn publish(&self, topic: &str, event: Any);
 }
 
-/// containerd's event service, in the shim's namespace.
+/// A task event as containerd's `Any`: its encoding and its protobuf type
+/// name (the type_url containerd-shim's `convert_to_any` gives), the
+/// package of containerd's task events and the message's name. Neither is
+/// asked of protobuf's reflection (`descriptor_dyn`, which the `_dyn`
+/// encoding uses too): building the descriptors of the events' file and of
+/// the files it imports (descriptor.proto among them) took about 350 KiB
+/// of a serving shim's heap at its first event, for one string (issue 16).
+pub fn event_any<M: MessageFull>(event: &M) -> Result<Any, String> {
+    Ok(Any {
+        type_url: format!("containerd.events.{}", M::NAME),
+        value: event
+            .write_to_bytes()
+            .map_err(|e| format!("encoding {}: {e}", M::NAME))?,
+        ..Default::default()
+    })
+}
+
+/// containerd's event service, in the shim's namespace, through the
+/// publisher's queue (which retries and reconnects).
 struct Remote {
     publisher: RemotePublisher,
     namespace: String,
@@ -64,12 +83,22 @@ struct Remote {
 
 #[async_trait]
 impl Events for Remote {
-    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
-        if let Err(e) = self
-            .publisher
-            .publish(Default::default(), topic, &self.namespace, event)
-            .await
-        {
+    async fn publish(&self, topic: &str, event: Any) {
+        use containerd_shim_protos::shim_async::Events as _;
+        let mut envelope = containerd_shim_protos::shim::event::Envelope::new();
+        envelope.topic = topic.to_string();
+        envelope.namespace = self.namespace.clone();
+        envelope.timestamp = ts(SystemTime::now());
+        envelope.event = MessageField::some(event);
+        let mut req = api::ForwardRequest::new();
+        req.envelope = MessageField::some(envelope);
+        let ctx = TtrpcContext {
+            mh: Default::default(),
+            metadata: HashMap::new(),
+            timeout_nano: 0,
+        };
+        // Queued: the publisher retries and reconnects.
+        if let Err(e) = self.publisher.forward(&ctx, req).await {
             log::error!("publishing {topic}: {e}");
         }
     }
@@ -274,8 +303,11 @@ impl<R: Runtime> TaskService<R> {
         svc
     }
 
-    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
-        self.inner.events.publish(topic, event).await
+    async fn publish<M: MessageFull>(&self, topic: &str, event: Box<M>) {
+        match event_any(&*event) {
+            Ok(any) => self.inner.events.publish(topic, any).await,
+            Err(e) => log::error!("publishing {topic}: {e}"),
+        }
     }
 
     async fn watch_exits(&self) {
@@ -755,6 +787,7 @@ impl<R: Runtime> Task for TaskService<R> {
         )
         .await;
         self.release_hold(&req.id, &Which::Init).await;
+        crate::sys::trim_heap();
         Ok(api::CreateTaskResponse {
             pid: pid as u32,
             ..Default::default()

@@ -303,6 +303,17 @@ pub fn monotonic_ns() -> u64 {
     u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
+/// Gives the heap's free pages back to the kernel (malloc_trim). A Create's
+/// temporary buffers (mountinfo, the spec, the set-up message) leave free
+/// but touched pages below what stays allocated, resident for the shim's
+/// life otherwise (about 90 KiB of a ~260 KiB heap).
+pub fn trim_heap() {
+    // SAFETY: malloc_trim only releases memory the allocator holds free.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Makes every thread allocate from glibc's main arena: by default each
 /// thread that allocates gets an arena of its own (up to 8 per core), whose
 /// touched pages stay resident for the shim's life.

@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::lifecycle::{Drain, Job};
+use containerd_shim_protos::protobuf::Message;
 use std::sync::OnceLock;
 
 /// What the fake mechanism is asked to do and how it behaves.
@@ -215,7 +216,7 @@ impl Process for FakeProcess {
 }
 
 /// An event as published: its topic and message.
-type Published = (String, Box<dyn MessageDyn>);
+type Published = (String, Any);
 
 /// Events as published, in order.
 #[derive(Clone, Default)]
@@ -223,7 +224,7 @@ struct Recorder(Arc<std::sync::Mutex<Vec<Published>>>);
 
 #[async_trait]
 impl Events for Recorder {
-    async fn publish(&self, topic: &str, event: Box<dyn MessageDyn>) {
+    async fn publish(&self, topic: &str, event: Any) {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -247,8 +248,9 @@ impl Recorder {
         let events = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let e = events
             .iter()
-            .filter_map(|(_, e)| e.downcast_ref::<ev::TaskExit>())
+            .filter(|(_, e)| e.type_url == "containerd.events.TaskExit")
             .nth(n)
+            .map(|(_, e)| ev::TaskExit::parse_from_bytes(&e.value).expect("a TaskExit"))
             .expect("TaskExit");
         (e.id.clone(), e.exit_status)
     }
@@ -739,4 +741,36 @@ async fn a_sandbox_delete_ends_its_pod() {
         (Status::STOPPED, 137)
     );
     assert!(s.fake.calls().contains(&format!("signal {member} 9")));
+}
+
+/// The type names given without reflection are protobuf's, and the
+/// encoding is the message's, for every task event published.
+#[test]
+fn event_anys_are_what_reflection_would_give() {
+    fn check<M: MessageFull + PartialEq>(m: M) {
+        let any = event_any(&m).expect("encode");
+        assert_eq!(any.type_url, M::descriptor().full_name());
+        assert_eq!(M::parse_from_bytes(&any.value).expect("decode"), m);
+    }
+    check(ev::TaskCreate {
+        container_id: "c".into(),
+        pid: 7,
+        ..Default::default()
+    });
+    check(ev::TaskStart {
+        container_id: "c".into(),
+        pid: 7,
+        ..Default::default()
+    });
+    check(ev::TaskExit {
+        container_id: "c".into(),
+        exit_status: 137,
+        ..Default::default()
+    });
+    check(ev::TaskDelete::default());
+    check(ev::TaskExecAdded::default());
+    check(ev::TaskExecStarted::default());
+    check(ev::TaskOOM::default());
+    check(ev::TaskPaused::default());
+    check(ev::TaskResumed::default());
 }
