@@ -224,35 +224,28 @@ pub(super) fn v1_writes(list: &str, rules: &[DeviceRule]) -> Result<Vec<V1Write>
         |a: &Exception, b: &Exception| a.kind == b.kind && a.major == b.major && a.minor == b.minor;
     match parse_v1_list(list)? {
         Some(current) if !target.default_allow => {
-            let mut writes = Vec::new();
-            for t in &target.exceptions {
-                let have = current.iter().find(|c| same(c, t)).map_or(0, |c| c.access);
-                if t.access & !have != 0 {
-                    writes.push(write(
-                        true,
-                        &Exception {
-                            access: t.access & !have,
-                            ..t.clone()
-                        },
-                    ));
-                }
-            }
-            for c in &current {
-                let keep = target
-                    .exceptions
+            // The access each exception of `from` has beyond the same one
+            // of `to`.
+            let beyond = |from: &[Exception], to: &[Exception]| -> Vec<Exception> {
+                from.iter()
+                    .filter_map(|e| {
+                        let other = to.iter().find(|o| same(o, e)).map_or(0, |o| o.access);
+                        (e.access & !other != 0).then(|| Exception {
+                            access: e.access & !other,
+                            ..e.clone()
+                        })
+                    })
+                    .collect()
+            };
+            let mut writes: Vec<V1Write> = beyond(&target.exceptions, &current)
+                .iter()
+                .map(|e| write(true, e))
+                .collect();
+            writes.extend(
+                beyond(&current, &target.exceptions)
                     .iter()
-                    .find(|t| same(c, t))
-                    .map_or(0, |t| t.access);
-                if c.access & !keep != 0 {
-                    writes.push(write(
-                        false,
-                        &Exception {
-                            access: c.access & !keep,
-                            ..c.clone()
-                        },
-                    ));
-                }
-            }
+                    .map(|e| write(false, e)),
+            );
             Ok(writes)
         }
         _ => {
