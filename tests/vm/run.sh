@@ -139,23 +139,30 @@ for k in $matrix_kernels; do
     echo "== kernel $k ($suite)"
     vm_kernel "$k"
 
-    # A fresh ext4 disk per run: the binaries, and the scratch for the tests' layers.
-    disk=$work/disk-$ver.img
-    rm -f "$disk"
-    mke2fs -q -t ext4 -d "$payload" -L idshift "$disk" 2G >/dev/null
-
     log=$work/console-$ver.log
-    start=$(date +%s)
-    rc=0
-    timeout --foreground -k 10 "$VM_TIMEOUT" qemu-system-x86_64 $accel -m 1024 -smp 2 -nographic -no-reboot \
-        -kernel "$kdir/vmlinuz" -initrd "$initrd" \
-        -append "console=ttyS0 panic=-1 quiet loglevel=4 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all" \
-        -drive "file=$disk,if=virtio,format=raw,cache=unsafe" \
-        -serial mon:stdio -monitor none > "$log" 2>&1 </dev/null || rc=$?
-    secs=$(( $(date +%s) - start ))
-    tr -d '\r' < "$log" > "$log.txt"
     mkdir -p "$CACHE/logs"
-    cp "$log.txt" "$CACHE/logs/console-$ver.log"
+    for attempt in 1 2; do
+        # A fresh ext4 disk per run: the binaries, and the scratch for the tests' layers.
+        disk=$work/disk-$ver.img
+        rm -f "$disk"
+        mke2fs -q -t ext4 -d "$payload" -L idshift "$disk" 2G >/dev/null
+        start=$(date +%s)
+        rc=0
+        timeout --foreground -k 10 "$VM_TIMEOUT" qemu-system-x86_64 $accel -m 1024 -smp 2 -nographic -no-reboot \
+            -kernel "$kdir/vmlinuz" -initrd "$initrd" \
+            -append "console=ttyS0 panic=-1 quiet loglevel=4 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all" \
+            -drive "file=$disk,if=virtio,format=raw,cache=unsafe" \
+            -serial mon:stdio -monitor none > "$log" 2>&1 </dev/null || rc=$?
+        secs=$(( $(date +%s) - start ))
+        tr -d '\r' < "$log" > "$log.txt"
+        cp "$log.txt" "$CACHE/logs/console-$ver.log"
+        if [ $attempt = 1 ] && vm_crashed_before_checks "$log.txt"; then
+            cp "$log.txt" "$CACHE/logs/console-$ver-crashed.log"
+            echo "== kernel $k crashed while booting, before the checks (console log: $CACHE/logs/console-$ver-crashed.log): booting it again"
+            continue
+        fi
+        break
+    done
     awk '/@@END/ { exit } on { print } /@@BEGIN/ { on = 1 }' "$log.txt"
     echo "(console log: $CACHE/logs/console-$ver.log)"
 
