@@ -69,21 +69,13 @@ disk=$work/disk.img
 mke2fs -q -t ext4 -d "$payload" -L idshift "$disk" 3G >/dev/null
 log=$work/console.log
 echo "== kernel $ver: idshift-bench storm $args (in the VM)"
-start=$(date +%s)
-rc=0
-timeout --foreground -k 10 "$VM_TIMEOUT" qemu-system-x86_64 $accel -m 2048 -smp 2 -nographic -no-reboot \
-    -kernel "$kdir/vmlinuz" -initrd "$initrd" \
-    -append "console=ttyS0 panic=-1 quiet loglevel=4 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all" \
-    -drive "file=$disk,if=virtio,format=raw,cache=unsafe" \
-    -serial mon:stdio -monitor none > "$log" 2>&1 </dev/null || rc=$?
-secs=$(( $(date +%s) - start ))
-tr -d '\r' < "$log" > "$log.txt"
+vm_boot "$disk" "console=ttyS0 panic=-1 quiet loglevel=4 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all" 2048 2 "$log"
 mkdir -p "$CACHE/logs"
-cp "$log.txt" "$CACHE/logs/bench-console-$ver.log"
-awk '/@@END/ { exit } on { print } /@@BEGIN/ { on = 1 }' "$log.txt"
+cp "$log" "$CACHE/logs/bench-console-$ver.log"
+awk '/@@END/ { exit } on { print } /@@BEGIN/ { on = 1 }' "$log"
 md=$CACHE/logs/bench-$ver.md
-awk '/@@MD-END/ { exit } on { print } /@@MD-BEGIN/ { on = 1 }' "$log.txt" > "$md"
+awk '/@@MD-END/ { exit } on { print } /@@MD-BEGIN/ { on = 1 }' "$log" > "$md"
 echo "(console log: $CACHE/logs/bench-console-$ver.log; report: $md; VM time ${secs}s, $accel)"
 [ $rc -eq 124 ] || [ $rc -eq 137 ] && { echo "bench.sh: the VM timed out after ${VM_TIMEOUT}s" >&2; exit 1; }
-grep -aq '^@@END status=0' "$log.txt" || { echo "bench.sh: the storm in the VM failed or did not finish" >&2; exit 1; }
+grep -aq '^@@END status=0' "$log" || { echo "bench.sh: the storm in the VM failed or did not finish" >&2; exit 1; }
 echo "bench in the VM done"

@@ -112,23 +112,8 @@ disk=$work/disk.img
 mke2fs -q -t ext4 -d "$root" -L idshift "$disk" "$VM_DISK" >/dev/null
 rm -rf "$root"
 
-for attempt in 1 2; do
-    start=$(date +%s)
-    rc=0
-    timeout --foreground -k 10 "$VM_TIMEOUT" qemu-system-x86_64 $accel -m "$VM_MEMORY" -smp "$VM_CPUS" -nographic -no-reboot \
-        -kernel "$kdir/vmlinuz" -initrd "$initrd" \
-        -append "console=ttyS0 panic=-1 quiet loglevel=3 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all systemd.show_status=0" \
-        -drive "file=$disk,if=virtio,format=raw,cache=unsafe" \
-        -serial mon:stdio -monitor none > "$work/console" 2>&1 </dev/null || rc=$?
-    secs=$(( $(date +%s) - start ))
-    tr -d '\r' < "$work/console" > "$log"
-    if [ $attempt = 1 ] && vm_crashed_before_checks "$log"; then
-        cp "$log" "$log.crashed"
-        echo "== systemd VM, kernel $k crashed while booting, before the checks (console log: $log.crashed): booting it again"
-        continue
-    fi
-    break
-done
+vm_boot "$disk" "console=ttyS0 panic=-1 quiet loglevel=3 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all systemd.show_status=0" \
+    "$VM_MEMORY" "$VM_CPUS" "$log"
 awk '/^@@END/ { exit } on { print } /^@@BEGIN/ { on = 1 }' "$log"
 echo "(systemd VM, kernel $ver: ${secs}s; console log: $log)"
 problem=""

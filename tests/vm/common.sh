@@ -4,6 +4,7 @@
 #   vm_kernel K [WORK]  sets $kdir, $ver, $initrd for kernel K (6.1, 6.12 or 7.2):
 #                       fetched (tests/vm/fetch-kernel.sh) and its initramfs built, both cached
 #   vm_crashed_before_checks LOG   whether the guest kernel crashed before the checks began
+#   vm_boot DISK CMDLINE MEM CPUS LOG   boots kernel and initramfs with DISK under qemu
 # Expects $here (tests/vm) and $CACHE (the cache dir).
 
 vm_accel() {
@@ -17,9 +18,35 @@ vm_accel() {
 # Whether console log $1 shows the guest kernel crashing (Oops, panic) before
 # the checks began (no @@BEGIN): a boot that ran nothing of ours. Seen once
 # in CI with sid's 7.2 under TCG (an int3 Oops in sched_clock_cpu, 1.7 s into
-# the boot, in swapper); the scripts boot such a VM once more, saying so.
+# the boot, in swapper); vm_boot boots such a VM once more.
 vm_crashed_before_checks() {
     ! grep -aq '@@BEGIN' "$1" && grep -aqE 'Kernel panic|Oops:' "$1"
+}
+
+# Boots $kdir/vmlinuz with $initrd (vm_kernel) and disk $1 under qemu
+# ($accel, at most $VM_TIMEOUT s), kernel command line $2, $3 MiB of memory
+# and $4 CPUs; the console, \r removed, goes to $5. Sets $rc (qemu's status:
+# 124 or 137 on a timeout) and $secs. A guest kernel that crashes while
+# booting, before the checks begin, is booted once more, saying so; the
+# crash's console log is kept as $5.crashed.
+vm_boot() {
+    for _attempt in 1 2; do
+        _start=$(date +%s)
+        rc=0
+        timeout --foreground -k 10 "$VM_TIMEOUT" qemu-system-x86_64 $accel -m "$3" -smp "$4" -nographic -no-reboot \
+            -kernel "$kdir/vmlinuz" -initrd "$initrd" -append "$2" \
+            -drive "file=$1,if=virtio,format=raw,cache=unsafe" \
+            -serial mon:stdio -monitor none > "$5.raw" 2>&1 </dev/null || rc=$?
+        secs=$(( $(date +%s) - _start ))
+        tr -d '\r' < "$5.raw" > "$5"
+        rm -f "$5.raw"
+        if [ "$_attempt" = 1 ] && vm_crashed_before_checks "$5"; then
+            cp "$5" "$5.crashed"
+            echo "== the guest kernel crashed while booting, before the checks (console log: $5.crashed): booting it again"
+            continue
+        fi
+        return 0
+    done
 }
 
 # The Debian suite and package of kernel $1.

@@ -139,42 +139,27 @@ for k in $matrix_kernels; do
     echo "== kernel $k ($suite)"
     vm_kernel "$k"
 
+    # A fresh ext4 disk per run: the binaries, and the scratch for the tests' layers.
+    disk=$work/disk-$ver.img
+    rm -f "$disk"
+    mke2fs -q -t ext4 -d "$payload" -L idshift "$disk" 2G >/dev/null
     log=$work/console-$ver.log
+    vm_boot "$disk" "console=ttyS0 panic=-1 quiet loglevel=4 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all" 1024 2 "$log"
     mkdir -p "$CACHE/logs"
-    for attempt in 1 2; do
-        # A fresh ext4 disk per run: the binaries, and the scratch for the tests' layers.
-        disk=$work/disk-$ver.img
-        rm -f "$disk"
-        mke2fs -q -t ext4 -d "$payload" -L idshift "$disk" 2G >/dev/null
-        start=$(date +%s)
-        rc=0
-        timeout --foreground -k 10 "$VM_TIMEOUT" qemu-system-x86_64 $accel -m 1024 -smp 2 -nographic -no-reboot \
-            -kernel "$kdir/vmlinuz" -initrd "$initrd" \
-            -append "console=ttyS0 panic=-1 quiet loglevel=4 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all" \
-            -drive "file=$disk,if=virtio,format=raw,cache=unsafe" \
-            -serial mon:stdio -monitor none > "$log" 2>&1 </dev/null || rc=$?
-        secs=$(( $(date +%s) - start ))
-        tr -d '\r' < "$log" > "$log.txt"
-        cp "$log.txt" "$CACHE/logs/console-$ver.log"
-        if [ $attempt = 1 ] && vm_crashed_before_checks "$log.txt"; then
-            cp "$log.txt" "$CACHE/logs/console-$ver-crashed.log"
-            echo "== kernel $k crashed while booting, before the checks (console log: $CACHE/logs/console-$ver-crashed.log): booting it again"
-            continue
-        fi
-        break
-    done
-    awk '/@@END/ { exit } on { print } /@@BEGIN/ { on = 1 }' "$log.txt"
+    cp "$log" "$CACHE/logs/console-$ver.log"
+    [ -f "$log.crashed" ] && cp "$log.crashed" "$CACHE/logs/console-$ver-crashed.log"
+    awk '/@@END/ { exit } on { print } /@@BEGIN/ { on = 1 }' "$log"
     echo "(console log: $CACHE/logs/console-$ver.log)"
 
     problems=""
     [ $rc -eq 124 ] || [ $rc -eq 137 ] && problems="$problems; timed out after ${VM_TIMEOUT}s"
-    grep -aq '^@@END status=0' "$log.txt" || problems="$problems; the checks in the VM failed or did not finish"
-    tier=$(sed -n 's/^tier: *//p' "$log.txt" | head -1)
-    auto=$(sed -n 's/^rootfs strategy (auto): *//p' "$log.txt" | head -1)
+    grep -aq '^@@END status=0' "$log" || problems="$problems; the checks in the VM failed or did not finish"
+    tier=$(sed -n 's/^tier: *//p' "$log" | head -1)
+    auto=$(sed -n 's/^rootfs strategy (auto): *//p' "$log" | head -1)
     case $tier in *"$want_tier"*) ;; *) problems="$problems; tier \"$tier\", expected \"$want_tier\"" ;; esac
     [ "$auto" = "$want_auto" ] || problems="$problems; auto = \"$auto\", expected \"$want_auto\""
     # The 60-layer row of the auto strategy: syscalls (3rd column) and mountinfo lines added (last).
-    row=$(awk -v s="$auto" '$1 == 60 && $2 == s && $3 ~ /^[0-9]+$/ { print $3, $NF; exit }' "$log.txt")
+    row=$(awk -v s="$auto" '$1 == 60 && $2 == s && $3 ~ /^[0-9]+$/ { print $3, $NF; exit }' "$log")
     syscalls=${row% *}
     delta=${row#* }
     [ -n "$row" ] || { syscalls="?"; delta="?"; problems="$problems; no 60-layer row for $auto"; }
@@ -187,7 +172,7 @@ for k in $matrix_kernels; do
     if [ -n "$problems" ]; then
         echo "== kernel $k FAILED:${problems#;}"
         echo "== console log of kernel $k (last 80 lines):"
-        tail -n 80 "$log.txt"
+        tail -n 80 "$log"
         failed="$failed $k"
     else
         echo "== kernel $k passed (${secs}s)"
