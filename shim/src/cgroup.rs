@@ -1103,13 +1103,22 @@ impl Cgroup {
         Ok(pids)
     }
 
-    /// Applies `linux.resources` (an Update's): [`check`]s them, refuses
-    /// the fields of the other cgroup version, applies the device rules
+    /// Applies `linux.resources` (an Update's): checks them
+    /// ([`check_for`](Self::check_for)), applies the device rules
     /// ([`apply_devices`](Self::apply_devices)), then the rest
     /// ([`apply_except_devices`](Self::apply_except_devices)).
     pub fn apply(&self, res: &LinuxResources) -> Result<()> {
+        self.check_for(res)?;
         self.apply_devices(res)?;
         self.apply_except_devices(res)
+    }
+
+    /// [`check`]s `linux.resources` and refuses the fields of the other
+    /// cgroup version: what [`apply_devices`](Self::apply_devices) and
+    /// [`apply_except_devices`](Self::apply_except_devices) expect done (a
+    /// Create does it before its first process exists).
+    pub fn check_for(&self, res: &LinuxResources) -> Result<()> {
+        self.named(check(res).and_then(|()| check_version(res, self.h.version)))
     }
 
     /// Applies the device rules alone, with the fewest writes on v1 (an
@@ -1142,8 +1151,6 @@ impl Cgroup {
     }
 
     fn apply_devices_unnamed(&self, res: &LinuxResources) -> Result<()> {
-        check(res)?;
-        check_version(res, self.h.version)?;
         let rules = device_rules(res);
         if rules.is_empty() {
             return Ok(());
@@ -1171,8 +1178,6 @@ impl Cgroup {
     }
 
     fn apply_except_devices_unnamed(&self, res: &LinuxResources) -> Result<()> {
-        check(res)?;
-        check_version(res, self.h.version)?;
         // libcgroups' v1 devices controller writes a spec's rules one by one
         // (devices.rs says why not), and runc's always-allowed ones after
         // them, which the rules applied already allow: it gets none.

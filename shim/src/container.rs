@@ -856,8 +856,8 @@ impl Container {
             .and_then(|l| l.resources().clone())
             .unwrap_or_default();
         // What the spec asks that is refused is refused now, before any
-        // process exists (`apply` checks it again: it also serves Update).
-        crate::cgroup::check(&resources).map_err(|e| e.to_string())?;
+        // process exists.
+        cgroup.check_for(&resources).map_err(|e| e.to_string())?;
         let apply_devices = || cgroup.apply_devices(&resources).map_err(|e| e.to_string());
         let apply_resources = || {
             cgroup
