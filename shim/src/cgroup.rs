@@ -1188,6 +1188,11 @@ impl Cgroup {
             without_devices.set_devices(None);
             res = &without_devices;
         }
+        // Nothing else asked (`ctr run`'s spec: device rules alone): not
+        // even libcgroups' managers, whose v1 one reads the mount table.
+        if *res == LinuxResources::default() {
+            return Ok(());
+        }
         let rel = self.rel()?;
         if let Some(unit) = &self.unit {
             // systemd's own record of the limits first (else a daemon-reload

@@ -20,8 +20,13 @@ pub const MAX_FDS: usize = 64;
 /// What the shim tells the first process of a container, or an exec helper.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum ToInit {
-    /// Set up a new container (fds: the user namespace, the detached rootfs).
+    /// Set up a new container (fds: the user namespace, the idmapped bind
+    /// mounts). Its rootfs follows in `Rootfs`.
     Container(Box<ContainerInit>),
+    /// A container's detached rootfs (fd), sent once the shim has built it,
+    /// while the init makes its namespaces: stage 2 waits for it before it
+    /// mounts anything.
+    Rootfs,
     /// Join the container of `pid` and run `process` in it, under the
     /// container's seccomp profile.
     Exec {
@@ -45,10 +50,10 @@ pub struct ContainerInit {
     /// Where the rootfs is attached inside the container's mount namespace.
     pub rootfs_target: PathBuf,
     /// Whether fds[0] is a user namespace to join (false: the `plain`
-    /// strategy, no user namespace). The rootfs mount fd follows it.
+    /// strategy, no user namespace).
     pub userns: bool,
     /// The indices (in `spec.mounts`) of the idmapped bind mounts; their
-    /// detached mounts follow the rootfs fd, in this order.
+    /// detached mounts follow the user namespace's fd, in this order.
     pub idmapped_mounts: Vec<usize>,
     /// The container's cgroup directories, for its `cgroup` mounts.
     pub cgroups: crate::mounts::CgroupView,

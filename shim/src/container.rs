@@ -639,6 +639,15 @@ impl Container {
         undo.run_dir = Some(run_dir.clone());
         write_persisted(&run_dir, &persisted)?;
 
+        // The first process starts now: its exec and loading overlap the
+        // user namespace, cgroup and rootfs steps below. Until it is sent
+        // its set-up it does nothing; dropped (a failure), it is killed.
+        let t = Instant::now();
+        let (stdio, io) = ProcessIo::prepare(&req.uris, &req.id, &req.namespace)
+            .map_err(|e| format!("setting up stdio: {e}"))?;
+        let mut helper = process::Helper::spawn(stdio)?;
+        let mut init_ms = ms(t);
+
         // 1. The user namespace and the host root it maps.
         let t = Instant::now();
         let mut linux = spec.linux().clone().unwrap_or_default();
@@ -759,8 +768,10 @@ impl Container {
         linux.set_namespaces(Some(namespaces));
         spec.set_linux(Some(linux));
         report.userns_ms = ms(t);
+        helper.mark("user namespace");
 
-        // 2. The rootfs, as a detached mount.
+        // 2. The rootfs: planned (and checked) now, built once the first
+        // process has its set-up and makes its namespaces.
         let t = Instant::now();
         let plan = if req.rootfs.is_empty() {
             let root = spec
@@ -808,71 +819,123 @@ impl Container {
         // left there are detached by its cleanup (`remove_run_dir`).
         let scratch = run_dir.join(SCRATCH);
         mkdir_mode(&scratch, 0o700)?;
-        let built = rootfs::build_with(
-            &crate::faultpoint::PausingSys::new(&cfg.run_dir, &req.id),
-            &plan,
-            &rootfs::BuildOptions {
-                strategy,
-                features: &features,
-                idmap: ns.as_ref().map(|(ns, (u, g))| rootfs::Idmap {
-                    userns: ns.fd(),
-                    root_uid: *u,
-                    root_gid: *g,
-                }),
-                scratch_dir: &scratch,
-            },
-        )
-        .map_err(|e| format!("building the rootfs: {e}"))?;
-        report.ops = built.ops;
-        absolute_bind_sources(&mut spec, &req.bundle);
-        // A container (or pod) in a range of idshift's own sees the files
-        // bound in (kubelet's hosts and resolv.conf, volumes, `docker -v`)
-        // as under runc: every bind mount is idmapped into its user
-        // namespace, unless the config says `binds = "shifted"`.
-        let idmap_binds = report.range.is_some() && cfg.binds == crate::config::BindsMode::Idmapped;
-        let (idmapped_mounts, idmapped_fds) =
-            idmapped_mounts(&spec, ns.as_ref().map(|(ns, _)| ns), idmap_binds)?;
-        report.rootfs_ms = ms(t);
-        crate::faultpoint::pause("rootfs", &cfg.run_dir, &req.id);
-
-        // 3. The cgroup (recorded before it is made).
-        let t = Instant::now();
-        let cg_path = spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.cgroups_path().clone())
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|| format!("/idshift/{}/{}", req.namespace, req.id));
-        persisted.cgroup = Some(cg_path.clone());
-        write_persisted(&run_dir, &persisted)?;
-        undo.cgroup = Some(Cgroup::open(&h, &cg_path));
-        let cgroup = Cgroup::create(&h, &cg_path).map_err(|e| e.to_string())?;
-        // linux.resources as given: the cgroup checks and applies them,
-        // while the init sets itself up (a systemd scope exists only once
-        // the init is in it).
+        let rootfs_plan_ms = ms(t);
+        let hooks = spec.hooks().clone();
+        let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
+        let oom_score_adj = spec.process().as_ref().and_then(|p| p.oom_score_adj());
+        let state = crate::hooks::State::of(&spec, &req.id, &req.bundle);
+        // linux.resources as given: the cgroup checks and applies them
+        // (a systemd scope exists only once the init is in it).
         let resources = spec
             .linux()
             .as_ref()
             .and_then(|l| l.resources().clone())
             .unwrap_or_default();
-        // What the spec asks that is refused is refused now, before any
-        // process exists.
-        cgroup.check_for(&resources).map_err(|e| e.to_string())?;
-        let apply_devices = || cgroup.apply_devices(&resources).map_err(|e| e.to_string());
-        let apply_resources = || {
-            cgroup
-                .apply_except_devices(&resources)
-                .map_err(|e| e.to_string())
-        };
-        report.cgroup_ms = ms(t);
 
-        // 4. The first process, set up and waiting for Start.
+        // From here the rootfs is built on a thread of its own, while this
+        // one makes the cgroup and sends the first process its set-up; the
+        // process joins the cgroup and makes its namespaces meanwhile, then
+        // waits for the rootfs. (On an early return the scope waits for the
+        // build, and the built mount is dropped: unmounted.)
+        let (cgroup, mut setting_up, (built, build_ms), binds_ms) =
+            std::thread::scope(|scope| -> Result<_, String> {
+                let building = scope.spawn(|| {
+                    let t = Instant::now();
+                    rootfs::build_with(
+                        &crate::faultpoint::PausingSys::new(&cfg.run_dir, &req.id),
+                        &plan,
+                        &rootfs::BuildOptions {
+                            strategy,
+                            features: &features,
+                            idmap: ns.as_ref().map(|(ns, (u, g))| rootfs::Idmap {
+                                userns: ns.fd(),
+                                root_uid: *u,
+                                root_gid: *g,
+                            }),
+                            scratch_dir: &scratch,
+                        },
+                    )
+                    .map(|built| (built, ms(t)))
+                    .map_err(|e| format!("building the rootfs: {e}"))
+                });
+
+                // 3. The cgroup (recorded before it is made).
+                let t = Instant::now();
+                let cg_path = spec
+                    .linux()
+                    .as_ref()
+                    .and_then(|l| l.cgroups_path().clone())
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| format!("/idshift/{}/{}", req.namespace, req.id));
+                persisted.cgroup = Some(cg_path.clone());
+                write_persisted(&run_dir, &persisted)?;
+                undo.cgroup = Some(Cgroup::open(&h, &cg_path));
+                let cgroup = Cgroup::create(&h, &cg_path).map_err(|e| e.to_string())?;
+                // What the spec asks that is refused is refused now, before
+                // any process is in the cgroup.
+                cgroup.check_for(&resources).map_err(|e| e.to_string())?;
+                report.cgroup_ms = ms(t);
+                helper.mark("cgroup made");
+
+                // 2, continued. The idmapped bind mounts, which the set-up
+                // message carries. A container (or pod) in a range of
+                // idshift's own sees the files bound in (kubelet's hosts and
+                // resolv.conf, volumes, `docker -v`) as under runc: every
+                // bind mount is idmapped into its user namespace, unless the
+                // config says `binds = "shifted"`.
+                let t = Instant::now();
+                absolute_bind_sources(&mut spec, &req.bundle);
+                let idmap_binds =
+                    report.range.is_some() && cfg.binds == crate::config::BindsMode::Idmapped;
+                let (idmapped_mounts, idmapped_fds) =
+                    idmapped_mounts(&spec, ns.as_ref().map(|(ns, _)| ns), idmap_binds)?;
+                let binds_ms = ms(t);
+
+                // 4. The first process: in its cgroup (the device rules
+                // first) and sent its set-up.
+                let t = Instant::now();
+                let msg = ToInit::Container(Box::new(ContainerInit {
+                    state: state.clone(),
+                    spec,
+                    rootfs_target: target,
+                    userns: ns.is_some(),
+                    idmapped_mounts,
+                    cgroups: cgroup.view().map_err(|e| e.to_string())?,
+                    fail_after_mounts: crate::faultpoint::fail_wanted("mounts"),
+                }));
+                let mut fds = Vec::new();
+                if let Some((ns, _)) = &ns {
+                    fds.push(ns.fd().as_raw_fd());
+                }
+                fds.extend(idmapped_fds.iter().map(|f| f.as_raw_fd()));
+                let apply_devices = || cgroup.apply_devices(&resources).map_err(|e| e.to_string());
+                let setting_up =
+                    helper.send_setup(&msg, &fds, Some(&cgroup), Some(&apply_devices))?;
+                init_ms += ms(t);
+                let built = building
+                    .join()
+                    .unwrap_or_else(|_| Err("building the rootfs: the thread panicked".into()))?;
+                Ok((cgroup, setting_up, built, binds_ms))
+            })?;
+
+        // 2, continued. The rootfs handed to the init.
+        report.ops = built.ops;
+        setting_up.send_rootfs(built.mount.as_fd())?;
+        drop(built);
+        report.rootfs_ms = rootfs_plan_ms + build_ms + binds_ms;
+        setting_up.mark("rootfs sent");
+        crate::faultpoint::pause("rootfs", &cfg.run_dir, &req.id);
+
+        // 3, continued. The other resources, while the init sets itself up.
         let t = Instant::now();
-        let (stdio, io) = ProcessIo::prepare(&req.uris, &req.id, &req.namespace)
-            .map_err(|e| format!("setting up stdio: {e}"))?;
-        let hooks = spec.hooks().clone();
-        let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
-        let state = crate::hooks::State::of(&spec, &req.id, &req.bundle);
+        cgroup
+            .apply_except_devices(&resources)
+            .map_err(|e| e.to_string())?;
+        report.cgroup_ms += ms(t);
+        setting_up.mark("resources applied");
+
+        // 4, continued. The init ready and waiting for Start.
+        let t = Instant::now();
         let runtime_hooks = |pid: i32| {
             let s = state.with("creating", pid);
             for p in [
@@ -883,39 +946,11 @@ impl Container {
             }
             Ok(())
         };
-        let msg = ToInit::Container(Box::new(ContainerInit {
-            state: state.clone(),
-            spec,
-            rootfs_target: target,
-            userns: ns.is_some(),
-            idmapped_mounts,
-            cgroups: cgroup.view().map_err(|e| e.to_string())?,
-            fail_after_mounts: crate::faultpoint::fail_wanted("mounts"),
-        }));
-        let mut fds = Vec::new();
-        if let Some((ns, _)) = &ns {
-            fds.push(ns.fd().as_raw_fd());
-        }
-        fds.push(built.mount.as_fd().as_raw_fd());
-        fds.extend(idmapped_fds.iter().map(|f| f.as_raw_fd()));
-        let (mut init, pty) = process::spawn_blocking(
-            &msg,
-            &fds,
-            stdio,
-            io,
-            process::Setup {
-                cgroup: Some(&cgroup),
-                run_hooks: &runtime_hooks,
-                before_setup: Some(&apply_devices),
-                meanwhile: Some(&apply_resources),
-            },
-        )?;
+        let (mut init, pty) = setting_up.wait_ready(io, &runtime_hooks, oom_score_adj)?;
         undo.pid = Some(init.pid);
         // The init is in the cgroup already (killed with it); its pid too.
         persisted.pid = init.pid;
         write_persisted(&run_dir, &persisted)?;
-        drop(built);
-        drop(idmapped_fds);
         // A sandbox's user namespace (or the host's IDs) is kept for the
         // pod's containers.
         let pod_users = match (&role, ns) {
@@ -932,7 +967,7 @@ impl Container {
                 .attach_pty(&req.uris, master)
                 .map_err(|e| format!("connecting the terminal: {e}"))?;
         }
-        report.init_ms = ms(t);
+        report.init_ms = init_ms + ms(t);
         crate::faultpoint::pause("init", &cfg.run_dir, &req.id);
         // Success: nothing to undo.
         undo.alloc = None;

@@ -179,24 +179,16 @@ impl lifecycle::Container for Container {
         Box::new(move || {
             let (stdio, io) = ProcessIo::prepare(&uris, &id, &namespace)
                 .map_err(|e| format!("setting up stdio: {e}"))?;
+            let oom_score_adj = process_spec.oom_score_adj();
             // An exec runs under the container's seccomp profile, as in runc.
             let msg = crate::channel::ToInit::Exec {
                 pid: init_pid,
                 process: Box::new(process_spec),
                 seccomp,
             };
-            let (mut p, pty) = process::spawn_blocking(
-                &msg,
-                &[],
-                stdio,
-                io,
-                process::Setup {
-                    cgroup: cgroup.as_ref(),
-                    run_hooks: &|_| Ok(()),
-                    before_setup: None,
-                    meanwhile: None,
-                },
-            )?;
+            let (mut p, pty) = process::Helper::spawn(stdio)?
+                .send_setup(&msg, &[], cgroup.as_ref(), None)?
+                .wait_ready(io, &|_| Ok(()), oom_score_adj)?;
             if let Some(m) = pty {
                 p.io.attach_pty(&uris, m)
                     .map_err(|e| format!("connecting the terminal: {e}"))?;

@@ -74,7 +74,9 @@ pub fn main() -> ! {
             },
             _,
         ))) => exec(&mut ch, pid, *process, seccomp.as_deref()),
-        Ok(Some((ToInit::Start | ToInit::HooksDone, _))) => Err("Start before set-up".into()),
+        Ok(Some((ToInit::Start | ToInit::HooksDone | ToInit::Rootfs, _))) => {
+            Err("Start before set-up".into())
+        }
         Ok(Some((ToInit::JoinCgroup { .. }, _))) => Err("a second cgroup to join".into()),
         Ok(None) => std::process::exit(1),
         Err(e) => Err(format!("reading the set-up message: {e}")),
@@ -142,16 +144,15 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
     {
         return Err("idshift needs a new mount namespace (linux.namespaces has no \"mount\" without a path)".into());
     }
-    let want = usize::from(c.userns) + 1 + c.idmapped_mounts.len();
+    let want = usize::from(c.userns) + c.idmapped_mounts.len();
     if fds.len() != want {
         return Err(format!(
             "expected {want} fds from the shim, got {}",
             fds.len()
         ));
     }
-    // [user namespace], rootfs, one per idmapped mount.
+    // [user namespace], one per idmapped mount; the rootfs comes later.
     let idmapped = fds.split_off(want - c.idmapped_mounts.len());
-    let rootfs_fd = fds.pop().ok_or("no rootfs fd")?;
     let userns_fd = fds.pop();
     // Bind sources are taken with the host's privileges, before the user
     // namespace: its root may not be able to reach them (containerd's own
@@ -239,9 +240,7 @@ fn container(ch: &mut Channel, c: ContainerInit, mut fds: Vec<OwnedFd>) -> Resul
             m.clear();
         }
     }
-    fork_and_report(ch, |ch| {
-        stage2(ch, &c, rootfs_fd, premade, devices, &inside)
-    })
+    fork_and_report(ch, |ch| stage2(ch, &c, premade, devices, &inside))
 }
 
 /// `linux.timeOffsets`, written for the new time namespace before its
@@ -328,7 +327,6 @@ fn fork_and_report(ch: &mut Channel, child: impl FnOnce(&mut Channel) -> Result<
 fn stage2(
     ch: &mut Channel,
     c: &ContainerInit,
-    rootfs_fd: OwnedFd,
     mut premade: Vec<Option<mounts::Premade>>,
     devices: Vec<Option<OwnedFd>>,
     sysctls: &[(String, String)],
@@ -347,6 +345,18 @@ fn stage2(
         None::<&str>,
     )
     .map_err(|e| format!("making / private: {e}"))?;
+    // The shim builds the rootfs while this process made its namespaces.
+    let rootfs_fd = match ch.recv::<ToInit>() {
+        Ok(Some((ToInit::Rootfs, mut fds))) if fds.len() == 1 => fds.pop().ok_or("no rootfs fd")?,
+        Ok(Some((ToInit::Rootfs, fds))) => {
+            return Err(format!("expected the rootfs fd, got {} fds", fds.len()))
+        }
+        // The shim failed to build it and gave up on this process.
+        Ok(None) => std::process::exit(1),
+        Ok(Some((m, _))) => return Err(format!("expected the rootfs, got {m:?}")),
+        Err(e) => return Err(format!("waiting for the rootfs: {e}")),
+    };
+    mark("rootfs received");
     rootfs::attach_mount(rootfs_fd.as_fd(), target)
         .map_err(|e| format!("attaching the rootfs at {}: {e}", target.display()))?;
     drop(rootfs_fd);

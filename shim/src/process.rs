@@ -5,9 +5,9 @@
 use crate::cgroup::Cgroup;
 use crate::channel::{Channel, FromInit, ToInit};
 use crate::stdio::{ChildStdio, ProcessIo};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-/// A process set up by [`spawn_blocking`].
+/// A process set up and waiting for Start ([`SettingUp::wait_ready`]).
 pub struct Process {
     pub pid: i32,
     pub io: ProcessIo,
@@ -36,171 +36,237 @@ pub fn start_blocking(mut ch: Channel) -> Result<(), String> {
     }
 }
 
-/// Spawns the shim's own binary as `init` with `msg` (and `fds`), and waits
-/// until the process is set up and waiting for Start. Blocking.
+/// A new process's way from the shim's binary to waiting for Start, in
+/// three states, each allowing only its own next step:
 ///
-/// With a `cgroup`, the helper is moved into it before it is told anything,
-/// so that everything it forks (the container's init or the exec) starts
-/// there: accounted and limited from its first instruction, and rooted
-/// there if it makes a cgroup namespace.
-/// Where a new process goes and what runs at its hook point.
-pub struct Setup<'a> {
-    /// The cgroup it is moved into before it is told anything.
-    pub cgroup: Option<&'a Cgroup>,
-    /// The prestart and createRuntime hooks, given the process's pid, run
-    /// when a container's init asks (its mounts made, before pivot_root).
-    pub run_hooks: &'a dyn Fn(i32) -> Result<(), String>,
-    /// Work of the shim's done once the process is forked and before it
-    /// does anything in its cgroup: a container's device rules, which a v1
-    /// cgroup applies with a moment refusing every device. A process that
-    /// moves itself (v1) is told to only after it (the work overlaps its
-    /// loading); one the shim moves (v2, a systemd scope, which exists only
-    /// from then on) waits for its set-up message, sent after it.
-    pub before_setup: Option<&'a dyn Fn() -> Result<(), String>>,
-    /// Work of the shim's done while the process sets itself up, once it
-    /// is in its cgroup (or told to move itself there) and before it is
-    /// ready: a container's resource limits, in place before anything of the
-    /// workload runs.
-    pub meanwhile: Option<&'a dyn Fn() -> Result<(), String>>,
+/// - [`Helper`]: spawned as `init`, loading, told nothing. A Create spawns
+///   it first, so that its exec and loading overlap the shim's user
+///   namespace, cgroup and rootfs work.
+/// - [`SettingUp`]: in its cgroup and sent its set-up; it joins and makes
+///   namespaces and forks while the shim finishes (a container's rootfs,
+///   then [`SettingUp::send_rootfs`], its resources).
+/// - [`Process`]: set up and waiting for Start.
+///
+/// Dropping a `Helper` or a `SettingUp` (a failed Create or Exec) kills the
+/// helper through its pidfd (no pid reuse can misdirect it) and closes the
+/// channel, on which the processes it forked wait and exit; what is already
+/// in the cgroup is killed with the cgroup by the caller.
+pub struct Helper {
+    ch: Channel,
+    pid: i32,
+    kill: KillOnDrop,
+    marks: Vec<(String, u64)>,
 }
 
-pub fn spawn_blocking(
-    msg: &ToInit,
-    fds: &[RawFd],
-    stdio: ChildStdio,
-    io: ProcessIo,
-    setup: Setup<'_>,
-) -> Result<(Process, Option<OwnedFd>), String> {
-    let Setup {
-        cgroup,
-        run_hooks,
-        before_setup,
-        meanwhile,
-    } = setup;
-    let mut marks = vec![("start".to_string(), crate::sys::monotonic_ns())];
-    let (mut ch, child_end) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
-    let exe = std::env::current_exe().map_err(|e| format!("finding the shim binary: {e}"))?;
-    let mut cmd = std::process::Command::new(exe);
-    cmd.arg("init")
-        .stdin(stdio.stdin)
-        .stdout(stdio.stdout)
-        .stderr(stdio.stderr);
-    cmd.env_clear();
-    let child_fd = child_end.as_raw_fd();
-    crate::sys::pre_exec(&mut cmd, move || {
-        crate::sys::dup2_raw(child_fd, crate::init::CHANNEL_FD)
-    });
-    // The helper exits once it has forked; the shim's reaper collects it.
-    let helper = spawn_reaped(&mut cmd).map_err(|e| format!("starting the container init: {e}"))?;
-    marks.push(("(shim) fork and exec".into(), crate::sys::monotonic_ns()));
-    drop(child_end);
-    // Once, where the process does not run in the cgroup yet. On an error,
-    // dropping `ch` makes the helper exit.
-    let mut before_setup = before_setup;
-    let mut run_before_setup = |marks: &mut Vec<(String, u64)>| -> Result<(), String> {
-        if let Some(work) = before_setup.take() {
-            work()?;
-            marks.push(("(shim) before set-up".into(), crate::sys::monotonic_ns()));
-        }
-        Ok(())
-    };
-    if let Some(cg) = cgroup {
-        let in_cgroup = |e: String| {
-            format!(
-                "moving the container's process into cgroup {}: {e}",
-                cg.path()
-            )
-        };
-        // The helper waits for its set-up message: dropping the channel
-        // makes it exit.
-        match cg.self_join_files().map_err(|e| in_cgroup(e.to_string()))? {
-            // It moves itself first thing, and says so if it cannot.
-            Some(tasks) => {
-                run_before_setup(&mut marks)?;
-                ch.send(&ToInit::JoinCgroup { tasks }, &[])
-                    .map_err(|e| in_cgroup(format!("sending the cgroup: {e}")))?
-            }
-            None => {
-                let pid = i32::try_from(helper.id()).map_err(|e| format!("helper pid: {e}"))?;
-                cg.add_process(pid).map_err(|e| in_cgroup(e.to_string()))?;
-                marks.push(("(shim) cgroup joined".into(), crate::sys::monotonic_ns()));
-            }
+/// The helper's pidfd: the helper is killed when this is dropped, unless
+/// disarmed (`None`).
+struct KillOnDrop(Option<OwnedFd>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(fd) = self.0.take() {
+            // ESRCH: it exited already (a helper that forked, or one whose
+            // set-up failed), which is what was wanted.
+            let _ = rustix::process::pidfd_send_signal(&fd, rustix::process::Signal::KILL);
         }
     }
-    run_before_setup(&mut marks)?;
-    drop(helper);
-    ch.send(msg, fds)
-        .map_err(|e| format!("sending the set-up: {e}"))?;
-    marks.push((
-        "(shim) set-up message sent".into(),
-        crate::sys::monotonic_ns(),
-    ));
-    if let Some(work) = meanwhile {
-        // On an error, dropping `ch` makes the process exit.
-        work()?;
-        marks.push(("(shim) meanwhile done".into(), crate::sys::monotonic_ns()));
-    }
-    let died = |what: &str| format!("the container's init died before it was {what}");
-    let pid = match ch.recv::<FromInit>() {
-        Ok(Some((FromInit::Pid(p), _))) => p,
-        Ok(Some((FromInit::Error(e), _))) => return Err(e),
-        Ok(Some((m, _))) => return Err(format!("unexpected message {m:?}")),
-        Ok(None) => return Err(died("forked")),
-        Err(e) => return Err(format!("reading the init's pid: {e}")),
-    };
-    marks.push(("(shim) pid read".into(), crate::sys::monotonic_ns()));
-    let mut ready = ch.recv::<FromInit>();
-    if let Ok(Some((FromInit::RunHooks, _))) = ready {
-        // On failure, dropping `ch` makes the waiting process exit.
-        run_hooks(pid)?;
-        ch.send(&ToInit::HooksDone, &[])
-            .map_err(|e| format!("resuming the init after the hooks: {e}"))?;
-        ready = ch.recv::<FromInit>();
-    }
-    let pty = match ready {
-        Ok(Some((FromInit::Ready { marks: theirs }, mut fds))) => {
-            marks.extend(theirs);
-            marks.push(("(shim) Ready read".into(), crate::sys::monotonic_ns()));
-            // The shim's steps and the init's interleave.
-            marks.sort_by_key(|m| m.1);
-            log_marks(msg, &marks);
-            fds.pop()
-        }
-        Ok(Some((FromInit::Error(e), _))) => return Err(e),
-        Ok(Some((m, _))) => return Err(format!("unexpected message {m:?}")),
-        Ok(None) => return Err(died("ready")),
-        Err(e) => return Err(format!("waiting for the init to be ready: {e}")),
-    };
-    // Dropping `ch` on an error here makes the waiting process exit.
-    let process = match msg {
-        ToInit::Container(c) => c.spec.process().as_ref(),
-        ToInit::Exec { process, .. } => Some(process.as_ref()),
-        ToInit::JoinCgroup { .. } | ToInit::Start | ToInit::HooksDone => None,
-    };
-    if let Some(p) = process {
-        apply_oom_score_adj(pid, p)?;
-    }
-    Ok((
-        Process {
+}
+
+impl Helper {
+    /// Spawns the shim's own binary as `init` (environment cleared, stdio
+    /// `stdio`, the channel at fd 3).
+    pub fn spawn(stdio: ChildStdio) -> Result<Helper, String> {
+        let mut marks = vec![("start".to_string(), crate::sys::monotonic_ns())];
+        let (ch, child_end) = Channel::pair().map_err(|e| format!("socketpair: {e}"))?;
+        let exe = std::env::current_exe().map_err(|e| format!("finding the shim binary: {e}"))?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("init")
+            .stdin(stdio.stdin)
+            .stdout(stdio.stdout)
+            .stderr(stdio.stderr);
+        cmd.env_clear();
+        let child_fd = child_end.as_raw_fd();
+        crate::sys::pre_exec(&mut cmd, move || {
+            crate::sys::dup2_raw(child_fd, crate::init::CHANNEL_FD)
+        });
+        // The helper exits once it has forked; the shim's reaper collects it.
+        let helper =
+            spawn_reaped(&mut cmd).map_err(|e| format!("starting the container init: {e}"))?;
+        let pid = i32::try_from(helper.id()).map_err(|e| format!("helper pid: {e}"))?;
+        // The helper cannot exit before it reads its channel (or the channel
+        // closes), so this pid is still its own. Without pidfds (before
+        // 5.3), a failure leaves it to exit at the channel's end.
+        let pidfd = rustix::process::Pid::from_raw(pid).and_then(|p| {
+            rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+        });
+        marks.push(("(shim) fork and exec".into(), crate::sys::monotonic_ns()));
+        drop(child_end);
+        Ok(Helper {
+            ch,
             pid,
-            io,
-            channel: Some(ch),
-        },
-        pty,
-    ))
+            kill: KillOnDrop(pidfd),
+            marks,
+        })
+    }
+
+    /// Records the end of a step of the shim's, for the debug log.
+    pub fn mark(&mut self, step: &str) {
+        self.marks
+            .push((format!("(shim) {step}"), crate::sys::monotonic_ns()));
+    }
+
+    /// Puts the helper in `cgroup` and sends it `msg` (with `fds`).
+    ///
+    /// With a `cgroup`, the helper is in it before it is told anything, so
+    /// that everything it forks (the container's init or the exec) starts
+    /// there: accounted and limited from its first instruction, and rooted
+    /// there if it makes a cgroup namespace. `before_setup` is work of the
+    /// shim's done before the process does anything in its cgroup: a
+    /// container's device rules, which a v1 cgroup applies with a moment
+    /// refusing every device. A process that moves itself (v1) is told to
+    /// only after it; one the shim moves (v2, a systemd scope, which exists
+    /// only from then on) gets its set-up message after it.
+    pub fn send_setup(
+        mut self,
+        msg: &ToInit,
+        fds: &[RawFd],
+        cgroup: Option<&Cgroup>,
+        before_setup: Option<&dyn Fn() -> Result<(), String>>,
+    ) -> Result<SettingUp, String> {
+        let mut before_setup = before_setup;
+        let mut run_before_setup = |marks: &mut Vec<(String, u64)>| -> Result<(), String> {
+            if let Some(work) = before_setup.take() {
+                work()?;
+                marks.push(("(shim) before set-up".into(), crate::sys::monotonic_ns()));
+            }
+            Ok(())
+        };
+        if let Some(cg) = cgroup {
+            let in_cgroup = |e: String| {
+                format!(
+                    "moving the container's process into cgroup {}: {e}",
+                    cg.path()
+                )
+            };
+            match cg.self_join_files().map_err(|e| in_cgroup(e.to_string()))? {
+                // It moves itself first thing, and says so if it cannot.
+                Some(tasks) => {
+                    run_before_setup(&mut self.marks)?;
+                    self.ch
+                        .send(&ToInit::JoinCgroup { tasks }, &[])
+                        .map_err(|e| in_cgroup(format!("sending the cgroup: {e}")))?
+                }
+                None => {
+                    cg.add_process(self.pid)
+                        .map_err(|e| in_cgroup(e.to_string()))?;
+                    self.marks
+                        .push(("(shim) cgroup joined".into(), crate::sys::monotonic_ns()));
+                }
+            }
+        }
+        run_before_setup(&mut self.marks)?;
+        self.ch
+            .send(msg, fds)
+            .map_err(|e| format!("sending the set-up: {e}"))?;
+        self.marks.push((
+            "(shim) set-up message sent".into(),
+            crate::sys::monotonic_ns(),
+        ));
+        let what = match msg {
+            ToInit::Container(c) => format!("container {}", c.state.id),
+            ToInit::Exec { pid, .. } => format!("an exec in the container of pid {pid}"),
+            _ => "a process".to_string(),
+        };
+        Ok(SettingUp { helper: self, what })
+    }
+}
+
+/// A process told its set-up, not yet ready (see [`Helper`]).
+pub struct SettingUp {
+    helper: Helper,
+    what: String,
+}
+
+impl SettingUp {
+    /// Records the end of a step of the shim's, for the debug log.
+    pub fn mark(&mut self, step: &str) {
+        self.helper.mark(step);
+    }
+
+    /// Hands a container's init its detached rootfs, which it waits for
+    /// once it has forked into its namespaces.
+    pub fn send_rootfs(&mut self, rootfs: BorrowedFd<'_>) -> Result<(), String> {
+        self.helper
+            .ch
+            .send(&ToInit::Rootfs, &[rootfs.as_raw_fd()])
+            .map_err(|e| format!("sending the rootfs: {e}"))
+    }
+
+    /// Waits for the process's pid and for it to be set up, running
+    /// `run_hooks` (the prestart and createRuntime hooks, given the pid)
+    /// when a container's init asks, before its pivot_root. Then raises its
+    /// OOM score to the process's `oomScoreAdj`.
+    pub fn wait_ready(
+        mut self,
+        io: ProcessIo,
+        run_hooks: &dyn Fn(i32) -> Result<(), String>,
+        oom_score_adj: Option<i32>,
+    ) -> Result<(Process, Option<OwnedFd>), String> {
+        let h = &mut self.helper;
+        let died = |what: &str| format!("the container's init died before it was {what}");
+        let pid = match h.ch.recv::<FromInit>() {
+            Ok(Some((FromInit::Pid(p), _))) => p,
+            Ok(Some((FromInit::Error(e), _))) => return Err(e),
+            Ok(Some((m, _))) => return Err(format!("unexpected message {m:?}")),
+            Ok(None) => return Err(died("forked")),
+            Err(e) => return Err(format!("reading the init's pid: {e}")),
+        };
+        h.marks
+            .push(("(shim) pid read".into(), crate::sys::monotonic_ns()));
+        let mut ready = h.ch.recv::<FromInit>();
+        if let Ok(Some((FromInit::RunHooks, _))) = ready {
+            // On failure, dropping the channel makes the waiting process exit.
+            run_hooks(pid)?;
+            h.ch.send(&ToInit::HooksDone, &[])
+                .map_err(|e| format!("resuming the init after the hooks: {e}"))?;
+            ready = h.ch.recv::<FromInit>();
+        }
+        let pty = match ready {
+            Ok(Some((FromInit::Ready { marks: theirs }, mut fds))) => {
+                h.marks.extend(theirs);
+                h.marks
+                    .push(("(shim) Ready read".into(), crate::sys::monotonic_ns()));
+                // The shim's steps and the init's interleave.
+                h.marks.sort_by_key(|m| m.1);
+                log_marks(&self.what, &h.marks);
+                fds.pop()
+            }
+            Ok(Some((FromInit::Error(e), _))) => return Err(e),
+            Ok(Some((m, _))) => return Err(format!("unexpected message {m:?}")),
+            Ok(None) => return Err(died("ready")),
+            Err(e) => return Err(format!("waiting for the init to be ready: {e}")),
+        };
+        // Dropping `self` on an error here makes the waiting process exit.
+        apply_oom_score_adj(pid, oom_score_adj)?;
+        // The helper has forked and exited: nothing to kill any more.
+        h.kill.0 = None;
+        Ok((
+            Process {
+                pid,
+                io,
+                channel: Some(self.helper.ch),
+            },
+            pty,
+        ))
+    }
 }
 
 /// Logs (debug) how long each step of a process's set-up took: the shim's
 /// and then the process's own marks, each the end of a step.
-fn log_marks(msg: &ToInit, marks: &[(String, u64)]) {
+fn log_marks(what: &str, marks: &[(String, u64)]) {
     if !log::log_enabled!(log::Level::Debug) {
         return;
     }
-    let what = match msg {
-        ToInit::Container(c) => format!("container {}", c.state.id),
-        ToInit::Exec { pid, .. } => format!("an exec in the container of pid {pid}"),
-        _ => "a process".to_string(),
-    };
     let steps: Vec<String> = marks
         .windows(2)
         .map(|w| {
@@ -269,8 +335,8 @@ pub fn apply_rlimits(pid: i32, process: &oci_spec::runtime::Process) -> Result<(
 /// BestEffort pods 1000). A value below the current one is skipped, as
 /// containerd's `restrict_oom_score_adj` does: the container does not get
 /// more protection from the OOM killer than its shim has.
-pub fn apply_oom_score_adj(pid: i32, process: &oci_spec::runtime::Process) -> Result<(), String> {
-    let Some(adj) = process.oom_score_adj() else {
+pub fn apply_oom_score_adj(pid: i32, oom_score_adj: Option<i32>) -> Result<(), String> {
+    let Some(adj) = oom_score_adj else {
         return Ok(());
     };
     let path = format!("/proc/{pid}/oom_score_adj");
@@ -416,12 +482,6 @@ mod tests {
             .spawn()
             .expect("sleep");
         let pid = i32::try_from(child.id()).expect("pid");
-        let process = |adj: i32| -> oci_spec::runtime::Process {
-            serde_json::from_value(serde_json::json!({
-                "cwd": "/", "user": {"uid": 0, "gid": 0}, "oomScoreAdj": adj
-            }))
-            .expect("process")
-        };
         let read = || {
             std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
                 .unwrap_or_default()
@@ -430,9 +490,9 @@ mod tests {
         };
         let before: i32 = read().parse().expect("current value");
         let want = (before + 500).min(1000);
-        let up = apply_oom_score_adj(pid, &process(want));
+        let up = apply_oom_score_adj(pid, Some(want));
         let after_up = read();
-        let down = apply_oom_score_adj(pid, &process(before));
+        let down = apply_oom_score_adj(pid, Some(before));
         let after_down = read();
         let _ = child.kill();
         let _ = child.wait();
