@@ -267,6 +267,42 @@ pub fn read_mountinfo(needle: Option<&str>) -> Result<MountinfoRead, Error> {
     Ok(MountinfoRead { lines, ours, took })
 }
 
+/// The CPUs' busy and total jiffies so far (the `cpu` line of /proc/stat:
+/// idle and iowait are not busy).
+fn cpu_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: u64 = v.iter().sum();
+    let idle = v.get(3).copied().unwrap_or(0) + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// Waits until the machine is quiet: the CPUs at most `busy` busy (0..1)
+/// over a `window`, or `max` has passed (what the last round's clean-up,
+/// e.g. containerd removing snapshots, still does would otherwise fall on
+/// the next round). Returns how long it waited.
+pub fn settle(busy: f64, window: Duration, max: Duration) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < max {
+        let Some((b0, t0)) = cpu_jiffies() else {
+            break;
+        };
+        std::thread::sleep(window);
+        let Some((b1, t1)) = cpu_jiffies() else {
+            break;
+        };
+        if t1 <= t0 || (b1 - b0) as f64 / (t1 - t0) as f64 <= busy {
+            break;
+        }
+    }
+    start.elapsed()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

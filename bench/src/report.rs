@@ -529,6 +529,15 @@ pub fn markdown(run: &Run) -> String {
     );
     let _ = writeln!(
         s,
+        "Each round and each `ctr run --rm` started once the CPUs were at most {:.0}% busy over {} ms (at most {} s of waiting): {:.0} s of waiting in all, {:.1} s the longest.\n",
+        crate::storm::SETTLE_BUSY * 100.0,
+        crate::storm::SETTLE_WINDOW.as_millis(),
+        crate::storm::SETTLE_MAX.as_secs(),
+        run.settled_s,
+        run.settled_max_s
+    );
+    let _ = writeln!(
+        s,
         "Load average (s since start: 1, 5, 15 min) during the run:\n"
     );
     let _ = writeln!(s, "```");

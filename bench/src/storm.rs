@@ -1346,6 +1346,13 @@ pub struct Run {
     /// /proc/loadavg with the time (s since the start), sampled after a
     /// round when a minute or more passed since the last sample.
     pub loadavg_samples: Vec<(u64, String)>,
+    /// Time spent, before each round and each `ctr run --rm`, waiting for
+    /// the CPUs to be quiet ([`SETTLE_BUSY`] over [`SETTLE_WINDOW`], at
+    /// most [`SETTLE_MAX`]): in all, and the longest single wait.
+    #[serde(default)]
+    pub settled_s: f64,
+    #[serde(default)]
+    pub settled_max_s: f64,
     pub options: Options,
     /// Each configuration: its name, what it launches, its containerd.
     pub configs: Vec<ConfigInfo>,
@@ -1440,6 +1447,12 @@ fn write_outputs(run: &Run, opts: &Options) -> Result<(), Error> {
     }
     Ok(())
 }
+
+/// A round starts once the CPUs were at most this busy (0..1) over
+/// [`SETTLE_WINDOW`], or after [`SETTLE_MAX`].
+pub const SETTLE_BUSY: f64 = 0.15;
+pub const SETTLE_WINDOW: Duration = Duration::from_millis(250);
+pub const SETTLE_MAX: Duration = Duration::from_secs(30);
 
 pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -1605,11 +1618,21 @@ pub fn run(mut opts: Options, command: String) -> Result<bool, Error> {
         loadavg_start: loadavg(),
         loadavg_end: String::new(),
         loadavg_samples: vec![(0, loadavg())],
+        settled_s: 0.0,
+        settled_max_s: 0.0,
         options: opts.clone(),
         configs,
         cells: Vec::new(),
         run_rm: Vec::new(),
         goals: Vec::new(),
+    };
+    // Every round and every `ctr run --rm` starts on quiet CPUs: the clean-up
+    // of the round before (containerd removing 100 snapshots, its GC) is not
+    // measured as the next round's.
+    let settle = |run: &mut Run| {
+        let waited = host::settle(SETTLE_BUSY, SETTLE_WINDOW, SETTLE_MAX).as_secs_f64();
+        run.settled_s += waited;
+        run.settled_max_s = run.settled_max_s.max(waited);
     };
     let sample_load = |run: &mut Run, start: Instant| {
         let now = start.elapsed().as_secs();
@@ -1649,6 +1672,7 @@ pub fn run(mut opts: Options, command: String) -> Result<bool, Error> {
                         r + 1
                     ));
                     let tag = format!("b{round_no}-{}", cfg.name().replace('@', "-"));
+                    settle(&mut run);
                     let t0 = Instant::now();
                     let round = storm(&mut t, cfg, &image, n, &tag)?;
                     let e = per_cfg.entry(cfg.clone()).or_default();
@@ -1687,6 +1711,7 @@ pub fn run(mut opts: Options, command: String) -> Result<bool, Error> {
                         opts.run_rm
                     ));
                     let id = format!("rm{r}-{}", cfg.name().replace('@', "-"));
+                    settle(&mut run);
                     let (result, shim, problems) = run_rm_once(&mut t, cfg, &image, &id);
                     let e = samples.entry(cfg.clone()).or_insert_with(|| {
                         (
