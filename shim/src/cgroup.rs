@@ -708,25 +708,10 @@ fn procs_recursive(dir: &Path, out: &mut Vec<i32>) -> Result<()> {
     Ok(())
 }
 
-/// Waits until `fd` is readable, at most `secs` seconds (false: timed out).
-fn wait_readable(fd: &OwnedFd, secs: i64) -> std::io::Result<bool> {
-    use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    let ts = Timespec {
-        tv_sec: secs,
-        tv_nsec: 0,
-    };
-    let mut fds = [PollFd::new(fd, PollFlags::IN)];
-    match poll(&mut fds, Some(&ts)) {
-        Ok(n) => Ok(n > 0),
-        Err(rustix::io::Errno::INTR) => Ok(false),
-        Err(e) => Err(e.into()),
-    }
-}
-
 // ---------------------------------------------------------------------------
 // OOM events.
 
-/// Waits for OOM kills in one cgroup (blocking; run it on its own thread).
+/// Waits for OOM kills in one cgroup (`next`, on the async runtime).
 pub enum OomWatch {
     /// v1: an eventfd registered through cgroup.event_control for
     /// memory.oom_control (as runc does); it becomes readable on every OOM
@@ -744,8 +729,8 @@ pub enum OomWatch {
     },
 }
 
-/// How often a blocked watcher checks that its cgroup still exists.
-const OOM_RECHECK_SECS: i64 = 2;
+/// How often a waiting watcher checks that its cgroup still exists.
+const OOM_RECHECK: Duration = Duration::from_secs(2);
 
 fn oom_kills(file: &Path) -> Option<u64> {
     let text = fs::read_to_string(file).ok()?;
@@ -753,14 +738,15 @@ fn oom_kills(file: &Path) -> Option<u64> {
 }
 
 impl OomWatch {
-    /// Blocks until the cgroup's count of OOM kills grows, returning the new
-    /// total, or until the cgroup is gone (`None`).
-    pub fn wait(&mut self) -> Option<u64> {
+    /// Waits until the cgroup's count of OOM kills grows, returning the new
+    /// total, or until the cgroup is gone (`None`). On the async runtime:
+    /// a running container costs no thread of its own.
+    pub async fn next(&mut self) -> Option<u64> {
         match self {
             OomWatch::EventFd { efd, dir, seen } => {
                 let control = dir.join("memory.oom_control");
                 loop {
-                    match wait_readable(efd, OOM_RECHECK_SECS) {
+                    match readable_within(efd, OOM_RECHECK).await {
                         Err(_) => return None,
                         Ok(false) => {
                             if !dir.is_dir() {
@@ -771,8 +757,10 @@ impl OomWatch {
                         Ok(true) => {}
                     }
                     let mut buf = [0u8; 8];
-                    if rustix::io::read(&*efd, &mut buf).is_err() {
-                        return None;
+                    match rustix::io::read(&*efd, &mut buf) {
+                        Ok(_) => {}
+                        Err(rustix::io::Errno::AGAIN) => continue,
+                        Err(_) => return None,
                     }
                     // The notification precedes the kill: give the count a
                     // moment to grow.
@@ -787,7 +775,8 @@ impl OomWatch {
                         if Instant::now() >= deadline {
                             break;
                         }
-                        sleep_backoff(&mut delay, Duration::from_millis(50));
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_millis(50));
                     }
                 }
             }
@@ -801,18 +790,33 @@ impl OomWatch {
                     *seen = n;
                     return Some(n);
                 }
-                match wait_readable(inotify, OOM_RECHECK_SECS) {
+                match readable_within(inotify, OOM_RECHECK).await {
                     Err(_) => return None,
                     Ok(false) => {}
                     Ok(true) => {
                         let mut buf = [0u8; 4096];
-                        if rustix::io::read(&*inotify, &mut buf).is_err() {
-                            return None;
+                        match rustix::io::read(&*inotify, &mut buf) {
+                            Ok(_) | Err(rustix::io::Errno::AGAIN) => {}
+                            Err(_) => return None,
                         }
                     }
                 }
             },
         }
+    }
+}
+
+/// Whether `fd` (non-blocking) becomes readable within `limit`, waiting on
+/// the runtime's reactor.
+async fn readable_within(fd: &OwnedFd, limit: Duration) -> std::io::Result<bool> {
+    let afd = crate::sys::reactor_readable(std::os::fd::AsFd::as_fd(fd))?;
+    match tokio::time::timeout(limit, afd.readable()).await {
+        Ok(Ok(mut ready)) => {
+            ready.clear_ready();
+            Ok(true)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Ok(false),
     }
 }
 
@@ -1427,8 +1431,11 @@ impl Cgroup {
             Version::V1 => {
                 let control = dir.join("memory.oom_control");
                 let file = fs::File::open(&control).map_err(|e| io_err("opening", &control, e))?;
-                let efd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)
-                    .map_err(|e| io_err("creating an eventfd for", &control, e.into()))?;
+                let efd = rustix::event::eventfd(
+                    0,
+                    rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+                )
+                .map_err(|e| io_err("creating an eventfd for", &control, e.into()))?;
                 write(
                     &dir.join("cgroup.event_control"),
                     &format!("{} {}", efd.as_raw_fd(), file.as_raw_fd()),
@@ -1444,8 +1451,10 @@ impl Cgroup {
                 if !events.exists() {
                     return Ok(None);
                 }
-                let ino = inotify::init(inotify::CreateFlags::CLOEXEC)
-                    .map_err(|e| io_err("creating an inotify instance for", &events, e.into()))?;
+                let ino = inotify::init(
+                    inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK,
+                )
+                .map_err(|e| io_err("creating an inotify instance for", &events, e.into()))?;
                 inotify::add_watch(&ino, &events, inotify::WatchFlags::MODIFY)
                     .map_err(|e| io_err("watching", &events, e.into()))?;
                 let seen = oom_kills(&events).unwrap_or(0);
@@ -2230,10 +2239,16 @@ mod tests {
             .expect("memory controller");
         let (tx, rx) = std::sync::mpsc::channel();
         let watcher = std::thread::spawn(move || {
-            let first = watch.wait();
-            let _ = tx.send(first);
-            // Then: the cgroup's removal ends the watch.
-            watch.wait()
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                let first = watch.next().await;
+                let _ = tx.send(first);
+                // Then: the cgroup's removal ends the watch.
+                watch.next().await
+            })
         });
         // The shell waits for a line, so that it is in the cgroup before dd
         // allocates 64 MiB.

@@ -58,8 +58,10 @@ impl lifecycle::Container for Container {
             return Ok(());
         };
         if let Some(mut watch) = cg.oom_watch().map_err(|e| e.to_string())? {
-            std::thread::spawn(move || {
-                while let Some(kills) = watch.wait() {
+            // A task on the shim's runtime (this is called from the
+            // service's Create), not a thread of its own.
+            tokio::spawn(async move {
+                while let Some(kills) = watch.next().await {
                     if !on_kills(kills) {
                         return;
                     }

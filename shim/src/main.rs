@@ -30,6 +30,8 @@ use std::process::ExitCode;
 
 const NAME: &str = "containerd-shim-idshift-v2";
 const DEFAULT_SCRATCH: &str = "/var/lib/idshift";
+/// How long an idle thread of the async runtime's blocking pool stays.
+const BLOCKING_KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn usage() -> String {
     format!(
@@ -174,7 +176,10 @@ fn serve() -> ExitCode {
     sys::one_malloc_arena();
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .thread_keep_alive(std::time::Duration::from_secs(1))
+        .thread_keep_alive(BLOCKING_KEEP_ALIVE)
+        // A shim polls a handful of fds: 64 events a tick, not 1024 (a
+        // 12 KiB buffer).
+        .max_io_events_per_tick(64)
         .build()
     {
         Ok(rt) => rt,

@@ -591,6 +591,21 @@ pub fn config_path_from_options(options: &MessageField<Any>) -> Option<std::path
     None
 }
 
+/// Gives back what a Create or Start left resident and unused: the main
+/// thread's stack pages below the shallowest frame (`sys::trim_main_stack`,
+/// from a task of its own, which runs once the request is answered, not
+/// from inside its handler), and, once the blocking pool's idle threads
+/// have left (their caches go back to the heap), the heap's free pages
+/// and the stack again (`sys::trim_heap`).
+fn release_memory_soon() {
+    tokio::spawn(async {
+        crate::sys::trim_main_stack();
+        tokio::time::sleep(crate::BLOCKING_KEEP_ALIVE * 2).await;
+        crate::sys::trim_heap();
+        crate::sys::trim_main_stack();
+    });
+}
+
 fn state_status(s: State) -> Status {
     match s {
         State::Created => Status::CREATED,
@@ -787,7 +802,7 @@ impl<R: Runtime> Task for TaskService<R> {
         )
         .await;
         self.release_hold(&req.id, &Which::Init).await;
-        crate::sys::trim_heap();
+        release_memory_soon();
         Ok(api::CreateTaskResponse {
             pid: pid as u32,
             ..Default::default()
@@ -864,6 +879,7 @@ impl<R: Runtime> Task for TaskService<R> {
             }
         }
         self.release_hold(&req.id, &which).await;
+        release_memory_soon();
         Ok(api::StartResponse {
             pid: pid as u32,
             ..Default::default()
