@@ -148,7 +148,16 @@ pub fn breakdown(p: &PhaseStats) -> String {
     let _ = write!(s, ", namespaces and init {:.1} ms", p.init.p50_ms);
     if let Some(t) = &p.total {
         let rest = t.p50_ms - p.sum.p50_ms;
-        let _ = write!(s, " (the rest of the create ~{rest:.1} ms)");
+        if rest >= 0.0 {
+            let _ = write!(s, " (the rest of the create ~{rest:.1} ms)");
+        } else {
+            // idshift's steps run concurrently (DESIGN.md, "The create path").
+            let _ = write!(
+                s,
+                " (the phases overlap: ~{:.1} ms of them ran at once)",
+                -rest
+            );
+        }
     }
     s
 }
