@@ -317,7 +317,7 @@ pub fn trim_heap() {
 /// Gives the kernel back the main thread's stack pages below the caller's
 /// frame. The deepest call chains of a shim run once (start-up, a Create's
 /// request and its answer): their pages would stay resident, and private,
-/// for the shim's life (about 50 of the 72 KiB touched). Everything below
+/// for the shim's life (about 40 of the 72 KiB touched). Everything below
 /// the stack pointer is dead by the ABI; the pages are zero-filled again if
 /// a later call goes that deep. Does nothing off the main thread (whose
 /// stack is the `[stack]` mapping).
@@ -344,9 +344,10 @@ pub fn trim_main_stack() {
     if !(low..high).contains(&here) {
         return;
     }
-    // A margin for this function's own calls below its frame (madvise's).
-    let page = 4096;
-    let end = here.saturating_sub(4096) & !(page - 1);
+    // A page of margin for this function's own calls below its frame
+    // (madvise's).
+    const PAGE: usize = 4096;
+    let end = here.saturating_sub(PAGE) & !(PAGE - 1);
     if end <= low {
         return;
     }
