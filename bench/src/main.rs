@@ -8,6 +8,7 @@
 //! an image of L layers under every configuration (see `storm.rs`).
 //! `idshift-bench demo` is README's demo.
 
+mod events;
 mod host;
 mod report;
 mod storm;

@@ -359,58 +359,60 @@ pub fn goals(cells: &[Cell], run_rm: &[RunRm]) -> Vec<Goal> {
         ));
     }
     // The storm on containerd 2.x, against the runc shim with and without
-    // user namespaces: e2e (the peer is one `ctr run`).
+    // user namespaces: p99 launch latency as issue 4's goals measure it,
+    // the task (container record to task started; every configuration is
+    // launched with the same `ctr run -d`), and e2e beside it.
     let storm_why = |a: &Cell, b: &Cell| {
         let mut w = format!(
-            "{} task p99 {:.0} ms of its e2e p99 {:.0} ms (the rest: container create, serialized in containerd)",
+            "e2e p99 {} {:.0} ms / {} {:.0} ms (the same `ctr run -d` for both)",
             a.config.name(),
-            a.task.p99_ms,
-            a.e2e.p99_ms
+            a.e2e.p99_ms,
+            b.config.name(),
+            b.e2e.p99_ms
         );
-        if b.task.samples > 0 {
-            let _ = write!(w, ", {} task p99 {:.0} ms", b.config.name(), b.task.p99_ms);
-        }
         if let Some(p) = &a.phases {
             let _ = write!(w, "; {}", breakdown(p));
         }
         w
     };
-    ratio_goal(
-        cells,
-        &mut g,
-        16,
-        "containerd 2.x storm: e2e p99 idshift fd / runc shim + runc with user namespaces (a range per container) <= 0.5",
-        "fd@2.x",
-        "runc-userns@2.x",
-        &e2e99,
-        &|r| r <= 0.5,
-        " ms",
-        &storm_why,
-    );
-    ratio_goal(
-        cells,
-        &mut g,
-        16,
-        "containerd 2.x storm: e2e p99 idshift fd / runc shim + runc (no userns) <= 0.5",
-        "fd@2.x",
-        "runc@2.x",
-        &e2e99,
-        &|r| r <= 0.5,
-        " ms",
-        &storm_why,
-    );
-    ratio_goal(
-        cells,
-        &mut g,
-        16,
-        "(info) containerd 2.x storm: task p99 idshift fd / runc shim + runc (no userns)",
-        "fd@2.x",
-        "runc@2.x",
-        &p99,
-        &|r| r <= 0.5,
-        " ms",
-        &none,
-    );
+    let e2e_why = |a: &Cell, b: &Cell| {
+        format!(
+            "task p99 {:.0} / {:.0} ms of these; the rest of e2e is the container record and its snapshot (containerd) and `ctr`'s own work, the same for every configuration",
+            a.task.p99_ms, b.task.p99_ms
+        )
+    };
+    for (peer, what) in [
+        (
+            "runc-userns@2.x",
+            "runc shim + runc with user namespaces (a range per container)",
+        ),
+        ("runc@2.x", "runc shim + runc (no userns)"),
+    ] {
+        ratio_goal(
+            cells,
+            &mut g,
+            16,
+            &format!("containerd 2.x storm: p99 launch latency (task) idshift fd / {what} <= 0.5"),
+            "fd@2.x",
+            peer,
+            &p99,
+            &|r| r <= 0.5,
+            " ms",
+            &storm_why,
+        );
+        ratio_goal(
+            cells,
+            &mut g,
+            16,
+            &format!("(info) containerd 2.x storm: e2e p99 idshift fd / {what}"),
+            "fd@2.x",
+            peer,
+            &e2e99,
+            &|r| r <= 0.5,
+            " ms",
+            &e2e_why,
+        );
+    }
     ratio_goal(
         cells,
         &mut g,
@@ -461,8 +463,8 @@ pub fn print(run: &Run) {
     }
     print!("{}", configs_text(run, "  "));
     println!(
-        "latencies in ms as `ctr` sees them (its start-up + connect, {:.1} ms, included); \
-         task = `ctr tasks start -d` (task create + start), e2e = + `ctr containers create` (= `ctr run -d`; a peer's one `ctr run -d`)",
+        "latencies in ms; every launch is one `ctr run -d`: e2e = its wall time (ctr's start-up + connect, {:.1} ms, \
+         included), task = from containerd's /containers/create event to its exit (task create + start)",
         run.ctr_overhead_ms
     );
     print!("{}", table(&run.cells));
@@ -561,9 +563,10 @@ pub fn markdown(run: &Run) -> String {
     s.push_str(&configs_text(run, "- "));
     let _ = writeln!(
         s,
-        "\nLatencies in ms as `ctr` sees them (its start-up + connect, {:.1} ms, included): \
-         task = `ctr tasks start -d --null-io` (task create + task start), e2e = `ctr containers create` + that \
-         (what `ctr run -d` does; a peer's is its one `ctr run -d`, and it has no task column). \
+        "\nLatencies in ms. Every launch of every configuration is one `ctr run -d --null-io`: e2e = its wall \
+         time as `ctr` sees it (its start-up + connect, {:.1} ms, included); task = the part after containerd made \
+         the container's record (its `/containers/create` event's timestamp) to the command's exit: task create + \
+         task start, and `ctr`'s exit. \
          Mount syscalls per container: the shim's count plus the one \
          `move_mount` inside the container (idshift only); shim create: the shim-side create as the idshift \
          shim logs it, p50 of the total [p99] and p50 of userns + rootfs (+ cgroup) + namespaces and init \
@@ -818,7 +821,7 @@ fn nice_ceiling(v: f64) -> f64 {
     10.0 * mag
 }
 
-/// The SVG: one panel per L, p99 task launch latency (ms) against N (N on
+/// The SVG: one panel per L, p99 e2e launch latency (ms) against N (N on
 /// a log axis), one line per configuration, a legend, the topology.
 pub fn svg(run: &Run) -> String {
     let mut layers: Vec<usize> = run.cells.iter().map(|c| c.layers).collect();
@@ -869,7 +872,7 @@ pub fn svg(run: &Run) -> String {
     );
     let _ = writeln!(
         s,
-        r##"<text x="10" y="{}" fill="#444">latency = e2e: container create + task create + start, as `ctr run -d` (or create + `tasks start -d`) sees it (ctr start-up + connect, {:.0} ms, included){}</text>"##,
+        r##"<text x="10" y="{}" fill="#444">latency = e2e: container create + task create + start, as `ctr run -d` sees it (ctr start-up + connect, {:.0} ms, included){}</text>"##,
         42.0 + 16.0 * run.topology.header().len() as f64,
         run.ctr_overhead_ms,
         if run.complete { "" } else { "; INCOMPLETE run" }
@@ -1149,7 +1152,7 @@ mod tests {
         let userns = find(
             &g,
             16,
-            "containerd 2.x storm: e2e p99 idshift fd / runc shim + runc with",
+            "containerd 2.x storm: p99 launch latency (task) idshift fd / runc shim + runc with",
         );
         assert_eq!(userns.len(), 1);
         assert_eq!(userns[0].reached, Some(true), "{:?}", userns[0]);
@@ -1158,12 +1161,16 @@ mod tests {
         let plain = find(
             &g,
             16,
-            "containerd 2.x storm: e2e p99 idshift fd / runc shim + runc (no",
+            "containerd 2.x storm: p99 launch latency (task) idshift fd / runc shim + runc (no",
         );
         assert_eq!(plain[0].reached, Some(false), "{:?}", plain[0]);
         // A miss carries the breakdown.
         assert!(
-            plain[0].value.contains("= 0.67") && plain[0].value.contains("shim create p50 8.0"),
+            plain[0].value.contains("= 0.67")
+                && plain[0]
+                    .value
+                    .contains("e2e p99 fd@2.x 1000 ms / runc@2.x 1500 ms")
+                && plain[0].value.contains("shim create p50 8.0"),
             "{:?}",
             plain[0]
         );

@@ -3,13 +3,16 @@
 //! containerd's runc shim with runc and with crun), interleaved round-robin
 //! within each (L, N) cell so that machine noise hits all alike.
 //!
-//! Every container is launched as `ctr run -d` does it, in two `ctr`
-//! commands: `ctr containers create` (the container record and its
-//! snapshot) and `ctr tasks start -d --null-io` (task create, then task
-//! start). "task" latency is the second command's wall time (task create to
-//! task start returned, as the client sees it, `ctr`'s own start-up
-//! included); "e2e" is both (what `ctr run -d` costs).
+//! Every container of every configuration is launched with the same one
+//! command, `ctr run -d --null-io` (container record and snapshot, task
+//! create, task start), so that every configuration pays the same client
+//! work. "e2e" latency is that command's wall time; "task" is the part
+//! after containerd made the container's record: from its
+//! `/containers/create` event (containerd's timestamp, `events.rs`) to the
+//! command's exit (task create to task start returned, as the client sees
+//! it).
 
+use crate::events::{self, ContainerCreates};
 use crate::host::{self, Memory, Topology};
 use crate::report;
 use idshift_harness::{shim_dir, Containerd, ContainerdOptions, CtrOutput, Flavour};
@@ -20,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Barrier;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 pub type Error = Box<dyn std::error::Error>;
 
@@ -31,6 +34,8 @@ pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 pub(crate) const NAMESPACE: &str = "idshift-bench";
 /// How long one `ctr` of a launch or of the clean-up may run.
 pub(crate) const CTR_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a round's `/containers/create` events may lag its launches.
+const EVENT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a round's clean-up has to leave nothing behind.
 const LEAK_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) const IDSHIFT_RUNTIME: &str = "io.containerd.idshift.v2";
@@ -282,11 +287,6 @@ impl Config {
         matches!(self.kind, Kind::FdGroup | Kind::RuncGroup)
     }
 
-    /// Launched with one `ctr run` (no task latency of its own).
-    pub fn is_peer(&self) -> bool {
-        matches!(self.kind, Kind::Peer(_))
-    }
-
     /// The shim binaries whose processes are this configuration's.
     fn shim_binaries(&self) -> &'static [&'static str] {
         match &self.kind {
@@ -357,7 +357,6 @@ pub fn usage() -> &'static str {
      `{H}` in FLAGS becomes a host ID base of each container's own (268435456 + i*65536). E.g.\n    \
      --peer runc-userns2@2.x='--uidmap 0:{H}:65536 --gidmap 0:{H}:65536 --remap-labels'\n    \
      --peer runc2@2.x='--runc-binary /usr/sbin/runc'   --peer mine='--runtime io.containerd.foo.v2'\n    \
-     Peers have no task latency of their own (one ctr run): compare them on e2e\n  \
      --run-rm K: `ctr run --rm` of one container K times per configuration at the L closest to 60\n  \
      --address: use that containerd (the idshift shim must be on its PATH; crun and @2.x are then skipped)\n  \
      --strict: exit 1 if an idshift launch failed or anything leaked (a CI smoke check; never timings)"
@@ -549,14 +548,8 @@ impl Daemon {
     /// that its wall time is measured to the microsecond); ctr's own
     /// `--timeout` bounds it.
     pub(crate) fn ctr(&self, args: &[&str]) -> CtrOutput {
-        let mut cmd = Command::new(&self.ctr_bin);
-        cmd.arg("--address")
-            .arg(&self.address)
-            .arg("--namespace")
-            .arg(NAMESPACE)
-            .arg("--connect-timeout")
-            .arg("30s")
-            .arg("--timeout")
+        let mut cmd = self.ctr_command();
+        cmd.arg("--timeout")
             .arg(format!("{}s", CTR_TIMEOUT.as_secs()))
             .args(args)
             .stdin(Stdio::null());
@@ -572,6 +565,33 @@ impl Daemon {
                 stderr: format!("spawning {}: {e}", self.ctr_bin.display()),
             },
         }
+    }
+
+    /// `ctr` with this containerd's address and the bench's namespace.
+    fn ctr_command(&self) -> Command {
+        let mut cmd = Command::new(&self.ctr_bin);
+        cmd.arg("--address")
+            .arg(&self.address)
+            .arg("--namespace")
+            .arg(NAMESPACE)
+            .arg("--connect-timeout")
+            .arg("30s");
+        cmd
+    }
+
+    /// Subscribes to this containerd's `/containers/create` events.
+    fn container_creates(&self) -> Result<ContainerCreates, String> {
+        let mut events = self.ctr_command();
+        events.arg("events");
+        ContainerCreates::subscribe(events, NAMESPACE, |value| {
+            let label = format!("{}={value}", events::PROBE_LABEL);
+            let out = self.ctr(&["namespaces", "label", NAMESPACE, &label]);
+            if out.success() {
+                Ok(())
+            } else {
+                Err(ctr_error("namespaces label", &out))
+            }
+        })
     }
 
     /// What containerd logged since the last call.
@@ -760,9 +780,18 @@ fn setup(opts: &Options) -> Result<Target, Error> {
 #[derive(Debug, Clone)]
 struct Launch {
     id: String,
-    /// (task create to start returned, if measured apart; end to end), or
-    /// what failed.
-    result: Result<(Option<Duration>, Duration), String>,
+    /// What it took, or what failed.
+    result: Result<Launched, String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Launched {
+    /// The `ctr run -d`'s wall time.
+    e2e: Duration,
+    /// When it returned.
+    ended: SystemTime,
+    /// From the container's `/containers/create` event to `ended`.
+    task: Option<Duration>,
 }
 
 pub(crate) fn ctr_error(what: &str, out: &CtrOutput) -> String {
@@ -812,6 +841,8 @@ fn create_flags(t: &Target, cfg: &Config, i: usize, group: &str) -> Vec<String> 
     f
 }
 
+/// `ctr run -d` of container `i` of a round; its task latency is filled in
+/// from containerd's events afterwards.
 fn launch(
     t: &Target,
     cfg: &Config,
@@ -819,36 +850,23 @@ fn launch(
     id: &str,
     i: usize,
     group: &str,
-) -> Result<(Option<Duration>, Duration), String> {
-    let d = t.daemon(cfg);
+) -> Result<Launched, String> {
     let flags = create_flags(t, cfg, i, group);
-    if cfg.is_peer() {
-        let mut run: Vec<&str> = vec!["run", "-d", "--null-io"];
-        run.extend(flags.iter().map(String::as_str));
-        run.extend([image, id, "sleep", "100000"]);
-        let t0 = Instant::now();
-        let out = d.ctr(&run);
-        let e2e = t0.elapsed();
-        if !out.success() {
-            return Err(ctr_error("run -d", &out));
-        }
-        return Ok((None, e2e));
-    }
-    let mut create: Vec<&str> = vec!["containers", "create"];
-    create.extend(flags.iter().map(String::as_str));
-    create.extend([image, id, "sleep", "100000"]);
+    let mut run: Vec<&str> = vec!["run", "-d", "--null-io"];
+    run.extend(flags.iter().map(String::as_str));
+    run.extend([image, id, "sleep", "100000"]);
     let t0 = Instant::now();
-    let out = d.ctr(&create);
+    let out = t.daemon(cfg).ctr(&run);
+    let e2e = t0.elapsed();
+    let ended = SystemTime::now();
     if !out.success() {
-        return Err(ctr_error("containers create", &out));
+        return Err(ctr_error("run -d", &out));
     }
-    let t1 = Instant::now();
-    let out = d.ctr(&["tasks", "start", "-d", "--null-io", id]);
-    let t2 = Instant::now();
-    if !out.success() {
-        return Err(ctr_error("tasks start", &out));
-    }
-    Ok((Some(t2 - t1), t2 - t0))
+    Ok(Launched {
+        e2e,
+        ended,
+        task: None,
+    })
 }
 
 /// `ctr run --rm` of one container (it runs `true`): its wall time.
@@ -1037,9 +1055,11 @@ fn storm(t: &mut Target, cfg: &Config, image: &str, n: usize, tag: &str) -> Resu
         ids: ids.clone(),
         done: false,
     };
+    // Every launch's container record, as containerd stamps it.
+    let mut creates = t_ref.daemon(cfg).container_creates()?;
     let barrier = Barrier::new(n + 1);
     let finished = AtomicUsize::new(0);
-    let launches: Vec<Launch> = std::thread::scope(|s| -> Result<Vec<Launch>, Error> {
+    let mut launches: Vec<Launch> = std::thread::scope(|s| -> Result<Vec<Launch>, Error> {
         let handles: Vec<_> = ids
             .iter()
             .enumerate()
@@ -1076,6 +1096,25 @@ fn storm(t: &mut Target, cfg: &Config, image: &str, n: usize, tag: &str) -> Resu
             })
             .collect())
     })?;
+    let ok: Vec<&str> = launches
+        .iter()
+        .filter(|l| l.result.is_ok())
+        .map(|l| l.id.as_str())
+        .collect();
+    let created = creates.of(&ok, EVENT_TIMEOUT);
+    drop(creates);
+    for l in &mut launches {
+        let Ok(done) = &mut l.result else { continue };
+        match created.get(&l.id) {
+            Some(at) => done.task = Some(done.ended.duration_since(*at).unwrap_or_default()),
+            None => {
+                l.result = Err(format!(
+                    "containerd's /containers/create event of the container did not arrive within {} s of the launches' end",
+                    EVENT_TIMEOUT.as_secs()
+                ))
+            }
+        }
+    }
     let running = host::read_mountinfo(needle)?;
     round.mountinfo_running = running.ours;
     round.mountinfo_peak = round.mountinfo_peak.max(running.lines);
@@ -1269,9 +1308,9 @@ fn summarize(
         let ok = r.launches.iter().filter(|l| l.result.is_ok()).count();
         for l in &r.launches {
             match &l.result {
-                Ok((t, e)) => {
-                    task.extend(*t);
-                    e2e.push(*e);
+                Ok(done) => {
+                    task.extend(done.task);
+                    e2e.push(done.e2e);
                 }
                 Err(e) => *errors.entry(e.clone()).or_insert(0) += 1,
             }
@@ -1556,17 +1595,10 @@ pub fn run(mut opts: Options, command: String) -> Result<bool, Error> {
             name: c.name.clone(),
             label: c.label(),
             containerd: t.daemon(c).version.clone(),
-            launch: if c.is_peer() {
-                format!(
-                    "ctr run -d --null-io {} IMAGE ID sleep 100000",
-                    create_flags(&t, c, 0, "GROUP").join(" ")
-                )
-            } else {
-                format!(
-                    "ctr containers create {} IMAGE ID sleep 100000; ctr tasks start -d --null-io ID",
-                    create_flags(&t, c, 0, "GROUP").join(" ")
-                )
-            },
+            launch: format!(
+                "ctr run -d --null-io {} IMAGE ID sleep 100000",
+                create_flags(&t, c, 0, "GROUP").join(" ")
+            ),
         })
         .collect();
     for c in &configs {
@@ -1582,7 +1614,7 @@ pub fn run(mut opts: Options, command: String) -> Result<bool, Error> {
     ctr_times.sort();
     let ctr_overhead_ms = ctr_times[ctr_times.len() / 2].as_secs_f64() * 1e3;
     println!(
-        "ctr start-up + connect (`ctr version`, median of 9): {ctr_overhead_ms:.1} ms, included in every latency below"
+        "ctr start-up + connect (`ctr version`, median of 9): {ctr_overhead_ms:.1} ms, included in every e2e and `ctr run --rm` time below"
     );
     println!(
         "storm: layers {:?}, containers {:?}, configurations {}, at least {} samples per cell (rounds interleaved round-robin); ctr run --rm x{} at L={:?}",
@@ -1788,7 +1820,7 @@ pub fn run(mut opts: Options, command: String) -> Result<bool, Error> {
 }
 
 /// A cell of `name` at (L, N) whose launches took `e2e_ms` (and half of
-/// that in their task, unless a peer), each create logged with `phases`.
+/// that in their task), each create logged with `phases`.
 #[cfg(test)]
 pub(crate) fn test_cell(
     name: &str,
@@ -1803,10 +1835,11 @@ pub(crate) fn test_cell(
         .enumerate()
         .map(|(i, &ms)| Launch {
             id: format!("c{i}"),
-            result: Ok((
-                (!cfg.is_peer()).then(|| Duration::from_millis(ms / 2)),
-                Duration::from_millis(ms),
-            )),
+            result: Ok(Launched {
+                e2e: Duration::from_millis(ms),
+                ended: SystemTime::UNIX_EPOCH,
+                task: Some(Duration::from_millis(ms / 2)),
+            }),
         })
         .collect();
     let shim = phases
@@ -1911,7 +1944,7 @@ mod tests {
             (o.configs[0].kind.clone(), o.configs[0].cd),
             (Kind::Fd, Cd::V2)
         );
-        assert!(o.configs[1].is_peer() && o.configs[1].cd == Cd::V2);
+        assert!(matches!(o.configs[1].kind, Kind::Peer(_)) && o.configs[1].cd == Cd::V2);
         assert!(!o.configs[1].is_idshift());
         // Peers: alone, they come with fd and runc on their containerd.
         let o = Options::parse(&[
@@ -1922,7 +1955,7 @@ mod tests {
         let names: Vec<&str> = o.configs.iter().map(Config::name).collect();
         assert_eq!(names, ["fd@2.x", "runc@2.x", "mine@2.x"]);
         let mine = &o.configs[2];
-        assert!(mine.is_peer() && mine.is_idshift());
+        assert!(matches!(mine.kind, Kind::Peer(_)) && mine.is_idshift());
         let Kind::Peer(flags) = &mine.kind else {
             panic!("{mine:?}")
         };
