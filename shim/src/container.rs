@@ -2,7 +2,7 @@
 //! rootfs, its cgroup, its first process, and undoing all of it. State that
 //! `shim delete` needs after a crash is kept in `<run_dir>/<ns>/<id>/state.json`.
 
-use crate::cgroup::{Cgroup, Hierarchy};
+use crate::cgroup::{Cgroup, Hierarchy, ManagerAhead};
 use crate::channel::{ContainerInit, ToInit};
 use crate::config::{Config, HostAccess, PodUsernsMode, UsernsMode};
 use crate::process::{self, Process};
@@ -184,6 +184,31 @@ pub struct CreateRequest {
     pub shim_socket: String,
     /// When the task service received the Create request (the log's total).
     pub received: Instant,
+    /// The cgroup's v1 manager, if the shim made it ahead ([`ahead_of`]).
+    pub cgroup_ahead: ManagerAhead,
+}
+
+/// The cgroup a container's spec asks for: `linux.cgroupsPath`, else
+/// `/idshift/NAMESPACE/ID`.
+fn cgroup_path(spec: &Spec, namespace: &str, id: &str) -> String {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().clone())
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| format!("/idshift/{namespace}/{id}"))
+}
+
+/// What a serving shim makes for its first Create before the request
+/// arrives, from the bundle it was started in (containerd writes it first):
+/// the cgroup's libcgroups v1 manager ([`ManagerAhead`]). The Create uses
+/// it only if its own spec names the same cgroup.
+pub fn ahead_of(bundle: PathBuf, namespace: String, id: String) -> ManagerAhead {
+    ManagerAhead::start(move || {
+        let spec = read_spec(&bundle).ok()?;
+        let h = Hierarchy::detect().ok()?;
+        let resources = spec.linux().as_ref()?.resources().clone()?;
+        Some((h, cgroup_path(&spec, &namespace, &id), resources))
+    })
 }
 
 /// Per-phase timings and counts of a create, for the log.
@@ -594,6 +619,14 @@ impl Container {
         // it can start now (cgroup/warm.rs).
         let h = Hierarchy::detect().map_err(|e| e.to_string())?;
         crate::cgroup::start_grace_period(&h);
+        // linux.resources as given: the cgroup checks and applies them
+        // (a systemd scope exists only once the init is in it).
+        let resources = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.resources().clone())
+            .unwrap_or_default();
+        let cg_path = cgroup_path(&spec, &req.namespace, &req.id);
         let features = rootfs::probe_cached(&cfg.state_dir, &cfg.run_dir.join("probe.json"))
             .map_err(|e| format!("probing the kernel: {e}"))?;
         let mut strategy = features.resolve(cfg.strategy).map_err(|e| e.to_string())?;
@@ -824,13 +857,6 @@ impl Container {
         let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
         let oom_score_adj = spec.process().as_ref().and_then(|p| p.oom_score_adj());
         let state = crate::hooks::State::of(&spec, &req.id, &req.bundle);
-        // linux.resources as given: the cgroup checks and applies them
-        // (a systemd scope exists only once the init is in it).
-        let resources = spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.resources().clone())
-            .unwrap_or_default();
 
         // From here the rootfs is built on a thread of its own, while this
         // one makes the cgroup and sends the first process its set-up; the
@@ -861,12 +887,6 @@ impl Container {
 
                 // 3. The cgroup (recorded before it is made).
                 let t = Instant::now();
-                let cg_path = spec
-                    .linux()
-                    .as_ref()
-                    .and_then(|l| l.cgroups_path().clone())
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| format!("/idshift/{}/{}", req.namespace, req.id));
                 persisted.cgroup = Some(cg_path.clone());
                 write_persisted(&run_dir, &persisted)?;
                 undo.cgroup = Some(Cgroup::open(&h, &cg_path));
@@ -929,7 +949,7 @@ impl Container {
         // 3, continued. The other resources, while the init sets itself up.
         let t = Instant::now();
         cgroup
-            .apply_except_devices(&resources)
+            .apply_except_devices(&resources, std::mem::take(&mut req.cgroup_ahead))
             .map_err(|e| e.to_string())?;
         report.cgroup_ms += ms(t);
         setting_up.mark("resources applied");

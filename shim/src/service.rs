@@ -8,6 +8,7 @@ mod orphans;
 #[cfg(test)]
 mod tests;
 
+use crate::cgroup::ManagerAhead;
 use crate::config::Config;
 use crate::config::Orphan;
 use crate::container::{BundleId, CreateRequest, PodRole, PodUsers};
@@ -193,6 +194,9 @@ pub struct Inner<R: Runtime> {
     exiting: AtomicBool,
     /// The `[orphan]` settings (the config's; refreshed by every Create).
     orphan: std::sync::Mutex<Orphan>,
+    /// What the shim made ahead for the Create of the container it was
+    /// started for (taken by the first Create).
+    cgroup_ahead: std::sync::Mutex<ManagerAhead>,
 }
 
 /// What the serving shim was started for: containerd's gRPC address
@@ -247,7 +251,13 @@ impl TaskService<Host> {
             publisher,
             namespace: namespace.to_string(),
         });
+        let ahead = origin.bundle.clone().map(|bundle| {
+            crate::container::ahead_of(bundle, namespace.to_string(), origin.id.clone())
+        });
         let svc = TaskService::with_runtime(Host, namespace, events, exit, origin, orphan);
+        if let (Some(ahead), Ok(mut slot)) = (ahead, svc.inner.cgroup_ahead.lock()) {
+            *slot = ahead;
+        }
         let watcher = svc.clone();
         tokio::spawn(async move { watcher.watch_exits().await });
         let watchdog = svc.clone();
@@ -284,6 +294,7 @@ impl<R: Runtime> TaskService<R> {
                 creating: AtomicUsize::new(0),
                 exiting: AtomicBool::new(false),
                 orphan: std::sync::Mutex::new(orphan),
+                cgroup_ahead: std::sync::Mutex::default(),
             }),
         };
         let oom = svc.clone();
@@ -737,6 +748,12 @@ impl<R: Runtime> Task for TaskService<R> {
             pod,
             shim_socket: self.inner.origin.socket.clone(),
             received: started,
+            cgroup_ahead: self
+                .inner
+                .cgroup_ahead
+                .lock()
+                .map(|mut a| std::mem::take(&mut *a))
+                .unwrap_or_default(),
         };
         let inner = self.inner.clone();
         let (mut mech, init) = tokio::task::spawn_blocking(move || inner.runtime.create(creq))
