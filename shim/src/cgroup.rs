@@ -297,27 +297,28 @@ fn needs_crate(res: &LinuxResources) -> bool {
 type V1Manager =
     std::result::Result<libcgroups::v1::Manager, libcgroups::v1::manager::V1ManagerError>;
 
-/// The libcgroups v1 manager of a cgroup, made on a thread of its own
-/// ahead of the Create that applies resources with it (or none: made when
-/// needed). Its `Manager::new` reads the mount table and /proc/self/cgroup
+/// The libcgroups v1 manager of a cgroup, made on another thread ahead of
+/// the Create that applies resources with it (or none: made when needed). Its `Manager::new` reads the mount table and /proc/self/cgroup
 /// through a checked procfs handle once per controller: about 170 syscalls
 /// and 1.2 ms of CPU here, which a serving shim spends while it waits for
 /// its first Create rather than inside it.
 #[derive(Default)]
-pub struct ManagerAhead(Option<std::thread::JoinHandle<Option<(PathBuf, V1Manager)>>>);
+pub struct ManagerAhead(Option<std::sync::mpsc::Receiver<Option<(PathBuf, V1Manager)>>>);
 
 impl ManagerAhead {
-    /// Starts the thread: `what` gives the hierarchy, the cgroup path and
-    /// the resources a Create is expected to apply; the manager is made if
+    /// The manager to come, and the job that makes it, for the caller to
+    /// run on a thread (the shim: its blocking pool, whose thread the
+    /// Create then reuses rather than leaving one more thread's stack
+    /// behind). `what` gives the hierarchy, the cgroup path and the
+    /// resources a Create is expected to apply; the manager is made if
     /// applying them will take one (v1, resources besides device rules).
-    /// It only reads: unused, it is dropped after its thread ends.
-    pub fn start(
+    /// The job only reads: unused, its manager is dropped.
+    pub fn new(
         what: impl FnOnce() -> Option<(Hierarchy, String, LinuxResources)> + Send + 'static,
-    ) -> ManagerAhead {
-        let made = std::thread::Builder::new()
-            .name("cgroup-ahead".into())
-            .spawn(move || {
-                let (h, path, res) = what()?;
+    ) -> (ManagerAhead, impl FnOnce() + Send + 'static) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let job = move || {
+            let made = what().and_then(|(h, path, res)| {
                 if h.version != Version::V1 || !needs_crate(&res) {
                     return None;
                 }
@@ -325,13 +326,16 @@ impl ManagerAhead {
                 let manager = libcgroups::v1::Manager::new(&rel);
                 Some((rel, manager))
             });
-        ManagerAhead(made.ok())
+            // The Create may have come and gone: nobody to tell.
+            let _ = tx.send(made);
+        };
+        (ManagerAhead(Some(rx)), job)
     }
 
     /// The manager, if it was made for the cgroup at `rel` (waiting for
-    /// its thread).
+    /// its job to end; a job dropped unrun gives none).
     fn take_for(self, rel: &Path) -> Option<V1Manager> {
-        let (made_for, manager) = self.0?.join().ok()??;
+        let (made_for, manager) = self.0?.recv().ok()??;
         (made_for == rel).then_some(manager)
     }
 }
@@ -1801,7 +1805,9 @@ mod tests {
         let shares = res(serde_json::json!({"cpu": {"shares": 512}}));
         let ahead = |h: &Hierarchy, path: &str, r: &LinuxResources| {
             let what = (h.clone(), path.to_string(), r.clone());
-            ManagerAhead::start(move || Some(what))
+            let (ahead, job) = ManagerAhead::new(move || Some(what));
+            std::thread::spawn(job);
+            ahead
         };
         // Made for /a/b: taken by that cgroup (libcgroups reads this host's
         // mounts, whatever they are), not by another.
@@ -1822,12 +1828,15 @@ mod tests {
         assert!(ahead(&v1, "/a/../b", &shares)
             .take_for(Path::new("b"))
             .is_none());
-        assert!(ManagerAhead::start(|| None)
-            .take_for(Path::new("a/b"))
-            .is_none());
-        assert!(ManagerAhead::default()
-            .take_for(Path::new("a/b"))
-            .is_none());
+        let (nothing, job) = ManagerAhead::new(|| None);
+        job();
+        assert!(nothing.take_for(Path::new("a/b")).is_none());
+        // The job dropped unrun: none, without waiting.
+        let what = (v1.clone(), "/a/b".to_string(), shares.clone());
+        let (unrun, job) = ManagerAhead::new(move || Some(what));
+        drop(job);
+        assert!(unrun.take_for(Path::new("a/b")).is_none());
+        assert!(ManagerAhead::default().take_for(Path::new("a/b")).is_none());
     }
 
     #[test]

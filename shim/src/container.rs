@@ -200,10 +200,15 @@ fn cgroup_path(spec: &Spec, namespace: &str, id: &str) -> String {
 
 /// What a serving shim makes for its first Create before the request
 /// arrives, from the bundle it was started in (containerd writes it first):
-/// the cgroup's libcgroups v1 manager ([`ManagerAhead`]). The Create uses
-/// it only if its own spec names the same cgroup.
-pub fn ahead_of(bundle: PathBuf, namespace: String, id: String) -> ManagerAhead {
-    ManagerAhead::start(move || {
+/// the cgroup's libcgroups v1 manager ([`ManagerAhead`]), and the job that
+/// makes it (for the blocking pool). The Create uses it only if its own
+/// spec names the same cgroup.
+pub fn ahead_of(
+    bundle: PathBuf,
+    namespace: String,
+    id: String,
+) -> (ManagerAhead, impl FnOnce() + Send + 'static) {
+    ManagerAhead::new(move || {
         let spec = read_spec(&bundle).ok()?;
         let h = Hierarchy::detect().ok()?;
         let resources = spec.linux().as_ref()?.resources().clone()?;

@@ -252,7 +252,10 @@ impl TaskService<Host> {
             namespace: namespace.to_string(),
         });
         let ahead = origin.bundle.clone().map(|bundle| {
-            crate::container::ahead_of(bundle, namespace.to_string(), origin.id.clone())
+            let (ahead, job) =
+                crate::container::ahead_of(bundle, namespace.to_string(), origin.id.clone());
+            tokio::task::spawn_blocking(job);
+            ahead
         });
         let svc = TaskService::with_runtime(Host, namespace, events, exit, origin, orphan);
         if let (Some(ahead), Ok(mut slot)) = (ahead, svc.inner.cgroup_ahead.lock()) {

@@ -165,7 +165,10 @@ fn spawn_binary_logger(
     }
     let (ready_r, ready_w) = pipe_pair()?;
     let fds = [out.as_raw_fd(), err.as_raw_fd(), ready_w.as_raw_fd()];
-    cmd.env("CONTAINER_ID", id)
+    // Its environment is these two alone, as the runc shim gives it (not
+    // the shim's own: containerd's TTRPC_ADDRESS, GLIBC_TUNABLES).
+    cmd.env_clear()
+        .env("CONTAINER_ID", id)
         .env("CONTAINER_NAMESPACE", namespace)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -527,7 +527,7 @@ fn stdin_file_and_binary_log_uris() {
     let blog = c.base().join("binary.log");
     std::fs::write(
         &logger,
-        "#!/bin/sh\n# args: path <file>\nexec 5>&-\ncat <&3 > \"$2.out\" &\ncat <&4 > \"$2.err\"\nwait\necho \"$CONTAINER_NAMESPACE/$CONTAINER_ID\" > \"$2.id\"\n",
+        "#!/bin/sh\n# args: path <file>\nexec 5>&-\ncat <&3 > \"$2.out\" &\ncat <&4 > \"$2.err\"\nwait\nenv > \"$2.env\"\necho \"$CONTAINER_NAMESPACE/$CONTAINER_ID\" > \"$2.id\"\n",
     )
     .expect("logger");
     std::os::unix::fs::PermissionsExt::set_mode(
@@ -564,6 +564,13 @@ fn stdin_file_and_binary_log_uris() {
     assert_eq!(read("out"), "bout\n");
     assert_eq!(read("err"), "berr\n");
     assert_eq!(read("id"), format!("{}/b1\n", c.namespace()));
+    // Its environment: CONTAINER_ID and CONTAINER_NAMESPACE, as the runc
+    // shim gives it, not the shim's own.
+    let env = read("env");
+    assert!(env.contains("CONTAINER_ID=b1"), "{env}");
+    for own in ["TTRPC_ADDRESS=", "GLIBC_TUNABLES="] {
+        assert!(!env.contains(own), "the logger got the shim's {own}: {env}");
+    }
     c.assert_no_leaks(Duration::from_secs(10));
 }
 
