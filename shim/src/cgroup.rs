@@ -307,9 +307,7 @@ pub struct ManagerAhead(Option<std::sync::mpsc::Receiver<Option<(PathBuf, V1Mana
 
 impl ManagerAhead {
     /// The manager to come, and the job that makes it, for the caller to
-    /// run on a thread (the shim: its blocking pool, whose thread the
-    /// Create then reuses rather than leaving one more thread's stack
-    /// behind). `what` gives the hierarchy, the cgroup path and the
+    /// run on a thread (the shim: one that ends with the job). `what` gives the hierarchy, the cgroup path and the
     /// resources a Create is expected to apply; the manager is made if
     /// applying them will take one (v1, resources besides device rules).
     /// The job only reads: unused, its manager is dropped.

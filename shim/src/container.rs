@@ -201,7 +201,7 @@ fn cgroup_path(spec: &Spec, namespace: &str, id: &str) -> String {
 /// What a serving shim makes for its first Create before the request
 /// arrives, from the bundle it was started in (containerd writes it first):
 /// the cgroup's libcgroups v1 manager ([`ManagerAhead`]), and the job that
-/// makes it (for the blocking pool). The Create uses it only if its own
+/// makes it (for a thread of its own). The Create uses it only if its own
 /// spec names the same cgroup.
 pub fn ahead_of(
     bundle: PathBuf,

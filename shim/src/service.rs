@@ -254,7 +254,12 @@ impl TaskService<Host> {
         let ahead = origin.bundle.clone().map(|bundle| {
             let (ahead, job) =
                 crate::container::ahead_of(bundle, namespace.to_string(), origin.id.clone());
-            tokio::task::spawn_blocking(job);
+            // A thread that ends with the job (a blocking-pool one would
+            // stay a second, beside the one the Create takes). Not started:
+            // the Create makes the manager itself.
+            let _ = std::thread::Builder::new()
+                .name("cgroup-ahead".into())
+                .spawn(job);
             ahead
         });
         let svc = TaskService::with_runtime(Host, namespace, events, exit, origin, orphan);
