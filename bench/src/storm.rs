@@ -1036,7 +1036,16 @@ impl Drop for RoundGuard<'_> {
 }
 
 /// Launches `n` containers of `cfg` at once and measures; cleans up.
-fn storm(t: &mut Target, cfg: &Config, image: &str, n: usize, tag: &str) -> Result<Round, Error> {
+/// `settle` runs right before the launches (after the event subscription,
+/// whose `ctr` processes must not run into them).
+fn storm(
+    t: &mut Target,
+    cfg: &Config,
+    image: &str,
+    n: usize,
+    tag: &str,
+    settle: &mut dyn FnMut(),
+) -> Result<Round, Error> {
     let ids: Vec<String> = (0..n).map(|i| format!("{tag}-{i}")).collect();
     let id_set: BTreeSet<String> = ids.iter().cloned().collect();
     // Nothing before this round's storm is of interest in the log.
@@ -1057,6 +1066,7 @@ fn storm(t: &mut Target, cfg: &Config, image: &str, n: usize, tag: &str) -> Resu
     };
     // Every launch's container record, as containerd stamps it.
     let mut creates = t_ref.daemon(cfg).container_creates()?;
+    settle();
     let barrier = Barrier::new(n + 1);
     let finished = AtomicUsize::new(0);
     let mut launches: Vec<Launch> = std::thread::scope(|s| -> Result<Vec<Launch>, Error> {
@@ -1704,12 +1714,16 @@ pub fn run(mut opts: Options, command: String) -> Result<bool, Error> {
                         r + 1
                     ));
                     let tag = format!("b{round_no}-{}", cfg.name().replace('@', "-"));
-                    settle(&mut run);
                     let t0 = Instant::now();
-                    let round = storm(&mut t, cfg, &image, n, &tag)?;
+                    let mut settled = Duration::ZERO;
+                    let round = storm(&mut t, cfg, &image, n, &tag, &mut || {
+                        let s = Instant::now();
+                        settle(&mut run);
+                        settled += s.elapsed();
+                    })?;
                     let e = per_cfg.entry(cfg.clone()).or_default();
                     e.0.push(round);
-                    e.1 += t0.elapsed();
+                    e.1 += t0.elapsed().saturating_sub(settled);
                     progress.done += n;
                     sample_load(&mut run, progress.start);
                 }
