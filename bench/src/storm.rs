@@ -296,8 +296,10 @@ impl Config {
         }
     }
 
-    /// Whether the runc shim runs crun through a containerd of its own
-    /// (1.6's `ctr containers create` cannot name the runtime binary).
+    /// Whether the runc shim runs crun through a containerd of its own on
+    /// 1.6, whose PATH's `runc` is crun (from when launches were 1.6's
+    /// `ctr containers create`, which cannot name the runtime binary; its
+    /// `ctr run --runc-binary` could now).
     fn needs_crun_daemon(&self) -> bool {
         self.kind == Kind::Crun && self.cd == Cd::Main
     }
@@ -804,7 +806,7 @@ pub(crate) fn ctr_error(what: &str, out: &CtrOutput) -> String {
     )
 }
 
-/// The `ctr containers create` / `ctr run` flags of a configuration for
+/// The `ctr run` flags of a configuration for
 /// container `i` of its round (in `group`).
 fn create_flags(t: &Target, cfg: &Config, i: usize, group: &str) -> Vec<String> {
     let mut f: Vec<String> = Vec::new();
