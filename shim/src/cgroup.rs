@@ -797,8 +797,11 @@ impl OomWatch {
         match self {
             OomWatch::EventFd { efd, dir, seen } => {
                 let control = dir.join("memory.oom_control");
+                // Registered with the reactor once for this wait, however
+                // many rechecks it takes.
+                let afd = crate::sys::reactor_readable(std::os::fd::AsFd::as_fd(&*efd)).ok()?;
                 loop {
-                    match readable_within(efd, OOM_RECHECK).await {
+                    match readable_within(&afd, OOM_RECHECK).await {
                         Err(_) => return None,
                         Ok(false) => {
                             if !dir.is_dir() {
@@ -836,32 +839,38 @@ impl OomWatch {
                 inotify,
                 events,
                 seen,
-            } => loop {
-                let n = oom_kills(events)?;
-                if n > *seen {
-                    *seen = n;
-                    return Some(n);
-                }
-                match readable_within(inotify, OOM_RECHECK).await {
-                    Err(_) => return None,
-                    Ok(false) => {}
-                    Ok(true) => {
-                        let mut buf = [0u8; 4096];
-                        match rustix::io::read(&*inotify, &mut buf) {
-                            Ok(_) | Err(rustix::io::Errno::AGAIN) => {}
-                            Err(_) => return None,
+            } => {
+                let afd = crate::sys::reactor_readable(std::os::fd::AsFd::as_fd(&*inotify)).ok()?;
+                loop {
+                    let n = oom_kills(events)?;
+                    if n > *seen {
+                        *seen = n;
+                        return Some(n);
+                    }
+                    match readable_within(&afd, OOM_RECHECK).await {
+                        Err(_) => return None,
+                        Ok(false) => {}
+                        Ok(true) => {
+                            let mut buf = [0u8; 4096];
+                            match rustix::io::read(&*inotify, &mut buf) {
+                                Ok(_) | Err(rustix::io::Errno::AGAIN) => {}
+                                Err(_) => return None,
+                            }
                         }
                     }
                 }
-            },
+            }
         }
     }
 }
 
-/// Whether `fd` (non-blocking) becomes readable within `limit`, waiting on
-/// the runtime's reactor.
-async fn readable_within(fd: &OwnedFd, limit: Duration) -> std::io::Result<bool> {
-    let afd = crate::sys::reactor_readable(std::os::fd::AsFd::as_fd(fd))?;
+/// Whether `afd` (non-blocking, registered with the runtime's reactor by the
+/// caller, once per wait) becomes readable within `limit`; its readiness is
+/// cleared for the next call.
+async fn readable_within(
+    afd: &tokio::io::unix::AsyncFd<std::os::fd::BorrowedFd<'_>>,
+    limit: Duration,
+) -> std::io::Result<bool> {
     match tokio::time::timeout(limit, afd.readable()).await {
         Ok(Ok(mut ready)) => {
             ready.clear_ready();
