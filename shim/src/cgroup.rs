@@ -298,19 +298,21 @@ type V1Manager =
     std::result::Result<libcgroups::v1::Manager, libcgroups::v1::manager::V1ManagerError>;
 
 /// The libcgroups v1 manager of a cgroup, made on another thread ahead of
-/// the Create that applies resources with it (or none: made when needed). Its `Manager::new` reads the mount table and /proc/self/cgroup
-/// through a checked procfs handle once per controller: about 170 syscalls
-/// and 1.2 ms of CPU here, which a serving shim spends while it waits for
-/// its first Create rather than inside it.
+/// the Create that applies resources with it (or none: made when needed).
+/// Its `Manager::new` reads the mount table and /proc/self/cgroup through
+/// a checked procfs handle once per controller: about 170 syscalls and
+/// 1.2 ms of CPU here, which a serving shim spends while it waits for its
+/// first Create rather than inside it.
 #[derive(Default)]
 pub struct ManagerAhead(Option<std::sync::mpsc::Receiver<Option<(PathBuf, V1Manager)>>>);
 
 impl ManagerAhead {
     /// The manager to come, and the job that makes it, for the caller to
-    /// run on a thread (the shim: one that ends with the job). `what` gives the hierarchy, the cgroup path and the
-    /// resources a Create is expected to apply; the manager is made if
-    /// applying them will take one (v1, resources besides device rules).
-    /// The job only reads: unused, its manager is dropped.
+    /// run on a thread (the shim: one that ends with the job). `what`
+    /// gives the hierarchy, the cgroup path and the resources a Create is
+    /// expected to apply; the manager is made if applying them will take
+    /// one (v1, resources besides device rules). The job only reads:
+    /// unused, its manager is dropped.
     pub fn new(
         what: impl FnOnce() -> Option<(Hierarchy, String, LinuxResources)> + Send + 'static,
     ) -> (ManagerAhead, impl FnOnce() + Send + 'static) {
