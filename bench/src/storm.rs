@@ -806,8 +806,8 @@ pub(crate) fn ctr_error(what: &str, out: &CtrOutput) -> String {
     )
 }
 
-/// The `ctr run` flags of a configuration for
-/// container `i` of its round (in `group`).
+/// The `ctr run` flags of a configuration for container `i` of its round
+/// (in `group`).
 fn create_flags(t: &Target, cfg: &Config, i: usize, group: &str) -> Vec<String> {
     let mut f: Vec<String> = Vec::new();
     match (&cfg.kind, cfg.strategy()) {
