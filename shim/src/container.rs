@@ -188,11 +188,10 @@ pub struct CreateRequest {
     pub cgroup_ahead: ManagerAhead,
 }
 
-/// The cgroup a container's spec asks for: `linux.cgroupsPath`, else
-/// `/idshift/NAMESPACE/ID`.
-fn cgroup_path(spec: &Spec, namespace: &str, id: &str) -> String {
-    spec.linux()
-        .as_ref()
+/// The cgroup a container's spec asks for: `linux.cgroupsPath`, else (or
+/// without a spec) `/idshift/NAMESPACE/ID`.
+pub fn cgroup_path(spec: Option<&Spec>, namespace: &str, id: &str) -> String {
+    spec.and_then(|s| s.linux().as_ref())
         .and_then(|l| l.cgroups_path().clone())
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| format!("/idshift/{namespace}/{id}"))
@@ -212,7 +211,7 @@ pub fn ahead_of(
         let spec = read_spec(&bundle).ok()?;
         let h = Hierarchy::detect().ok()?;
         let resources = spec.linux().as_ref()?.resources().clone()?;
-        Some((h, cgroup_path(&spec, &namespace, &id), resources))
+        Some((h, cgroup_path(Some(&spec), &namespace, &id), resources))
     })
 }
 
@@ -631,7 +630,7 @@ impl Container {
             .as_ref()
             .and_then(|l| l.resources().clone())
             .unwrap_or_default();
-        let cg_path = cgroup_path(&spec, &req.namespace, &req.id);
+        let cg_path = cgroup_path(Some(&spec), &req.namespace, &req.id);
         let features = rootfs::probe_cached(&cfg.state_dir, &cfg.run_dir.join("probe.json"))
             .map_err(|e| format!("probing the kernel: {e}"))?;
         let mut strategy = features.resolve(cfg.strategy).map_err(|e| e.to_string())?;

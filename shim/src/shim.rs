@@ -432,12 +432,10 @@ fn fallback_persisted(config: &Config, namespace: &str, id: &str) -> Persisted {
         .map_err(|e| log::error!("looking up the ID range of {owner}: {e}"))
         .ok()
         .flatten();
-    let cgroup = std::env::current_dir()
+    let spec = std::env::current_dir()
         .ok()
-        .and_then(|bundle| read_spec(&bundle).ok())
-        .and_then(|spec| spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()))
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|| format!("/idshift/{namespace}/{id}"));
+        .and_then(|bundle| read_spec(&bundle).ok());
+    let cgroup = crate::container::cgroup_path(spec.as_ref(), namespace, id);
     Persisted {
         pid: 0,
         range_owner: held.map(|_| owner),
