@@ -286,12 +286,23 @@ fn device_rules(res: &LinuxResources) -> Vec<DeviceRule> {
     rules
 }
 
-/// Whether applying `res` takes libcgroups: resources besides the device
-/// rules (which are ours, `devices.rs`).
-fn needs_crate(res: &LinuxResources) -> bool {
+/// `res` without its device rules, which are ours (`devices.rs`), not
+/// libcgroups': its v1 devices controller writes a spec's rules one by one
+/// (devices.rs says why not), and runc's always-allowed ones after them,
+/// which the rules applied already allow.
+fn without_devices(res: &LinuxResources) -> std::borrow::Cow<'_, LinuxResources> {
+    if res.devices().is_none() {
+        return std::borrow::Cow::Borrowed(res);
+    }
     let mut r = res.clone();
     r.set_devices(None);
-    r != LinuxResources::default()
+    std::borrow::Cow::Owned(r)
+}
+
+/// Whether applying `res` takes libcgroups: resources besides the device
+/// rules.
+fn needs_crate(res: &LinuxResources) -> bool {
+    *without_devices(res) != LinuxResources::default()
 }
 
 type V1Manager =
@@ -1252,19 +1263,9 @@ impl Cgroup {
     ) -> Result<()> {
         // Nothing but device rules asked: not even libcgroups' managers,
         // whose v1 one reads the mount table.
-        if !needs_crate(res) {
+        let res = &*without_devices(res);
+        if *res == LinuxResources::default() {
             return Ok(());
-        }
-        // libcgroups' v1 devices controller writes a spec's rules one by one
-        // (devices.rs says why not), and runc's always-allowed ones after
-        // them, which the rules applied already allow: it gets none.
-        let without_devices;
-        let mut res = res;
-        if res.devices().is_some() {
-            let mut r = res.clone();
-            r.set_devices(None);
-            without_devices = r;
-            res = &without_devices;
         }
         let rel = self.rel()?;
         if let Some(unit) = &self.unit {
