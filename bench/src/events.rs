@@ -122,7 +122,7 @@ impl ContainerCreates {
     /// The `/containers/create` times of `ids` (waiting up to `timeout` for
     /// those not delivered yet: a launch returns once containerd has
     /// published them, the stream may lag).
-    pub fn of(&mut self, ids: &[&str], timeout: Duration) -> HashMap<String, SystemTime> {
+    pub fn of(&self, ids: &[&str], timeout: Duration) -> HashMap<String, SystemTime> {
         self.wait(timeout, |s| {
             ids.iter().all(|id| s.creates.contains_key(*id))
         });

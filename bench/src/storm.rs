@@ -1067,7 +1067,7 @@ fn storm(
         done: false,
     };
     // Every launch's container record, as containerd stamps it.
-    let mut creates = t_ref.daemon(cfg).container_creates()?;
+    let creates = t_ref.daemon(cfg).container_creates()?;
     settle();
     let barrier = Barrier::new(n + 1);
     let finished = AtomicUsize::new(0);
